@@ -1,0 +1,1 @@
+"""Kontakt's services: contacts (write side), projections (read side) and sync (Outlook)."""

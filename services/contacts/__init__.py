@@ -1,0 +1,1 @@
+"""The contacts service: the write side, event-sourced on PostgreSQL."""

@@ -1,0 +1,430 @@
+"""HTTP adapter of the contacts service: thin routers and the one place errors become statuses."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from eventsourcing.persistence import OperationalError, PersistenceError
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from services.contacts import domain
+from services.contacts.application import CommandResult, ContactsApp
+from services.contacts.photos import (
+    PhotoNotStoredError,
+    PhotoTooLargeError,
+    UnsupportedPhotoTypeError,
+)
+from services.contacts.schemas import (
+    ArchiveRequest,
+    CommandResponse,
+    ContactCreate,
+    ContactDetailsChange,
+    ContactView,
+    EmploymentView,
+    ErrorBody,
+    HistoryEntry,
+    InfotagPlace,
+    JobChange,
+    JobChangeResponse,
+    OutlookSyncSwitch,
+)
+from shared.auth import AuthError, Principal, verify_token
+from shared.settings import KontaktSettings
+
+log = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(auto_error=False)
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+
+def get_contacts(request: Request) -> ContactsApp:
+    """The application built by the app factory."""
+    app: ContactsApp = request.app.state.contacts
+    return app
+
+
+def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, from a verified bearer token; 401 otherwise."""
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+    settings: KontaktSettings = request.app.state.settings
+    try:
+        return verify_token(credentials.credentials, settings)
+    except AuthError as exc:
+        raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
+
+
+def get_actor(
+    principal: Annotated[Principal, Depends(get_principal)],
+    x_correlation_id: Annotated[str | None, Header(max_length=200)] = None,
+) -> domain.Actor:
+    """Who acts (the token's subject) and the request's correlation id."""
+    return domain.Actor(principal.user_id, x_correlation_id or str(uuid4()))
+
+
+def get_expected_version(
+    if_match: Annotated[str | None, Header()] = None,
+    expected_version: Annotated[int | None, Query(ge=1)] = None,
+) -> int | None:
+    """The version the client saw: If-Match ("3" or W/"3") or ?expected_version=3."""
+    if if_match is None or if_match.strip() == "*":
+        return expected_version
+    match = _ETAG.match(if_match)
+    if not match:
+        raise HTTPException(422, "If-Match must be a contact version, e.g. \"3\"")
+    return int(match.group(1))
+
+
+Contacts = Annotated[ContactsApp, Depends(get_contacts)]
+ActorDep = Annotated[domain.Actor, Depends(get_actor)]
+ExpectedVersion = Annotated[int | None, Depends(get_expected_version)]
+
+router = APIRouter(prefix="/contacts", tags=["contacts"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
+    404: {"model": ErrorBody, "description": "Unknown contact"},
+    409: {"model": ErrorBody, "description": "Conflict: duplicate, version, or state"},
+}
+
+
+def _result(response: Response, result: CommandResult) -> CommandResponse:
+    response.headers["ETag"] = f'"{result.version}"'
+    return CommandResponse(
+        contact_id=result.contact_id, person_id=result.person_id, version=result.version
+    )
+
+
+@router.post("", status_code=201, response_model=CommandResponse, responses=_ERRORS)
+def create_contact(
+    body: ContactCreate, contacts: Contacts, actor: ActorDep, response: Response
+) -> CommandResponse:
+    """Create a contact."""
+    details = body.model_dump(exclude={"company_id", "company_name", "started_on"})
+    result = contacts.create_contact(
+        actor,
+        company_id=body.company_id,
+        company_name=body.company_name,
+        details=details,
+        started_on=body.started_on,
+    )
+    response.headers["Location"] = f"/contacts/{result.contact_id}"
+    return _result(response, result)
+
+
+@router.patch("/{contact_id}", response_model=CommandResponse, responses=_ERRORS)
+def change_details(
+    contact_id: UUID,
+    body: ContactDetailsChange,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> CommandResponse:
+    """Change a contact's details (only the fields sent)."""
+    return _result(response, contacts.change_details(actor, contact_id, body.changes(), expected))
+
+
+@router.post(
+    "/{contact_id}/job-changes",
+    status_code=201,
+    response_model=JobChangeResponse,
+    responses=_ERRORS,
+)
+def change_job(
+    contact_id: UUID,
+    body: JobChange,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> JobChangeResponse:
+    """Record a job change: this version becomes former, a new version starts."""
+    old, new = contacts.change_job(
+        actor,
+        contact_id,
+        company_id=body.company_id,
+        company_name=body.company_name,
+        job=body.model_dump(include={"job_title", "department", "work_email", "work_phone"}),
+        effective_on=body.effective_on or datetime.now(UTC).date(),
+        expected_version=expected,
+    )
+    response.headers["Location"] = f"/contacts/{new.contact_id}"
+    response.headers["ETag"] = f'"{new.version}"'
+    return JobChangeResponse(
+        contact_id=new.contact_id,
+        person_id=new.person_id,
+        version=new.version,
+        predecessor=CommandResponse(
+            contact_id=old.contact_id, person_id=old.person_id, version=old.version
+        ),
+    )
+
+
+@router.put("/{contact_id}/outlook-sync/me", response_model=CommandResponse, responses=_ERRORS)
+def switch_my_outlook_sync(
+    contact_id: UUID,
+    body: OutlookSyncSwitch,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> CommandResponse:
+    """Switch the caller's own Outlook sync for this contact on or off."""
+    result = contacts.toggle_outlook_sync(
+        actor,
+        contact_id,
+        user_id=actor.user_id,
+        enabled=body.enabled,
+        reason=body.reason,
+        expected_version=expected,
+    )
+    return _result(response, result)
+
+
+@router.post("/{contact_id}/infotags", response_model=CommandResponse, responses=_ERRORS)
+def add_infotag(
+    contact_id: UUID,
+    body: InfotagPlace,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> CommandResponse:
+    """Place an infotag on the contact (placing a placed tag changes nothing)."""
+    return _result(response, contacts.add_infotag(actor, contact_id, body.tag, expected))
+
+
+@router.delete("/{contact_id}/infotags/{tag}", response_model=CommandResponse, responses=_ERRORS)
+def remove_infotag(
+    contact_id: UUID,
+    tag: str,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> CommandResponse:
+    """Take an infotag off the contact."""
+    return _result(response, contacts.remove_infotag(actor, contact_id, tag, expected))
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PhotoTooLargeError(int(declared), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PhotoTooLargeError(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.put(
+    "/{contact_id}/photo",
+    response_model=CommandResponse,
+    responses={
+        **_ERRORS,
+        413: {"model": ErrorBody, "description": "Photo too large"},
+        415: {"model": ErrorBody, "description": "Not a JPEG, PNG or WebP image"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}}
+                for t in ("image/jpeg", "image/png", "image/webp")
+            },
+        }
+    },
+)
+async def upload_photo(
+    contact_id: UUID,
+    request: Request,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> CommandResponse:
+    """Upload or replace the photo: the raw image bytes as the request body."""
+    data = await _read_limited(request, contacts.photos.max_bytes)
+    result = await run_in_threadpool(contacts.change_photo, actor, contact_id, data, expected)
+    return _result(response, result)
+
+
+@router.delete("/{contact_id}/photo", response_model=CommandResponse, responses=_ERRORS)
+def remove_photo(
+    contact_id: UUID, contacts: Contacts, actor: ActorDep, expected: ExpectedVersion,
+    response: Response,
+) -> CommandResponse:
+    """Remove the current photo."""
+    return _result(response, contacts.remove_photo(actor, contact_id, expected))
+
+
+@router.get(
+    "/{contact_id}/photo",
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
+)
+def get_photo(
+    contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
+) -> Response:
+    """The current photo's bytes."""
+    contact = contacts.get_contact(contact_id)
+    if contact.photo is None:
+        raise domain.NoPhotoError()
+    stored = contacts.photos.get(contact.person_id, contact.photo["content_hash"])
+    return Response(
+        stored.data,
+        media_type=stored.media_type,
+        headers={"ETag": f'"{contact.photo["content_hash"]}"'},
+    )
+
+
+@router.post("/{contact_id}/archive", response_model=CommandResponse, responses=_ERRORS)
+def archive(
+    contact_id: UUID,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+    body: ArchiveRequest | None = None,
+) -> CommandResponse:
+    """Archive the contact: it leaves the current contacts and refuses edits."""
+    reason = body.reason if body else None
+    return _result(response, contacts.archive(actor, contact_id, reason, expected))
+
+
+@router.post("/{contact_id}/restore", response_model=CommandResponse, responses=_ERRORS)
+def restore(
+    contact_id: UUID, contacts: Contacts, actor: ActorDep, expected: ExpectedVersion,
+    response: Response,
+) -> CommandResponse:
+    """Restore an archived contact."""
+    return _result(response, contacts.restore(actor, contact_id, expected))
+
+
+@router.get("/{contact_id}", response_model=ContactView, responses=_ERRORS)
+def get_contact(
+    contact_id: UUID,
+    contacts: Contacts,
+    _: Annotated[Principal, Depends(get_principal)],
+    response: Response,
+) -> dict[str, Any]:
+    """The contact's current state, from the event store."""
+    contact = contacts.get_contact(contact_id)
+    response.headers["ETag"] = f'"{contact.version}"'
+    return contact.state()
+
+
+@router.get("/{contact_id}/history", response_model=list[HistoryEntry], responses=_ERRORS)
+def history(
+    contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
+) -> list[dict[str, Any]]:
+    """Every event of the contact: type, who, when, what changed."""
+    return contacts.history(contact_id)
+
+
+@router.get("/{contact_id}/as-of", response_model=ContactView, responses=_ERRORS)
+def as_of(
+    contact_id: UUID,
+    contacts: Contacts,
+    _: Annotated[Principal, Depends(get_principal)],
+    at: Annotated[
+        datetime | date | None,
+        Query(description="A date (end of that day, UTC) or a timestamp"),
+    ] = None,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """The contact as it was at a moment or at a version (time travel)."""
+    if (at is None) == (version is None):
+        raise HTTPException(422, "give exactly one of 'at' or 'version'")
+    if version is not None:
+        return contacts.get_contact(contact_id, version).state()
+    assert at is not None
+    moment = at if isinstance(at, datetime) else datetime.combine(at, datetime.max.time())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    contact = contacts.get_contact_as_of(contact_id, moment)
+    if contact is None:
+        raise HTTPException(404, f"contact {contact_id} did not exist yet at {moment.isoformat()}")
+    return contact.state()
+
+
+@router.get("/{contact_id}/employments", response_model=list[EmploymentView], responses=_ERRORS)
+def employments(
+    contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
+) -> list[EmploymentView]:
+    """All versions of the contact's person, oldest first."""
+    return [
+        EmploymentView(
+            contact_id=c.id,
+            company_id=c.company_id,
+            company_name=c.company_name,
+            job_title=c.job_title,
+            department=c.department,
+            started_on=c.started_on,
+            ended_on=c.ended_on,
+            status=c.status,
+            version=c.version,
+        )
+        for c in contacts.employments(contact_id)
+    ]
+
+
+# ------------------------------------------------------------- error mapping
+
+_STATUS: list[tuple[type[Exception], int]] = [
+    (domain.ContactNotFoundError, 404),
+    (domain.InfotagNotPlacedError, 404),
+    (domain.NoPhotoError, 404),
+    (PhotoNotStoredError, 404),
+    (domain.VersionConflictError, 409),
+    (domain.DuplicateContactError, 409),
+    (domain.ContactArchivedError, 409),
+    (domain.ContactNotArchivedError, 409),
+    (domain.FormerEmploymentError, 409),
+    (domain.NothingToChangeError, 422),
+    (domain.InvalidValueError, 422),
+    (PhotoTooLargeError, 413),
+    (UnsupportedPhotoTypeError, 415),
+]
+
+
+def _error_body(exc: Exception) -> dict[str, Any]:
+    body: dict[str, Any] = {"detail": str(exc)}
+    if isinstance(exc, domain.DuplicateContactError):
+        body["field"] = exc.field
+        body["existing_contact_id"] = str(exc.existing_id)
+    elif isinstance(exc, domain.VersionConflictError):
+        body["current_version"] = exc.actual
+    elif isinstance(exc, domain.FormerEmploymentError) and exc.successor_id:
+        body["successor_id"] = str(exc.successor_id)
+    return body
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map named errors to HTTP statuses, in this one place."""
+    for exc_type, status in _STATUS:
+
+        def handler(_: Request, exc: Exception, status: int = status) -> JSONResponse:
+            return JSONResponse(_error_body(exc), status_code=status)
+
+        app.add_exception_handler(exc_type, handler)
+
+    def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse({"detail": "database unavailable, try again"}, status_code=503)
+
+    app.add_exception_handler(OperationalError, unavailable)
+    app.add_exception_handler(PersistenceError, unavailable)

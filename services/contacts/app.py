@@ -1,0 +1,77 @@
+"""Composition root of the contacts service: builds settings, persistence and the HTTP app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool
+
+from services.contacts.api import install_error_handlers, router
+from services.contacts.application import ContactsApp
+from services.contacts.photos import PostgresPhotoStore
+from shared.settings import KontaktSettings
+
+log = logging.getLogger(__name__)
+
+
+def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
+    """Build the application on PostgreSQL, creating its tables when missing."""
+    key_secret = settings.key_secret.get_secret_value().encode()
+    pool = ConnectionPool(
+        settings.pg_dsn(), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
+    )
+    photos = PostgresPhotoStore(pool, key_secret, settings.photo_max_bytes)
+    photos.create_schema()
+    return ContactsApp(settings.eventsourcing_env(), key_secret=key_secret, photos=photos)
+
+
+def close_contacts_app(contacts: ContactsApp) -> None:
+    """Close the application's connection pools."""
+    contacts.photos.close()
+    contacts.close()
+
+
+def create_app(settings: KontaktSettings | None = None) -> FastAPI:
+    """The contacts HTTP service; settings come from the environment unless given."""
+    settings = settings or KontaktSettings()
+    if settings.uses_dev_secrets():
+        log.warning("development secrets in use: set KONTAKT_JWT_SECRET and KONTAKT_KEY_SECRET")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.contacts = await run_in_threadpool(build_contacts_app, settings)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(close_contacts_app, app.state.contacts)
+
+    app = FastAPI(
+        title="Kontakt contacts API",
+        description="Commands and event-store reads of contacts. Bearer JWT required.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+    install_error_handlers(app)
+
+    @app.get("/health/live", tags=["health"])
+    def live() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["health"], response_model=None)
+    def ready() -> dict[str, str] | JSONResponse:
+        """Readiness: the event store answers."""
+        try:
+            app.state.contacts.photos.ping()
+        except Exception as exc:  # any failure means not ready
+            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        return {"status": "ok"}
+
+    return app

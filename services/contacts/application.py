@@ -1,0 +1,356 @@
+"""The contacts application: loads aggregates, calls the domain, saves atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoding
+
+from services.contacts.domain import (
+    Actor,
+    Contact,
+    ContactNotFoundError,
+    DuplicateContactError,
+    PhotoInfo,
+    UniqueKey,
+    event_type_name,
+    uniqueness_keys,
+)
+from services.contacts.photos import PhotoStore
+
+T = TypeVar("T")
+
+#: How often a command is retried when a concurrent writer saved first.
+MAX_ATTEMPTS = 5
+
+
+class DateAsISO(Transcoding):
+    """Stores `date` values as ISO strings."""
+
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        """Encode a date."""
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        """Decode a date."""
+        return date.fromisoformat(data)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command returns: the contact id and its version after the command."""
+
+    contact_id: UUID
+    version: int
+    person_id: UUID
+
+
+class ContactsApp(Application[UUID]):
+    """Commands and event-store reads of contacts."""
+
+    name = "Contacts"
+
+    def __init__(
+        self, env: dict[str, str] | None = None, *, key_secret: bytes, photos: PhotoStore
+    ) -> None:
+        super().__init__(env)
+        self._key_secret = key_secret
+        self.photos = photos
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        """Register the library's transcodings and ours."""
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+    # ------------------------------------------------------------------ helpers
+
+    def key_id(self, material: str) -> UUID:
+        """The id of a uniqueness key: a keyed hash, so it is no guessable fingerprint."""
+        digest = hmac.new(self._key_secret, material.encode(), hashlib.sha256).digest()
+        return UUID(bytes=digest[:16])
+
+    def _load(self, contact_id: UUID, version: int | None = None) -> Contact:
+        try:
+            contact = self.repository.get(contact_id, version=version)
+        except AggregateNotFoundError:
+            raise ContactNotFoundError(contact_id) from None
+        if not isinstance(contact, Contact):
+            raise ContactNotFoundError(contact_id)
+        return contact
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        # The store refuses a save whose aggregate versions moved on meanwhile;
+        # running the command again on fresh state either succeeds, or raises
+        # the domain's own error (a duplicate, a version conflict).
+        for _ in range(MAX_ATTEMPTS - 1):
+            try:
+                return attempt()
+            except RecordConflictError:
+                continue
+        return attempt()
+
+    def _key_events(self, changes: list[tuple[UUID, dict[str, str], dict[str, str]]]) -> list[Any]:
+        """Release and claim uniqueness keys for (owner, keys before, keys after) triples."""
+        loaded: dict[UUID, UniqueKey | None] = {}
+
+        def get(material: str) -> tuple[UUID, UniqueKey | None]:
+            kid = self.key_id(material)
+            if kid not in loaded:
+                try:
+                    key = self.repository.get(kid)
+                    loaded[kid] = key if isinstance(key, UniqueKey) else None
+                except AggregateNotFoundError:
+                    loaded[kid] = None
+            return kid, loaded[kid]
+
+        # Releases first, so a key can move between contacts in one save.
+        for owner, before, after in changes:
+            for material in before.keys() - after.keys():
+                _, key = get(material)
+                if key is not None:
+                    key.release(owner)
+        for owner, before, after in changes:
+            for material in after.keys() - before.keys():
+                kid, key = get(material)
+                if key is None:
+                    loaded[kid] = UniqueKey.claim_new(kid, after[material], owner)
+                else:
+                    try:
+                        key.claim(owner)
+                    except DuplicateContactError as exc:
+                        # Name the field the way this claimant used it.
+                        raise DuplicateContactError(after[material], exc.existing_id) from None
+        return [k for k in loaded.values() if k is not None and k.pending_events]
+
+    def _change(
+        self,
+        contact_id: UUID,
+        expected_version: int | None,
+        mutate: Callable[[Contact], object],
+    ) -> CommandResult:
+        def attempt() -> CommandResult:
+            contact = self._load(contact_id)
+            contact.check_version(expected_version)
+            before = uniqueness_keys(contact)
+            mutate(contact)
+            if contact.pending_events:
+                keys = self._key_events([(contact.id, before, uniqueness_keys(contact))])
+                self.save(contact, *keys)
+            return CommandResult(contact.id, contact.version, contact.person_id)
+
+        return self._retrying(attempt)
+
+    # ----------------------------------------------------------------- commands
+
+    def create_contact(
+        self,
+        actor: Actor,
+        *,
+        company_id: UUID,
+        company_name: str,
+        details: dict[str, str | None],
+        started_on: date | None = None,
+    ) -> CommandResult:
+        """Create a contact (the first version of a new person)."""
+        contact_id, person_id = uuid4(), uuid4()
+
+        def attempt() -> CommandResult:
+            contact = Contact.create(
+                contact_id=contact_id,
+                person_id=person_id,
+                actor=actor,
+                company_id=company_id,
+                company_name=company_name,
+                details=details,
+                started_on=started_on,
+            )
+            keys = self._key_events([(contact.id, {}, uniqueness_keys(contact))])
+            self.save(contact, *keys)
+            return CommandResult(contact.id, contact.version, contact.person_id)
+
+        return self._retrying(attempt)
+
+    def change_details(
+        self,
+        actor: Actor,
+        contact_id: UUID,
+        changes: dict[str, str | None],
+        expected_version: int | None = None,
+    ) -> CommandResult:
+        """Change detail fields of a current contact."""
+        return self._change(contact_id, expected_version, lambda c: c.change_details(actor, changes))
+
+    def change_job(
+        self,
+        actor: Actor,
+        contact_id: UUID,
+        *,
+        company_id: UUID,
+        company_name: str,
+        job: dict[str, str | None],
+        effective_on: date,
+        expected_version: int | None = None,
+    ) -> tuple[CommandResult, CommandResult]:
+        """End the employment and create the person's new version; returns (old, new)."""
+        successor_id = uuid4()
+
+        def attempt() -> tuple[CommandResult, CommandResult]:
+            old = self._load(contact_id)
+            old.check_version(expected_version)
+            before = uniqueness_keys(old)
+            new = old.change_job(
+                actor,
+                successor_id=successor_id,
+                company_id=company_id,
+                company_name=company_name,
+                job=job,
+                effective_on=effective_on,
+            )
+            keys = self._key_events(
+                [(old.id, before, uniqueness_keys(old)), (new.id, {}, uniqueness_keys(new))]
+            )
+            self.save(old, new, *keys)
+            return (
+                CommandResult(old.id, old.version, old.person_id),
+                CommandResult(new.id, new.version, new.person_id),
+            )
+
+        return self._retrying(attempt)
+
+    def toggle_outlook_sync(
+        self,
+        actor: Actor,
+        contact_id: UUID,
+        *,
+        user_id: str,
+        enabled: bool,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> CommandResult:
+        """Switch a user's Outlook sync for a contact on or off."""
+        return self._change(
+            contact_id,
+            expected_version,
+            lambda c: c.toggle_outlook_sync(actor, user_id=user_id, enabled=enabled, reason=reason),
+        )
+
+    def add_infotag(
+        self, actor: Actor, contact_id: UUID, tag: str, expected_version: int | None = None
+    ) -> CommandResult:
+        """Place an infotag on a contact."""
+        return self._change(contact_id, expected_version, lambda c: c.add_infotag(actor, tag))
+
+    def remove_infotag(
+        self, actor: Actor, contact_id: UUID, tag: str, expected_version: int | None = None
+    ) -> CommandResult:
+        """Take an infotag off a contact."""
+        return self._change(contact_id, expected_version, lambda c: c.remove_infotag(actor, tag))
+
+    def change_photo(
+        self,
+        actor: Actor,
+        contact_id: UUID,
+        data: bytes,
+        expected_version: int | None = None,
+    ) -> CommandResult:
+        """Store the photo's bytes and make it the contact's current photo."""
+        contact = self._load(contact_id)
+        # Stored first and content-addressed: should the event not be saved, the
+        # blob is unreferenced and invisible, never a half-written contact.
+        info: PhotoInfo = self.photos.put(contact.person_id, data)
+        return self._change(contact_id, expected_version, lambda c: c.change_photo(actor, info))
+
+    def remove_photo(
+        self, actor: Actor, contact_id: UUID, expected_version: int | None = None
+    ) -> CommandResult:
+        """Remove a contact's current photo (earlier photos stay in history)."""
+        return self._change(contact_id, expected_version, lambda c: c.remove_photo(actor))
+
+    def archive(
+        self,
+        actor: Actor,
+        contact_id: UUID,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> CommandResult:
+        """Archive (soft-delete) a contact, releasing its uniqueness keys."""
+        return self._change(contact_id, expected_version, lambda c: c.archive(actor, reason))
+
+    def restore(
+        self, actor: Actor, contact_id: UUID, expected_version: int | None = None
+    ) -> CommandResult:
+        """Restore an archived contact, claiming its uniqueness keys again."""
+        return self._change(contact_id, expected_version, lambda c: c.restore(actor))
+
+    # -------------------------------------------------------------------- reads
+
+    def get_contact(self, contact_id: UUID, version: int | None = None) -> Contact:
+        """The contact now, or at a given version."""
+        contact = self._load(contact_id)
+        if version is not None:
+            if version < 1 or version > contact.version:
+                raise ContactNotFoundError(contact_id)
+            return self._load(contact_id, version)
+        return contact
+
+    def get_contact_as_of(self, contact_id: UUID, at: datetime) -> Contact | None:
+        """The contact as it was at a moment; None when it did not exist yet."""
+        version = None
+        for event in self._events(contact_id):
+            if event.timestamp > at:
+                break
+            version = event.originator_version
+        if version is None:
+            self._load(contact_id)  # a 404 for an unknown id, not "did not exist yet"
+            return None
+        return self._load(contact_id, version)
+
+    def _events(self, contact_id: UUID) -> Iterator[Any]:
+        return iter(self.events.get(contact_id))
+
+    def history(self, contact_id: UUID) -> list[dict[str, Any]]:
+        """Every event of a contact: type, who, when, and what changed."""
+        entries: list[dict[str, Any]] = []
+        contact: Contact | None = None
+        for event in self._events(contact_id):
+            before = contact.state() if contact is not None else {}
+            contact = event.mutate(contact)
+            after = contact.state() if contact is not None else {}
+            changes = {
+                k: {"old": before.get(k), "new": v}
+                for k, v in after.items()
+                if k not in ("version", "modified_on") and before.get(k) != v
+            }
+            entries.append(
+                {
+                    "version": event.originator_version,
+                    "type": event_type_name(event),
+                    "occurred_at": event.timestamp,
+                    "actor": event.actor,
+                    "correlation_id": event.correlation_id,
+                    "changes": changes,
+                }
+            )
+        if contact is None:
+            raise ContactNotFoundError(contact_id)
+        return entries
+
+    def employments(self, contact_id: UUID) -> list[Contact]:
+        """All versions of the contact's person, oldest first."""
+        contact = self._load(contact_id)
+        chain = [contact]
+        while chain[0].predecessor_id is not None:
+            chain.insert(0, self._load(chain[0].predecessor_id))
+        while chain[-1].successor_id is not None:
+            chain.append(self._load(chain[-1].successor_id))
+        return chain

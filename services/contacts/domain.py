@@ -1,0 +1,666 @@
+"""The contact domain: the Contact aggregate, its past-tense events and named errors.
+
+Pure: no I/O, no framework. The application layer loads, calls and saves.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+# --------------------------------------------------------------------------- errors
+
+
+class ContactError(Exception):
+    """Base class of the named domain errors."""
+
+
+class ContactNotFoundError(ContactError):
+    """No contact has the given id."""
+
+    def __init__(self, contact_id: UUID) -> None:
+        super().__init__(f"contact {contact_id} not found")
+        self.contact_id = contact_id
+
+
+class VersionConflictError(ContactError):
+    """The client's expected version is not the contact's current version."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"contact is at version {actual}, not the expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class ContactArchivedError(ContactError):
+    """An archived contact refuses edits until it is restored."""
+
+    def __init__(self) -> None:
+        super().__init__("contact is archived; restore it before changing it")
+
+
+class ContactNotArchivedError(ContactError):
+    """Only an archived contact can be restored."""
+
+    def __init__(self) -> None:
+        super().__init__("contact is not archived")
+
+
+class FormerEmploymentError(ContactError):
+    """A former employment is history: it cannot change job again or be edited."""
+
+    def __init__(self, successor_id: UUID | None) -> None:
+        super().__init__(
+            f"contact is a former employment (the person's current version is {successor_id});"
+            " it cannot be changed"
+        )
+        self.successor_id = successor_id
+
+
+class DuplicateContactError(ContactError):
+    """A uniqueness key is held by another current contact."""
+
+    def __init__(self, field: str, existing_id: UUID) -> None:
+        super().__init__(f"another current contact already has this {field}: {existing_id}")
+        self.field = field
+        self.existing_id = existing_id
+
+
+class InfotagNotPlacedError(ContactError):
+    """The infotag to remove is not on the contact."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(f"infotag {tag!r} is not on this contact")
+        self.tag = tag
+
+
+class NoPhotoError(ContactError):
+    """The contact has no photo to remove."""
+
+    def __init__(self) -> None:
+        super().__init__("contact has no photo")
+
+
+class InvalidValueError(ContactError, ValueError):
+    """A value breaks a rule the domain checks (e.g. an empty name, a date order)."""
+
+
+class NothingToChangeError(ContactError):
+    """A details change named no field."""
+
+    def __init__(self) -> None:
+        super().__init__("no field to change was given")
+
+
+# ----------------------------------------------------------------------- value types
+
+#: Fields of a contact a details change may set.
+DETAIL_FIELDS: tuple[str, ...] = (
+    "first_names",
+    "last_names",
+    "job_title",
+    "department",
+    "work_email",
+    "private_email",
+    "work_phone",
+    "private_phone",
+)
+
+#: Fields that belong to the person and follow them to a new job.
+PERSONAL_FIELDS: tuple[str, ...] = ("first_names", "last_names", "private_email", "private_phone")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, and the correlation id of the request that acts."""
+
+    user_id: str
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    """What an event records of a photo; the bytes live in the photo store."""
+
+    content_hash: str
+    media_type: str
+    byte_size: int
+    width: int
+    height: int
+
+
+def normalise_text(value: str) -> str:
+    """Normalise for comparison: NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+def normalise_email(value: str) -> str:
+    """Normalise an e-mail address for uniqueness: trimmed, NFKC, case-folded."""
+    return unicodedata.normalize("NFKC", value).strip().casefold()
+
+
+# ------------------------------------------------------------------------ aggregate
+
+
+class Contact(Aggregate):
+    """One version of a human at one company."""
+
+    TOPIC = "kontakt:Contact"
+
+    class Event(Aggregate.Event):
+        """Every contact event records the person, the actor and the correlation id."""
+
+        person_id: UUID
+        actor: str
+        correlation_id: str
+
+    class Created(Event, Aggregate.Created):
+        """ContactCreated: a new contact, or a new version of a person after a job change."""
+
+        TOPIC = "kontakt:ContactCreated"
+        company_id: UUID
+        company_name: str
+        first_names: str
+        last_names: str
+        job_title: str | None
+        department: str | None
+        work_email: str | None
+        private_email: str | None
+        work_phone: str | None
+        private_phone: str | None
+        started_on: date | None
+        predecessor_id: UUID | None
+        infotags: dict[str, dict[str, Any]]
+        outlook_sync_users: list[str]
+        photo: dict[str, Any] | None
+
+    class DetailsChanged(Event):
+        """ContactDetailsChanged: the named fields now hold these values."""
+
+        TOPIC = "kontakt:ContactDetailsChanged"
+        changes: dict[str, str | None]
+
+        def apply(self, aggregate: Contact) -> None:
+            for name, value in self.changes.items():
+                setattr(aggregate, name, value)
+
+    class JobChanged(Event):
+        """JobChanged: this employment ended; the person goes on as the successor."""
+
+        TOPIC = "kontakt:JobChanged"
+        ended_on: date
+        successor_id: UUID
+        new_company_id: UUID
+        new_company_name: str
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.ended_on = self.ended_on
+            aggregate.successor_id = self.successor_id
+
+    class OutlookSyncToggled(Event):
+        """OutlookSyncToggled: one user's switch for this contact was turned on or off."""
+
+        TOPIC = "kontakt:OutlookSyncToggled"
+        user_id: str
+        enabled: bool
+        reason: str | None
+
+        def apply(self, aggregate: Contact) -> None:
+            if self.enabled:
+                aggregate.outlook_sync_users.add(self.user_id)
+            else:
+                aggregate.outlook_sync_users.discard(self.user_id)
+
+    class InfotagAdded(Event):
+        """InfotagAdded: a tag was placed on the contact."""
+
+        TOPIC = "kontakt:InfotagAdded"
+        tag: str
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.infotags[self.tag] = {
+                "added_by": self.actor,
+                "added_at": self.timestamp.isoformat(),
+            }
+
+    class InfotagRemoved(Event):
+        """InfotagRemoved: a tag was taken off the contact."""
+
+        TOPIC = "kontakt:InfotagRemoved"
+        tag: str
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.infotags.pop(self.tag, None)
+
+    class PhotoChanged(Event):
+        """PhotoChanged: the contact has a new current photo."""
+
+        TOPIC = "kontakt:PhotoChanged"
+        content_hash: str
+        media_type: str
+        byte_size: int
+        width: int
+        height: int
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.photo = {
+                "content_hash": self.content_hash,
+                "media_type": self.media_type,
+                "byte_size": self.byte_size,
+                "width": self.width,
+                "height": self.height,
+            }
+
+    class PhotoRemoved(Event):
+        """PhotoRemoved: the contact has no photo any more."""
+
+        TOPIC = "kontakt:PhotoRemoved"
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.photo = None
+
+    class Archived(Event):
+        """ContactArchived: soft-deleted; refuses edits until restored."""
+
+        TOPIC = "kontakt:ContactArchived"
+        reason: str | None
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.archived = True
+
+    class Restored(Event):
+        """ContactRestored: back from the archive."""
+
+        TOPIC = "kontakt:ContactRestored"
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.archived = False
+
+    def __init__(
+        self,
+        *,
+        person_id: UUID,
+        actor: str,
+        correlation_id: str,
+        company_id: UUID,
+        company_name: str,
+        first_names: str,
+        last_names: str,
+        job_title: str | None,
+        department: str | None,
+        work_email: str | None,
+        private_email: str | None,
+        work_phone: str | None,
+        private_phone: str | None,
+        started_on: date | None,
+        predecessor_id: UUID | None,
+        infotags: dict[str, dict[str, Any]],
+        outlook_sync_users: list[str],
+        photo: dict[str, Any] | None,
+    ) -> None:
+        self.person_id = person_id
+        self.created_by = actor
+        self.company_id = company_id
+        self.company_name = company_name
+        self.first_names = first_names
+        self.last_names = last_names
+        self.job_title = job_title
+        self.department = department
+        self.work_email = work_email
+        self.private_email = private_email
+        self.work_phone = work_phone
+        self.private_phone = private_phone
+        self.started_on = started_on
+        self.predecessor_id = predecessor_id
+        self.infotags: dict[str, dict[str, Any]] = {k: dict(v) for k, v in infotags.items()}
+        self.outlook_sync_users: set[str] = set(outlook_sync_users)
+        self.photo: dict[str, Any] | None = dict(photo) if photo else None
+        self.ended_on: date | None = None
+        self.successor_id: UUID | None = None
+        self.archived = False
+
+    # ---------------------------------------------------------------- factories
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        contact_id: UUID,
+        person_id: UUID,
+        actor: Actor,
+        company_id: UUID,
+        company_name: str,
+        details: dict[str, str | None],
+        started_on: date | None = None,
+    ) -> Contact:
+        """Create the first version of a person at a company."""
+        return cls._create(
+            cls.Created,
+            id=contact_id,
+            person_id=person_id,
+            actor=actor.user_id,
+            correlation_id=actor.correlation_id,
+            company_id=company_id,
+            company_name=company_name,
+            first_names=details["first_names"],
+            last_names=details["last_names"],
+            job_title=details.get("job_title"),
+            department=details.get("department"),
+            work_email=details.get("work_email"),
+            private_email=details.get("private_email"),
+            work_phone=details.get("work_phone"),
+            private_phone=details.get("private_phone"),
+            started_on=started_on,
+            predecessor_id=None,
+            infotags={},
+            outlook_sync_users=[],
+            photo=None,
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    TYPE_NAMES: ClassVar[dict[str, str]] = {
+        "Created": "ContactCreated",
+        "DetailsChanged": "ContactDetailsChanged",
+        "Archived": "ContactArchived",
+        "Restored": "ContactRestored",
+    }
+
+    @property
+    def is_former(self) -> bool:
+        """True when the person has moved on to a successor version."""
+        return self.successor_id is not None
+
+    @property
+    def status(self) -> str:
+        """current, former or archived."""
+        if self.is_former:
+            return "former"
+        return "archived" if self.archived else "current"
+
+    @property
+    def is_current(self) -> bool:
+        """True for a contact that holds uniqueness keys (not archived, not former)."""
+        return self.status == "current"
+
+    def details(self) -> dict[str, str | None]:
+        """The editable detail fields."""
+        return {name: getattr(self, name) for name in DETAIL_FIELDS}
+
+    def state(self) -> dict[str, Any]:
+        """The whole state as plain data, for reads and history diffs."""
+        return {
+            "id": self.id,
+            "person_id": self.person_id,
+            "version": self.version,
+            "status": self.status,
+            "company_id": self.company_id,
+            "company_name": self.company_name,
+            **self.details(),
+            "started_on": self.started_on,
+            "ended_on": self.ended_on,
+            "predecessor_id": self.predecessor_id,
+            "successor_id": self.successor_id,
+            "archived": self.archived,
+            "infotags": [
+                {"tag": tag, **placed} for tag, placed in sorted(self.infotags.items())
+            ],
+            "outlook_sync_users": sorted(self.outlook_sync_users),
+            "photo": dict(self.photo) if self.photo else None,
+            "created_on": self.created_on,
+            "modified_on": self.modified_on,
+        }
+
+    # ---------------------------------------------------------------- commands
+
+    def _check_editable(self) -> None:
+        if self.is_former:
+            raise FormerEmploymentError(self.successor_id)
+        if self.archived:
+            raise ContactArchivedError()
+
+    def _trigger(self, event_class: type[Contact.Event], actor: Actor, **kwargs: Any) -> None:
+        self.trigger_event(
+            event_class,
+            person_id=self.person_id,
+            actor=actor.user_id,
+            correlation_id=actor.correlation_id,
+            **kwargs,
+        )
+
+    def check_version(self, expected: int | None) -> None:
+        """Refuse when the client saw another version than the current one."""
+        if expected is not None and expected != self.version:
+            raise VersionConflictError(expected, self.version)
+
+    def change_details(self, actor: Actor, changes: dict[str, str | None]) -> bool:
+        """Record the fields whose values differ; False when nothing differs."""
+        self._check_editable()
+        unknown = set(changes) - set(DETAIL_FIELDS)
+        if unknown:
+            raise InvalidValueError(f"not a detail field: {sorted(unknown)}")
+        if not changes:
+            raise NothingToChangeError()
+        for required in ("first_names", "last_names"):
+            if required in changes and not (changes[required] or "").strip():
+                raise InvalidValueError(f"{required} cannot be empty")
+        differing = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if not differing:
+            return False
+        self._trigger(self.DetailsChanged, actor, changes=differing)
+        return True
+
+    def change_job(
+        self,
+        actor: Actor,
+        *,
+        successor_id: UUID,
+        company_id: UUID,
+        company_name: str,
+        job: dict[str, str | None],
+        effective_on: date,
+    ) -> Contact:
+        """End this employment and return the person's new version at the new company."""
+        self._check_editable()
+        if self.started_on is not None and effective_on < self.started_on:
+            raise InvalidValueError(
+                f"effective_on {effective_on} is before this employment started ({self.started_on})"
+            )
+        self._trigger(
+            self.JobChanged,
+            actor,
+            ended_on=effective_on,
+            successor_id=successor_id,
+            new_company_id=company_id,
+            new_company_name=company_name,
+        )
+        # Personal data, infotags, sync switches and the photo follow the person;
+        # work contact data and title are those of the new job.
+        return Contact._create(
+            Contact.Created,
+            id=successor_id,
+            person_id=self.person_id,
+            actor=actor.user_id,
+            correlation_id=actor.correlation_id,
+            company_id=company_id,
+            company_name=company_name,
+            first_names=self.first_names,
+            last_names=self.last_names,
+            job_title=job.get("job_title"),
+            department=job.get("department"),
+            work_email=job.get("work_email"),
+            private_email=self.private_email,
+            work_phone=job.get("work_phone"),
+            private_phone=self.private_phone,
+            started_on=effective_on,
+            predecessor_id=self.id,
+            infotags={k: dict(v) for k, v in self.infotags.items()},
+            outlook_sync_users=sorted(self.outlook_sync_users),
+            photo=dict(self.photo) if self.photo else None,
+        )
+
+    def toggle_outlook_sync(
+        self, actor: Actor, *, user_id: str, enabled: bool, reason: str | None = None
+    ) -> bool:
+        """Switch one user's Outlook sync; False when it already was so."""
+        self._check_editable()
+        if (user_id in self.outlook_sync_users) == enabled:
+            return False
+        self._trigger(
+            self.OutlookSyncToggled, actor, user_id=user_id, enabled=enabled, reason=reason
+        )
+        return True
+
+    def add_infotag(self, actor: Actor, tag: str) -> bool:
+        """Place a tag; False when it is already placed."""
+        self._check_editable()
+        if tag in self.infotags:
+            return False
+        self._trigger(self.InfotagAdded, actor, tag=tag)
+        return True
+
+    def remove_infotag(self, actor: Actor, tag: str) -> None:
+        """Take a placed tag off."""
+        self._check_editable()
+        if tag not in self.infotags:
+            raise InfotagNotPlacedError(tag)
+        self._trigger(self.InfotagRemoved, actor, tag=tag)
+
+    def change_photo(self, actor: Actor, photo: PhotoInfo) -> bool:
+        """Make a stored photo the current one; False when it already is."""
+        self._check_editable()
+        if self.photo and self.photo["content_hash"] == photo.content_hash:
+            return False
+        self._trigger(
+            self.PhotoChanged,
+            actor,
+            content_hash=photo.content_hash,
+            media_type=photo.media_type,
+            byte_size=photo.byte_size,
+            width=photo.width,
+            height=photo.height,
+        )
+        return True
+
+    def remove_photo(self, actor: Actor) -> None:
+        """Remove the current photo."""
+        self._check_editable()
+        if self.photo is None:
+            raise NoPhotoError()
+        self._trigger(self.PhotoRemoved, actor)
+
+    def archive(self, actor: Actor, reason: str | None = None) -> bool:
+        """Soft-delete; False when already archived."""
+        if self.is_former:
+            raise FormerEmploymentError(self.successor_id)
+        if self.archived:
+            return False
+        self._trigger(self.Archived, actor, reason=reason)
+        return True
+
+    def restore(self, actor: Actor) -> None:
+        """Bring an archived contact back."""
+        if self.is_former:
+            raise FormerEmploymentError(self.successor_id)
+        if not self.archived:
+            raise ContactNotArchivedError()
+        self._trigger(self.Restored, actor)
+
+
+def event_type_name(event: object) -> str:
+    """The public, past-tense name of a contact event (e.g. ContactCreated)."""
+    name = type(event).__name__
+    return Contact.TYPE_NAMES.get(name, name)
+
+
+def event_occurred_at(event: Any) -> datetime:
+    """When an event happened."""
+    ts: datetime = event.timestamp
+    return ts
+
+
+# ------------------------------------------------------------------- uniqueness
+
+
+class UniqueKey(Aggregate):
+    """A claim on a uniqueness key (a name at a company, or an e-mail address).
+
+    Its id is a keyed hash of the normalised value, so concurrent claims of the
+    same key meet on one aggregate and the store's version check lets exactly
+    one of them win.
+    """
+
+    TOPIC = "kontakt:UniqueKey"
+
+    class Event(Aggregate.Event):
+        """Every key event records the owning contact (or None when released)."""
+
+        owner_id: UUID | None
+
+    class Created(Event, Aggregate.Created):
+        """UniqueKeyClaimed for the first time."""
+
+        TOPIC = "kontakt:UniqueKeyCreated"
+        field: str
+
+    class Claimed(Event):
+        """UniqueKeyClaimed by a contact."""
+
+        TOPIC = "kontakt:UniqueKeyClaimed"
+
+        def apply(self, aggregate: UniqueKey) -> None:
+            aggregate.owner_id = self.owner_id
+
+    class Released(Event):
+        """UniqueKeyReleased: no current contact holds it."""
+
+        TOPIC = "kontakt:UniqueKeyReleased"
+
+        def apply(self, aggregate: UniqueKey) -> None:
+            aggregate.owner_id = None
+
+    def __init__(self, *, owner_id: UUID | None, field: str) -> None:
+        self.owner_id = owner_id
+        self.field = field
+
+    @classmethod
+    def claim_new(cls, key_id: UUID, field: str, owner_id: UUID) -> UniqueKey:
+        """A key claimed for the first time."""
+        return cls._create(cls.Created, id=key_id, owner_id=owner_id, field=field)
+
+    def claim(self, owner_id: UUID) -> None:
+        """Claim the key; refused while another contact holds it."""
+        if self.owner_id == owner_id:
+            return
+        if self.owner_id is not None:
+            raise DuplicateContactError(self.field, self.owner_id)
+        self.trigger_event(self.Claimed, owner_id=owner_id)
+
+    def release(self, owner_id: UUID) -> None:
+        """Release the key if this contact holds it."""
+        if self.owner_id == owner_id:
+            self.trigger_event(self.Released, owner_id=None)
+
+
+def uniqueness_keys(contact: Contact) -> dict[str, str]:
+    """The keys a contact holds while current: {key material: field name}."""
+    if not contact.is_current:
+        return {}
+    keys = {
+        "name\x1f%s\x1f%s\x1f%s"
+        % (
+            contact.company_id,
+            normalise_text(contact.first_names),
+            normalise_text(contact.last_names),
+        ): "name"
+    }
+    for field in ("work_email", "private_email"):
+        value = getattr(contact, field)
+        if value:
+            keys.setdefault("email\x1f" + normalise_email(value), field)
+    return keys

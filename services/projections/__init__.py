@@ -1,0 +1,1 @@
+"""The projections service: read models for every tab of the contact page."""

@@ -1,0 +1,1 @@
+"""Kontakt's shared package: the public event contract, settings and helpers used by every service."""

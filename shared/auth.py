@@ -1,0 +1,81 @@
+"""Bearer-token authentication shared by every HTTP service: verify and mint JWTs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import jwt
+
+from shared.settings import KontaktSettings
+
+#: The role that may erase persons and switch other users' Outlook sync off.
+ADMIN_ROLE = "admin"
+
+
+class AuthError(Exception):
+    """A token is missing, malformed, expired or signed with the wrong key."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: `sub` and the roles the token grants."""
+
+    user_id: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+    def has_role(self, role: str) -> bool:
+        """True when the token grants the role."""
+        return role in self.roles
+
+
+def _verification_key(settings: KontaktSettings) -> str:
+    if settings.jwt_algorithm == "RS256":
+        assert settings.jwt_public_key is not None  # checked by the settings validator
+        return settings.jwt_public_key
+    return settings.jwt_secret.get_secret_value()
+
+
+def verify_token(token: str, settings: KontaktSettings) -> Principal:
+    """Verify a bearer token and return its principal."""
+    try:
+        claims = jwt.decode(
+            token,
+            _verification_key(settings),
+            algorithms=[settings.jwt_algorithm],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["sub", "exp"], "verify_aud": settings.jwt_audience is not None},
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"invalid token: {exc}") from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip():
+        raise AuthError("invalid token: empty subject")
+    roles = claims.get("roles", [])
+    if isinstance(roles, str):
+        roles = [roles]
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise AuthError("invalid token: roles must be a list of strings")
+    return Principal(sub, frozenset(roles))
+
+
+def mint_token(
+    settings: KontaktSettings, sub: str, roles: list[str] | None = None, ttl_seconds: int = 3600
+) -> str:
+    """Mint a signed token for local use (HS256 secret, or RS256 private key from settings)."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": sub, "iat": now, "exp": now + ttl_seconds}
+    if roles:
+        claims["roles"] = roles
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_algorithm == "RS256":
+        if settings.jwt_private_key is None:
+            raise AuthError("KONTAKT_JWT_PRIVATE_KEY is needed to mint RS256 tokens")
+        key = settings.jwt_private_key.get_secret_value()
+    else:
+        key = settings.jwt_secret.get_secret_value()
+    return jwt.encode(claims, key, algorithm=settings.jwt_algorithm)

@@ -1,0 +1,81 @@
+"""The one settings class every Kontakt process is configured by (environment, prefix KONTAKT_)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Development-only defaults; a process started with them says so in its log.
+DEV_JWT_SECRET = "kontakt-dev-jwt-secret-change-me-0123456789"
+DEV_KEY_SECRET = "kontakt-dev-key-secret-change-me-0123456789"
+
+
+class KontaktSettings(BaseSettings):
+    """Configuration of every Kontakt process; each field is KONTAKT_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="KONTAKT_", extra="ignore")
+
+    # PostgreSQL (the launcher's defaults).
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 55432
+    pg_user: str = "kontakt"
+    pg_password: SecretStr = SecretStr("kontakt")
+    pg_database: str = "kontakt"
+    pg_pool_size: int = Field(default=10, ge=1, le=100)
+
+    # Kafka (the launcher's defaults).
+    kafka_bootstrap: str = "127.0.0.1:59092"
+
+    # Authentication: HS256 with a shared secret, or RS256 with a public key (PEM).
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_public_key: str | None = None
+    jwt_private_key: SecretStr | None = None  # only for `kontakt token` with RS256
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    # Keyed hashes of uniqueness keys and photo contents.
+    key_secret: SecretStr = SecretStr(DEV_KEY_SECRET)
+
+    # Contacts API.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    photo_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> KontaktSettings:
+        if self.jwt_algorithm == "RS256" and not self.jwt_public_key:
+            raise ValueError("KONTAKT_JWT_PUBLIC_KEY is required when KONTAKT_JWT_ALGORITHM=RS256")
+        if self.jwt_algorithm == "HS256" and len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("KONTAKT_JWT_SECRET must be at least 32 characters")
+        return self
+
+    def uses_dev_secrets(self) -> bool:
+        """True when a development-only secret is in use."""
+        return self.key_secret.get_secret_value() == DEV_KEY_SECRET or (
+            self.jwt_algorithm == "HS256" and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+        )
+
+    def pg_dsn(self) -> str:
+        """A libpq connection string for the database."""
+        return (
+            f"postgresql://{self.pg_user}:{self.pg_password.get_secret_value()}"
+            f"@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+        )
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The environment the eventsourcing library's PostgreSQL persistence reads."""
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": self.pg_database,
+            "POSTGRES_HOST": self.pg_host,
+            "POSTGRES_PORT": str(self.pg_port),
+            "POSTGRES_USER": self.pg_user,
+            "POSTGRES_PASSWORD": self.pg_password.get_secret_value(),
+            "POSTGRES_POOL_SIZE": str(self.pg_pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(self.pg_pool_size),
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
+            "CREATE_TABLE": "y",
+        }
