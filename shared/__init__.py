@@ -1,1 +1,1 @@
-"""Kontakt's shared package: the public event contract, settings and helpers used by every service."""
+"""Kontakt's shared package: the public event contract, settings and common helpers."""

@@ -81,7 +81,7 @@ def get_expected_version(
         return expected_version
     match = _ETAG.match(if_match)
     if not match:
-        raise HTTPException(422, "If-Match must be a contact version, e.g. \"3\"")
+        raise HTTPException(422, 'If-Match must be a contact version, e.g. "3"')
     return int(match.group(1))
 
 
@@ -265,7 +265,10 @@ async def upload_photo(
 
 @router.delete("/{contact_id}/photo", response_model=CommandResponse, responses=_ERRORS)
 def remove_photo(
-    contact_id: UUID, contacts: Contacts, actor: ActorDep, expected: ExpectedVersion,
+    contact_id: UUID,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
     response: Response,
 ) -> CommandResponse:
     """Remove the current photo."""
@@ -307,7 +310,10 @@ def archive(
 
 @router.post("/{contact_id}/restore", response_model=CommandResponse, responses=_ERRORS)
 def restore(
-    contact_id: UUID, contacts: Contacts, actor: ActorDep, expected: ExpectedVersion,
+    contact_id: UUID,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
     response: Response,
 ) -> CommandResponse:
     """Restore an archived contact."""

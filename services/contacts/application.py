@@ -81,7 +81,7 @@ class ContactsApp(Application[UUID]):
 
     def _load(self, contact_id: UUID, version: int | None = None) -> Contact:
         try:
-            contact = self.repository.get(contact_id, version=version)
+            contact: object = self.repository.get(contact_id, version=version)
         except AggregateNotFoundError:
             raise ContactNotFoundError(contact_id) from None
         if not isinstance(contact, Contact):
@@ -107,7 +107,7 @@ class ContactsApp(Application[UUID]):
             kid = self.key_id(material)
             if kid not in loaded:
                 try:
-                    key = self.repository.get(kid)
+                    key: object = self.repository.get(kid)
                     loaded[kid] = key if isinstance(key, UniqueKey) else None
                 except AggregateNotFoundError:
                     loaded[kid] = None
@@ -188,7 +188,9 @@ class ContactsApp(Application[UUID]):
         expected_version: int | None = None,
     ) -> CommandResult:
         """Change detail fields of a current contact."""
-        return self._change(contact_id, expected_version, lambda c: c.change_details(actor, changes))
+        return self._change(
+            contact_id, expected_version, lambda c: c.change_details(actor, changes)
+        )
 
     def change_job(
         self,

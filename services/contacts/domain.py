@@ -407,9 +407,7 @@ class Contact(Aggregate):
             "predecessor_id": self.predecessor_id,
             "successor_id": self.successor_id,
             "archived": self.archived,
-            "infotags": [
-                {"tag": tag, **placed} for tag, placed in sorted(self.infotags.items())
-            ],
+            "infotags": [{"tag": tag, **placed} for tag, placed in sorted(self.infotags.items())],
             "outlook_sync_users": sorted(self.outlook_sync_users),
             "photo": dict(self.photo) if self.photo else None,
             "created_on": self.created_on,
@@ -651,14 +649,8 @@ def uniqueness_keys(contact: Contact) -> dict[str, str]:
     """The keys a contact holds while current: {key material: field name}."""
     if not contact.is_current:
         return {}
-    keys = {
-        "name\x1f%s\x1f%s\x1f%s"
-        % (
-            contact.company_id,
-            normalise_text(contact.first_names),
-            normalise_text(contact.last_names),
-        ): "name"
-    }
+    first, last = normalise_text(contact.first_names), normalise_text(contact.last_names)
+    keys = {f"name\x1f{contact.company_id}\x1f{first}\x1f{last}": "name"}
     for field in ("work_email", "private_email"):
         value = getattr(contact, field)
         if value:

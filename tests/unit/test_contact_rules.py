@@ -12,6 +12,7 @@ from services.contacts.domain import (
     Contact,
     ContactArchivedError,
     ContactNotArchivedError,
+    DuplicateContactError,
     FormerEmploymentError,
     InfotagNotPlacedError,
     InvalidValueError,
@@ -19,7 +20,6 @@ from services.contacts.domain import (
     NothingToChangeError,
     PhotoInfo,
     UniqueKey,
-    DuplicateContactError,
     VersionConflictError,
     normalise_text,
     uniqueness_keys,
@@ -89,7 +89,9 @@ def test_job_change_carries_personal_data_tags_sync_and_photo_but_not_work_data(
         job={"job_title": "CFO", "work_email": "kmj@beta.dk"},
         effective_on=date(2024, 5, 1),
     )
-    assert old.status == "former" and old.successor_id == new.id and old.ended_on == date(2024, 5, 1)
+    assert (
+        old.status == "former" and old.successor_id == new.id and old.ended_on == date(2024, 5, 1)
+    )
     assert new.person_id == old.person_id and new.predecessor_id == old.id
     assert (new.first_names, new.last_names) == (old.first_names, old.last_names)
     assert (new.private_email, new.private_phone) == (old.private_email, old.private_phone)
@@ -101,7 +103,11 @@ def test_job_change_carries_personal_data_tags_sync_and_photo_but_not_work_data(
 def test_former_employment_cannot_change_job_again_or_be_edited() -> None:
     old = new_contact()
     old.change_job(
-        ALICE, successor_id=uuid4(), company_id=uuid4(), company_name="B", job={},
+        ALICE,
+        successor_id=uuid4(),
+        company_id=uuid4(),
+        company_name="B",
+        job={},
         effective_on=date(2024, 1, 1),
     )
     for attempt in (
@@ -110,7 +116,11 @@ def test_former_employment_cannot_change_job_again_or_be_edited() -> None:
         lambda: old.toggle_outlook_sync(ALICE, user_id="alice", enabled=True),
         lambda: old.archive(ALICE),
         lambda: old.change_job(
-            ALICE, successor_id=uuid4(), company_id=uuid4(), company_name="C", job={},
+            ALICE,
+            successor_id=uuid4(),
+            company_id=uuid4(),
+            company_name="C",
+            job={},
             effective_on=date(2025, 1, 1),
         ),
     ):
@@ -122,7 +132,11 @@ def test_job_change_cannot_end_before_the_employment_started() -> None:
     contact = new_contact()
     with pytest.raises(InvalidValueError):
         contact.change_job(
-            ALICE, successor_id=uuid4(), company_id=uuid4(), company_name="B", job={},
+            ALICE,
+            successor_id=uuid4(),
+            company_id=uuid4(),
+            company_name="B",
+            job={},
             effective_on=date(2019, 12, 31),
         )
     assert len(contact.pending_events) == 1

@@ -76,8 +76,12 @@ def test_rename_moves_the_name_key(app: ContactsApp) -> None:
 def test_job_change_moves_keys_to_the_new_version(app: ContactsApp) -> None:
     first = create(app, private_email="karen@home.dk", work_email="k@acme.dk")
     old, new = app.change_job(
-        ALICE, first.contact_id, company_id=BETA, company_name="Beta",
-        job={"work_email": "k@beta.dk"}, effective_on=date(2025, 1, 1),
+        ALICE,
+        first.contact_id,
+        company_id=BETA,
+        company_name="Beta",
+        job={"work_email": "k@beta.dk"},
+        effective_on=date(2025, 1, 1),
     )
     assert new.person_id == old.person_id == first.person_id
     create(app, work_email="k@acme.dk")  # the old work e-mail and name at Acme are free
@@ -94,7 +98,11 @@ def test_job_change_moves_keys_to_the_new_version(app: ContactsApp) -> None:
 def test_job_change_within_the_same_company_keeps_the_name(app: ContactsApp) -> None:
     first = create(app)
     _, new = app.change_job(
-        ALICE, first.contact_id, company_id=ACME, company_name="Acme", job={"job_title": "CEO"},
+        ALICE,
+        first.contact_id,
+        company_id=ACME,
+        company_name="Acme",
+        job={"job_title": "CEO"},
         effective_on=date(2025, 1, 1),
     )
     with pytest.raises(DuplicateContactError) as err:
@@ -124,7 +132,11 @@ def test_history_lists_each_event_with_what_changed(app: ContactsApp) -> None:
     app.change_details(Actor("bob", "c2"), first.contact_id, {"job_title": "CFO"})
     app.add_infotag(ALICE, first.contact_id, "VIP")
     history = app.history(first.contact_id)
-    assert [h["type"] for h in history] == ["ContactCreated", "ContactDetailsChanged", "InfotagAdded"]
+    assert [h["type"] for h in history] == [
+        "ContactCreated",
+        "ContactDetailsChanged",
+        "InfotagAdded",
+    ]
     assert history[1]["actor"] == "bob" and history[1]["correlation_id"] == "c2"
     assert history[1]["changes"] == {"job_title": {"old": "Buyer", "new": "CFO"}}
     assert history[2]["changes"]["infotags"]["new"][0]["tag"] == "VIP"

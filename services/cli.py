@@ -1,0 +1,131 @@
+"""The `kontakt` command line: the local stack, the services, and tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+from services.stack import launcher
+
+app = typer.Typer(help="Kontakt: the contact-person service.", no_args_is_help=True)
+stack_app = typer.Typer(help="The local PostgreSQL and Kafka servers.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(serve_app, name="serve")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start PostgreSQL and Kafka on 127.0.0.1 (installing what is missing); reuse what runs."""
+    try:
+        info = launcher.up(launcher.StackConfig.from_env())
+    except launcher.StackError as exc:
+        _fail(str(exc))
+    for key, value in info.as_env().items():
+        typer.echo(f"{key}={value}")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the servers this project started."""
+    for line in launcher.down(launcher.StackConfig.from_env()):
+        typer.echo(line)
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Print what runs and the connection settings the services use."""
+    typer.echo(json.dumps(launcher.status(launcher.StackConfig.from_env()), indent=2, default=str))
+
+
+@app.command("token")
+def token(
+    sub: Annotated[str, typer.Option(help="The user id the token speaks for.")],
+    role: Annotated[list[str] | None, typer.Option(help="A role to grant (repeatable).")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=1)] = 3600,
+) -> None:
+    """Mint a bearer token for local use, signed with the configured key."""
+    from shared.auth import AuthError, mint_token
+    from shared.settings import KontaktSettings
+
+    try:
+        typer.echo(mint_token(KontaktSettings(), sub, role or [], ttl))
+    except (AuthError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@serve_app.command("contacts")
+def serve_contacts(
+    host: Annotated[str | None, typer.Option(help="Defaults to KONTAKT_API_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Defaults to KONTAKT_API_PORT.")] = None,
+) -> None:
+    """Run the contacts command API."""
+    import uvicorn
+
+    from services.contacts.app import create_app
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+    )
+
+
+@app.command("run")
+def run() -> None:
+    """Start the servers and every Kontakt process; Ctrl-C stops what this started."""
+    from shared.auth import mint_token
+    from shared.settings import KontaktSettings
+
+    cfg = launcher.StackConfig.from_env()
+    already = launcher.status(cfg)
+    was_running = bool(already["postgres"]["running"] and already["kafka"]["running"])
+    try:
+        info = launcher.up(cfg)
+    except launcher.StackError as exc:
+        _fail(str(exc))
+    env = {**os.environ, **info.as_env()}
+    os.environ.update(info.as_env())
+    settings = KontaktSettings()
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "contacts"], env=env)
+    typer.echo(f"contacts API: {api_url}  (docs: {api_url}/docs)")
+    typer.echo(f"token for user 'demo': {mint_token(settings, 'demo', [], 12 * 3600)}")
+    typer.echo("Ctrl-C stops everything this command started.")
+
+    def stop(*_: object) -> None:
+        proc.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=20)
+    finally:
+        if not was_running:
+            for line in launcher.down(cfg):
+                typer.echo(line)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Fixtures shared by the integration and end-to-end tests: the real servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from services.stack import launcher
+from shared.settings import KontaktSettings
+
+TEST_DATABASE = "kontakt_test"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[launcher.StackInfo]:
+    """The launcher's real PostgreSQL and Kafka; tests fail (never skip) if they can't start.
+
+    Servers this session started are stopped at its end; servers already running are left be.
+    """
+    cfg = launcher.StackConfig.from_env()
+    before = launcher.status(cfg)
+    was_running = before["postgres"]["running"] and before["kafka"]["running"]
+    try:
+        info = launcher.up(cfg, progress=lambda _: None)
+    except launcher.StackError as exc:
+        pytest.fail(f"the real PostgreSQL/Kafka servers could not be started: {exc}", pytrace=False)
+    yield info
+    if not was_running:
+        launcher.down(cfg)
+
+
+@pytest.fixture(scope="session")
+def test_database(stack: launcher.StackInfo) -> str:
+    """A fresh database for this test session."""
+    with psycopg.connect(stack.pg_dsn("postgres"), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (TEST_DATABASE,),
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}"')
+        conn.execute(f'CREATE DATABASE "{TEST_DATABASE}" OWNER "{stack.pg_user}"')
+    return TEST_DATABASE
+
+
+@pytest.fixture(scope="session")
+def settings(stack: launcher.StackInfo, test_database: str) -> KontaktSettings:
+    """Settings pointing every service at the real servers and the test database."""
+    return KontaktSettings(
+        pg_host=stack.pg_host,
+        pg_port=stack.pg_port,
+        pg_user=stack.pg_user,
+        pg_password=stack.pg_password,
+        pg_database=test_database,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        jwt_secret="test-jwt-secret-0123456789-0123456789",
+        key_secret="test-key-secret-0123456789-0123456789",
+    )
+
+
+@pytest.fixture(scope="session")
+def settings_env(settings: KontaktSettings) -> Iterator[dict[str, str]]:
+    """The same settings as KONTAKT_* environment variables, for subprocesses."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"KONTAKT_{name.upper()}"] = str(value)
+    yield env

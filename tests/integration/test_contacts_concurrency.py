@@ -1,0 +1,111 @@
+"""Uniqueness and optimistic concurrency under parallel writers, on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from uuid import uuid4
+
+from services.contacts.application import ContactsApp
+from services.contacts.domain import Actor, DuplicateContactError, VersionConflictError
+
+ALICE = Actor("alice", "corr")
+
+
+def run_together(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run fn(i) in n threads released at the same moment; return results or exceptions."""
+    barrier = threading.Barrier(n)
+
+    def call(i: int) -> Any:
+        barrier.wait()
+        try:
+            return fn(i)
+        except Exception as exc:  # collected for the assertions
+            return exc
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(call, range(n)))
+
+
+def test_parallel_creates_of_one_name_at_one_company_let_exactly_one_win(
+    contacts: ContactsApp,
+) -> None:
+    company = uuid4()
+    results = run_together(
+        8,
+        lambda i: contacts.create_contact(
+            ALICE,
+            company_id=company,
+            company_name="Acme",
+            details={"first_names": "Ole" if i % 2 else " OLE ", "last_names": "Hansen"},
+        ),
+    )
+    winners = [r for r in results if not isinstance(r, Exception)]
+    losers = [r for r in results if isinstance(r, Exception)]
+    assert len(winners) == 1, results
+    assert all(isinstance(e, DuplicateContactError) for e in losers), losers
+    assert {e.existing_id for e in losers} == {winners[0].contact_id}
+
+
+def test_two_writers_with_the_same_expected_version_one_conflicts_nothing_lost(
+    contacts: ContactsApp,
+) -> None:
+    created = contacts.create_contact(
+        ALICE,
+        company_id=uuid4(),
+        company_name="Acme",
+        details={"first_names": "Per", "last_names": "Olsen"},
+    )
+    results = run_together(
+        2,
+        lambda i: contacts.change_details(
+            ALICE, created.contact_id, {"job_title": f"title-{i}"}, expected_version=1
+        ),
+    )
+    conflicts = [r for r in results if isinstance(r, VersionConflictError)]
+    wins = [r for r in results if not isinstance(r, Exception)]
+    assert len(conflicts) == 1 and len(wins) == 1, results
+    contact = contacts.get_contact(created.contact_id)
+    assert contact.version == 2
+    assert contact.job_title == f"title-{results.index(wins[0])}"
+
+
+def test_parallel_unversioned_edits_all_land(contacts: ContactsApp) -> None:
+    created = contacts.create_contact(
+        ALICE,
+        company_id=uuid4(),
+        company_name="Acme",
+        details={"first_names": "Mette", "last_names": "Frederiksen"},
+    )
+    results = run_together(6, lambda i: contacts.add_infotag(ALICE, created.contact_id, f"t{i}"))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    contact = contacts.get_contact(created.contact_id)
+    assert set(contact.infotags) == {f"t{i}" for i in range(6)} and contact.version == 7
+
+
+def test_parallel_job_changes_of_one_contact_create_one_successor(contacts: ContactsApp) -> None:
+    from datetime import date
+
+    created = contacts.create_contact(
+        ALICE,
+        company_id=uuid4(),
+        company_name="Acme",
+        details={"first_names": "Jens", "last_names": "Berg"},
+    )
+    results = run_together(
+        4,
+        lambda i: contacts.change_job(
+            ALICE,
+            created.contact_id,
+            company_id=uuid4(),
+            company_name=f"C{i}",
+            job={},
+            effective_on=date(2026, 1, 1),
+        ),
+    )
+    wins = [r for r in results if not isinstance(r, Exception)]
+    assert len(wins) == 1, results
+    chain = contacts.employments(created.contact_id)
+    assert len(chain) == 2 and chain[1].id == wins[0][1].contact_id
