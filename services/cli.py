@@ -17,7 +17,9 @@ app = typer.Typer(help="Kontakt: the contact-person service.", no_args_is_help=T
 stack_app = typer.Typer(help="The local PostgreSQL and Kafka servers.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+keys_app = typer.Typer(help="Person keys of the per-person encryption.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
+app.add_typer(keys_app, name="keys")
 
 
 def _fail(message: str) -> None:
@@ -63,6 +65,34 @@ def token(
         typer.echo(mint_token(KontaktSettings(), sub, role or [], ttl))
     except (AuthError, ValueError) as exc:
         _fail(str(exc))
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every person key with KONTAKT_MASTER_KEY (old keys in KONTAKT_MASTER_KEYS_PREVIOUS).
+
+    Events are not touched: only the wrapped person keys change.
+    """
+    from psycopg_pool import ConnectionPool
+
+    from services.contacts.app import build_master_keys
+    from services.contacts.personal_data import PersonKeyError, PostgresPersonKeyStore
+    from shared.settings import KontaktSettings
+
+    try:
+        settings = KontaktSettings()
+        master = build_master_keys(settings)
+        with ConnectionPool(
+            settings.pg_dsn(), min_size=1, max_size=1, kwargs={"autocommit": True}
+        ) as pool:
+            store = PostgresPersonKeyStore(master, pool)
+            store.create_schema()
+            count = store.rotate()
+    except (PersonKeyError, ValueError) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # e.g. the database cannot be reached: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+    typer.echo(f"re-wrapped {count} person keys with master key {master.current_id}")
 
 
 @serve_app.command("contacts")

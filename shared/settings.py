@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -10,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: Development-only defaults; a process started with them says so in its log.
 DEV_JWT_SECRET = "kontakt-dev-jwt-secret-change-me-0123456789"
 DEV_KEY_SECRET = "kontakt-dev-key-secret-change-me-0123456789"
+DEV_MASTER_KEY = "a29udGFrdC1kZXYtbWFzdGVyLWtleS0zMi1ieXRlcyE="  # 32 bytes, base64
 
 
 class KontaktSettings(BaseSettings):
@@ -39,6 +41,13 @@ class KontaktSettings(BaseSettings):
     # Keyed hashes of uniqueness keys and photo contents.
     key_secret: SecretStr = SecretStr(DEV_KEY_SECRET)
 
+    # Per-person encryption: person keys are wrapped by the master key (base64, 32 bytes).
+    # Rotation: set the new key as MASTER_KEY, the old one(s) in MASTER_KEYS_PREVIOUS
+    # (comma-separated), run `kontakt keys rotate`, then drop the old ones.
+    master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
+    master_keys_previous: SecretStr = SecretStr("")
+    key_cache_ttl_seconds: float = Field(default=60.0, ge=0)
+
     # Contacts API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -46,6 +55,15 @@ class KontaktSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_keys(self) -> KontaktSettings:
+        for name, key in [("KONTAKT_MASTER_KEY", self.master_key.get_secret_value())] + [
+            ("KONTAKT_MASTER_KEYS_PREVIOUS", k) for k in self.previous_master_keys()
+        ]:
+            try:
+                size = len(base64.b64decode(key, validate=True))
+            except ValueError:
+                raise ValueError(f"{name} must be base64") from None
+            if size != 32:
+                raise ValueError(f"{name} must be 32 bytes (base64), not {size}")
         if self.jwt_algorithm == "RS256" and not self.jwt_public_key:
             raise ValueError("KONTAKT_JWT_PUBLIC_KEY is required when KONTAKT_JWT_ALGORITHM=RS256")
         if self.jwt_algorithm == "HS256" and len(self.jwt_secret.get_secret_value()) < 32:
@@ -54,9 +72,19 @@ class KontaktSettings(BaseSettings):
 
     def uses_dev_secrets(self) -> bool:
         """True when a development-only secret is in use."""
-        return self.key_secret.get_secret_value() == DEV_KEY_SECRET or (
-            self.jwt_algorithm == "HS256" and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+        return (
+            self.key_secret.get_secret_value() == DEV_KEY_SECRET
+            or self.master_key.get_secret_value() == DEV_MASTER_KEY
+            or (
+                self.jwt_algorithm == "HS256"
+                and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+            )
         )
+
+    def previous_master_keys(self) -> list[str]:
+        """The previous master keys, for unwrapping during a rotation."""
+        raw = self.master_keys_previous.get_secret_value()
+        return [k.strip() for k in raw.split(",") if k.strip()]
 
     def pg_dsn(self) -> str:
         """A libpq connection string for the database."""

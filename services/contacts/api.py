@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.contacts import domain
 from services.contacts.application import CommandResult, ContactsApp
+from services.contacts.personal_data import PersonErasedError
 from services.contacts.photos import (
     PhotoNotStoredError,
     PhotoTooLargeError,
@@ -28,6 +29,8 @@ from services.contacts.schemas import (
     ContactDetailsChange,
     ContactView,
     EmploymentView,
+    EraseRequest,
+    ErasureResponse,
     ErrorBody,
     HistoryEntry,
     InfotagPlace,
@@ -35,7 +38,7 @@ from services.contacts.schemas import (
     JobChangeResponse,
     OutlookSyncSwitch,
 )
-from shared.auth import AuthError, Principal, verify_token
+from shared.auth import ADMIN_ROLE, AuthError, Principal, verify_token
 from shared.settings import KontaktSettings
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
     404: {"model": ErrorBody, "description": "Unknown contact"},
     409: {"model": ErrorBody, "description": "Conflict: duplicate, version, or state"},
+    410: {"model": ErrorBody, "description": "The person was erased"},
 }
 
 
@@ -320,6 +324,35 @@ def restore(
     return _result(response, contacts.restore(actor, contact_id, expected))
 
 
+@router.post(
+    "/{contact_id}/erase",
+    response_model=ErasureResponse,
+    responses={**_ERRORS, 403: {"model": ErrorBody, "description": "Not an admin"}},
+)
+def erase_person(
+    contact_id: UUID,
+    body: EraseRequest,
+    contacts: Contacts,
+    principal: Annotated[Principal, Depends(get_principal)],
+    actor: ActorDep,
+) -> ErasureResponse:
+    """Erase the contact's person, every version (admin role only): GDPR right to be forgotten.
+
+    Personal data becomes unreadable in the event store and the photo bytes are
+    deleted; the fact of the erasure, who did it, when and the reason stay.
+    """
+    if not principal.has_role(ADMIN_ROLE):
+        raise HTTPException(403, f"erasure needs the {ADMIN_ROLE!r} role")
+    results = contacts.erase_person(actor, contact_id, body.reason)
+    return ErasureResponse(
+        person_id=results[0].person_id,
+        erased=[
+            CommandResponse(contact_id=r.contact_id, person_id=r.person_id, version=r.version)
+            for r in results
+        ],
+    )
+
+
 @router.get("/{contact_id}", response_model=ContactView, responses=_ERRORS)
 def get_contact(
     contact_id: UUID,
@@ -400,6 +433,8 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (domain.ContactArchivedError, 409),
     (domain.ContactNotArchivedError, 409),
     (domain.FormerEmploymentError, 409),
+    (domain.ContactErasedError, 410),
+    (PersonErasedError, 410),
     (domain.NothingToChangeError, 422),
     (domain.InvalidValueError, 422),
     (PhotoTooLargeError, 413),

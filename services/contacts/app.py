@@ -13,10 +13,24 @@ from psycopg_pool import ConnectionPool
 
 from services.contacts.api import install_error_handlers, router
 from services.contacts.application import ContactsApp
+from services.contacts.personal_data import (
+    MasterKeys,
+    PersonCipher,
+    PostgresPersonKeyStore,
+    parse_master_key,
+)
 from services.contacts.photos import PostgresPhotoStore
 from shared.settings import KontaktSettings
 
 log = logging.getLogger(__name__)
+
+
+def build_master_keys(settings: KontaktSettings) -> MasterKeys:
+    """The master keys from settings."""
+    return MasterKeys(
+        parse_master_key(settings.master_key.get_secret_value()),
+        [parse_master_key(k) for k in settings.previous_master_keys()],
+    )
 
 
 def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
@@ -25,9 +39,14 @@ def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
     pool = ConnectionPool(
         settings.pg_dsn(), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
     )
-    photos = PostgresPhotoStore(pool, key_secret, settings.photo_max_bytes)
+    keys = PostgresPersonKeyStore(build_master_keys(settings), pool)
+    keys.create_schema()
+    cipher = PersonCipher(keys, ttl_seconds=settings.key_cache_ttl_seconds)
+    photos = PostgresPhotoStore(pool, cipher, key_secret, settings.photo_max_bytes)
     photos.create_schema()
-    return ContactsApp(settings.eventsourcing_env(), key_secret=key_secret, photos=photos)
+    return ContactsApp(
+        settings.eventsourcing_env(), key_secret=key_secret, photos=photos, cipher=cipher
+    )
 
 
 def close_contacts_app(contacts: ContactsApp) -> None:

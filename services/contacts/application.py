@@ -7,15 +7,16 @@ import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoding
+from eventsourcing.persistence import JSONTranscoder, Mapper, RecordConflictError, Transcoding
 
 from services.contacts.domain import (
     Actor,
     Contact,
+    ContactErasedError,
     ContactNotFoundError,
     DuplicateContactError,
     PhotoInfo,
@@ -23,6 +24,7 @@ from services.contacts.domain import (
     event_type_name,
     uniqueness_keys,
 )
+from services.contacts.personal_data import PersonalDataMapper, PersonCipher
 from services.contacts.photos import PhotoStore
 
 T = TypeVar("T")
@@ -46,6 +48,21 @@ class DateAsISO(Transcoding):
         return date.fromisoformat(data)
 
 
+class SetAsSortedList(Transcoding):
+    """Stores `set` values (in snapshots) as sorted lists."""
+
+    type = set
+    name = "set"
+
+    def encode(self, obj: set[Any]) -> list[Any]:
+        """Encode a set."""
+        return sorted(obj)
+
+    def decode(self, data: list[Any]) -> set[Any]:
+        """Decode a set."""
+        return set(data)
+
+
 @dataclass(frozen=True)
 class CommandResult:
     """What a command returns: the contact id and its version after the command."""
@@ -59,18 +76,32 @@ class ContactsApp(Application[UUID]):
     """Commands and event-store reads of contacts."""
 
     name = "Contacts"
+    # A contact seldom has many events; snapshots bound the replay of a busy one.
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Contact: 50}
 
     def __init__(
-        self, env: dict[str, str] | None = None, *, key_secret: bytes, photos: PhotoStore
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        key_secret: bytes,
+        photos: PhotoStore,
+        cipher: PersonCipher,
     ) -> None:
-        super().__init__(env)
+        # Set before the base class builds the mapper, which needs the cipher.
+        self.cipher = cipher
         self._key_secret = key_secret
         self.photos = photos
+        super().__init__(env)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """A mapper that encrypts each event's personal fields under the person's key."""
+        return PersonalDataMapper(transcoder=self.construct_transcoder(), cipher=self.cipher)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         """Register the library's transcodings and ours."""
         super().register_transcodings(transcoder)
         transcoder.register(DateAsISO())
+        transcoder.register(SetAsSortedList())
 
     # ------------------------------------------------------------------ helpers
 
@@ -293,6 +324,41 @@ class ContactsApp(Application[UUID]):
     ) -> CommandResult:
         """Restore an archived contact, claiming its uniqueness keys again."""
         return self._change(contact_id, expected_version, lambda c: c.restore(actor))
+
+    def erase_person(
+        self, actor: Actor, contact_id: UUID, reason: str | None = None
+    ) -> list[CommandResult]:
+        """Erase the person of a contact: every version records ContactErased, keys go.
+
+        The events are saved first, then the person's data key and photo bytes
+        are deleted. Erasing an erased person again finishes that deletion
+        (should it have been interrupted) and raises ContactErasedError.
+        """
+        person_id = self._load(contact_id).person_id
+
+        def attempt() -> list[CommandResult]:
+            versions = self.employments(contact_id)
+            if all(v.erased for v in versions):
+                raise ContactErasedError()
+            changes: list[tuple[UUID, dict[str, str], dict[str, str]]] = []
+            for version in versions:
+                before = uniqueness_keys(version)
+                if not version.erased:
+                    version.erase(actor, reason)
+                changes.append((version.id, before, {}))
+            self.save(*versions, *self._key_events(changes))
+            return [CommandResult(v.id, v.version, v.person_id) for v in versions]
+
+        try:
+            return self._retrying(attempt)
+        finally:
+            if all(v.erased for v in self.employments(contact_id)):
+                self._shred(person_id)
+
+    def _shred(self, person_id: UUID) -> None:
+        self.cipher.keys.erase(person_id)
+        self.cipher.forget(person_id)
+        self.photos.delete_person(person_id)
 
     # -------------------------------------------------------------------- reads
 

@@ -37,6 +37,13 @@ class VersionConflictError(ContactError):
         self.actual = actual
 
 
+class ContactErasedError(ContactError):
+    """The person was erased: the contact refuses every command."""
+
+    def __init__(self) -> None:
+        super().__init__("this person's data was erased; the contact accepts no more changes")
+
+
 class ContactArchivedError(ContactError):
     """An archived contact refuses edits until it is restored."""
 
@@ -111,6 +118,22 @@ DETAIL_FIELDS: tuple[str, ...] = (
     "private_phone",
 )
 
+#: What personal data reads as once the person was erased.
+ERASED = "[erased]"
+
+#: Personal fields of a contact's state: encrypted in stored events and snapshots.
+PERSONAL_STATE: tuple[str, ...] = (
+    "first_names",
+    "last_names",
+    "job_title",
+    "department",
+    "work_email",
+    "private_email",
+    "work_phone",
+    "private_phone",
+    "photo.content_hash",
+)
+
 #: Fields that belong to the person and follow them to a new job.
 PERSONAL_FIELDS: tuple[str, ...] = ("first_names", "last_names", "private_email", "private_phone")
 
@@ -151,6 +174,7 @@ class Contact(Aggregate):
     """One version of a human at one company."""
 
     TOPIC = "kontakt:Contact"
+    PERSONAL_STATE = PERSONAL_STATE
 
     class Event(Aggregate.Event):
         """Every contact event records the person, the actor and the correlation id."""
@@ -163,6 +187,7 @@ class Contact(Aggregate):
         """ContactCreated: a new contact, or a new version of a person after a job change."""
 
         TOPIC = "kontakt:ContactCreated"
+        PERSONAL = PERSONAL_STATE
         company_id: UUID
         company_name: str
         first_names: str
@@ -183,6 +208,7 @@ class Contact(Aggregate):
         """ContactDetailsChanged: the named fields now hold these values."""
 
         TOPIC = "kontakt:ContactDetailsChanged"
+        PERSONAL = ("changes.*",)
         changes: dict[str, str | None]
 
         def apply(self, aggregate: Contact) -> None:
@@ -206,6 +232,7 @@ class Contact(Aggregate):
         """OutlookSyncToggled: one user's switch for this contact was turned on or off."""
 
         TOPIC = "kontakt:OutlookSyncToggled"
+        PERSONAL = ("reason",)
         user_id: str
         enabled: bool
         reason: str | None
@@ -241,6 +268,7 @@ class Contact(Aggregate):
         """PhotoChanged: the contact has a new current photo."""
 
         TOPIC = "kontakt:PhotoChanged"
+        PERSONAL = ("content_hash",)
         content_hash: str
         media_type: str
         byte_size: int
@@ -268,6 +296,7 @@ class Contact(Aggregate):
         """ContactArchived: soft-deleted; refuses edits until restored."""
 
         TOPIC = "kontakt:ContactArchived"
+        PERSONAL = ("reason",)
         reason: str | None
 
         def apply(self, aggregate: Contact) -> None:
@@ -280,6 +309,23 @@ class Contact(Aggregate):
 
         def apply(self, aggregate: Contact) -> None:
             aggregate.archived = False
+
+    class Erased(Event):
+        """ContactErased: the person's personal data was erased (right to be forgotten).
+
+        The reason stays readable after the erasure, so it must name no personal data.
+        """
+
+        TOPIC = "kontakt:ContactErased"
+        reason: str | None
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.erased = True
+            for name in PERSONAL_STATE:
+                if "." not in name:
+                    setattr(aggregate, name, ERASED)
+            aggregate.photo = None
+            aggregate.outlook_sync_users.clear()
 
     def __init__(
         self,
@@ -323,6 +369,7 @@ class Contact(Aggregate):
         self.ended_on: date | None = None
         self.successor_id: UUID | None = None
         self.archived = False
+        self.erased = False
 
     # ---------------------------------------------------------------- factories
 
@@ -369,6 +416,7 @@ class Contact(Aggregate):
         "DetailsChanged": "ContactDetailsChanged",
         "Archived": "ContactArchived",
         "Restored": "ContactRestored",
+        "Erased": "ContactErased",
     }
 
     @property
@@ -378,7 +426,9 @@ class Contact(Aggregate):
 
     @property
     def status(self) -> str:
-        """current, former or archived."""
+        """current, former, archived or erased."""
+        if self.erased:
+            return "erased"
         if self.is_former:
             return "former"
         return "archived" if self.archived else "current"
@@ -407,6 +457,7 @@ class Contact(Aggregate):
             "predecessor_id": self.predecessor_id,
             "successor_id": self.successor_id,
             "archived": self.archived,
+            "erased": self.erased,
             "infotags": [{"tag": tag, **placed} for tag, placed in sorted(self.infotags.items())],
             "outlook_sync_users": sorted(self.outlook_sync_users),
             "photo": dict(self.photo) if self.photo else None,
@@ -416,7 +467,12 @@ class Contact(Aggregate):
 
     # ---------------------------------------------------------------- commands
 
+    def _check_not_erased(self) -> None:
+        if self.erased:
+            raise ContactErasedError()
+
     def _check_editable(self) -> None:
+        self._check_not_erased()
         if self.is_former:
             raise FormerEmploymentError(self.successor_id)
         if self.archived:
@@ -433,6 +489,7 @@ class Contact(Aggregate):
 
     def check_version(self, expected: int | None) -> None:
         """Refuse when the client saw another version than the current one."""
+        self._check_not_erased()
         if expected is not None and expected != self.version:
             raise VersionConflictError(expected, self.version)
 
@@ -554,6 +611,7 @@ class Contact(Aggregate):
 
     def archive(self, actor: Actor, reason: str | None = None) -> bool:
         """Soft-delete; False when already archived."""
+        self._check_not_erased()
         if self.is_former:
             raise FormerEmploymentError(self.successor_id)
         if self.archived:
@@ -563,11 +621,17 @@ class Contact(Aggregate):
 
     def restore(self, actor: Actor) -> None:
         """Bring an archived contact back."""
+        self._check_not_erased()
         if self.is_former:
             raise FormerEmploymentError(self.successor_id)
         if not self.archived:
             raise ContactNotArchivedError()
         self._trigger(self.Restored, actor)
+
+    def erase(self, actor: Actor, reason: str | None) -> None:
+        """Record that the person's personal data was erased (any version, any status)."""
+        self._check_not_erased()
+        self._trigger(self.Erased, actor, reason=reason)
 
 
 def event_type_name(event: object) -> str:

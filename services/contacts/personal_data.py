@@ -17,7 +17,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -166,7 +165,9 @@ class InMemoryPersonKeyStore(PersonKeyStore):
         count = 0
         for person_id, row in list(self.rows.items()):
             if row is not None and row[0] != self.master.current_id:
-                self.rows[person_id] = self.master.wrap(person_id, self.master.unwrap(person_id, *row))
+                self.rows[person_id] = self.master.wrap(
+                    person_id, self.master.unwrap(person_id, *row)
+                )
                 count += 1
         return count
 
@@ -183,7 +184,9 @@ class PostgresPersonKeyStore(PersonKeyStore):
         with self._pool.connection() as conn:
             conn.execute(KEYS_SCHEMA)
 
-    def _row(self, conn: Connection[Any], person_id: UUID) -> tuple[str | None, bytes | None] | None:
+    def _row(
+        self, conn: Connection[Any], person_id: UUID
+    ) -> tuple[str | None, bytes | None] | None:
         row = conn.execute(
             "SELECT master_key_id, wrapped_key FROM person_keys WHERE person_id = %s",
             (person_id,),
@@ -350,7 +353,7 @@ class PersonalDataMapper(Mapper[UUID]):
         self.person_cipher = cipher
 
     @staticmethod
-    def _aad(originator_id: UUID, version: int, topic: str) -> bytes:
+    def _aad(originator_id: object, version: int, topic: str) -> bytes:
         return f"{originator_id}:{version}:{topic}".encode()
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
@@ -366,6 +369,10 @@ class PersonalDataMapper(Mapper[UUID]):
             for container, key in _walk(holder, path):
                 secret[f"{path}\x1f{key}"] = container[key]
                 container[key] = None
+        if all(v is None or v == ERASED for v in secret.values()):
+            # Nothing personal to hide (e.g. a snapshot taken after an erasure,
+            # when the person's key is gone): store the placeholders as they are.
+            return stored
         blob = self.person_cipher.encrypt(
             UUID(str(holder["person_id"])),
             json.dumps(secret, separators=(",", ":")).encode(),
@@ -390,7 +397,9 @@ class PersonalDataMapper(Mapper[UUID]):
         plaintext = self.person_cipher.decrypt(
             UUID(str(holder["person_id"])),
             blob,
-            self._aad(stored_event.originator_id, stored_event.originator_version, stored_event.topic),
+            self._aad(
+                stored_event.originator_id, stored_event.originator_version, stored_event.topic
+            ),
         )
         if plaintext is None:
             for path in paths:
@@ -410,8 +419,3 @@ class PersonalDataMapper(Mapper[UUID]):
                 state=self.transcoder.encode(state),
             )
         )
-
-
-def connection_context(pool: ConnectionPool[Connection[Any]]) -> AbstractContextManager[Any]:
-    """A pooled connection (a context manager)."""
-    return pool.connection()

@@ -13,6 +13,7 @@ from PIL import Image
 from psycopg_pool import ConnectionPool
 
 from services.contacts.domain import PhotoInfo
+from services.contacts.personal_data import PersonCipher
 
 #: Media types accepted, by the format Pillow sniffs from the bytes.
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -90,6 +91,10 @@ class PhotoStore:
         self._key_secret = key_secret
         self.max_bytes = max_bytes
 
+    def delete_person(self, person_id: UUID) -> None:
+        """Delete every photo of a person (erasure)."""
+        raise NotImplementedError
+
     def content_hash(self, data: bytes) -> str:
         """A keyed hash of the bytes: identifies the photo without fingerprinting it."""
         return hmac.new(self._key_secret, data, hashlib.sha256).hexdigest()
@@ -127,6 +132,11 @@ class InMemoryPhotoStore(PhotoStore):
     def _save(self, person_id: UUID, digest: str, media_type: str, data: bytes) -> None:
         self.blobs.setdefault((person_id, digest), StoredPhoto(media_type, data))
 
+    def delete_person(self, person_id: UUID) -> None:
+        """Delete every photo of a person."""
+        for key in [k for k in self.blobs if k[0] == person_id]:
+            del self.blobs[key]
+
     def get(self, person_id: UUID, content_hash: str) -> StoredPhoto:
         """Fetch a stored photo."""
         try:
@@ -136,11 +146,23 @@ class InMemoryPhotoStore(PhotoStore):
 
 
 class PostgresPhotoStore(PhotoStore):
-    """Photos in the contact_photos table."""
+    """Photos in the contact_photos table, encrypted under the person's key."""
 
-    def __init__(self, pool: ConnectionPool, key_secret: bytes, max_bytes: int) -> None:
+    def __init__(
+        self, pool: ConnectionPool, cipher: PersonCipher, key_secret: bytes, max_bytes: int
+    ) -> None:
         super().__init__(key_secret, max_bytes)
         self._pool = pool
+        self._cipher = cipher
+
+    @staticmethod
+    def _aad(person_id: UUID, digest: str) -> bytes:
+        return f"photo:{person_id}:{digest}".encode()
+
+    def delete_person(self, person_id: UUID) -> None:
+        """Delete every photo of a person."""
+        with self._pool.connection() as conn:
+            conn.execute("DELETE FROM contact_photos WHERE person_id = %s", (person_id,))
 
     def create_schema(self) -> None:
         """Create the table if missing."""
@@ -161,7 +183,12 @@ class PostgresPhotoStore(PhotoStore):
             conn.execute(
                 "INSERT INTO contact_photos (person_id, content_hash, media_type, data)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (person_id, digest, media_type, data),
+                (
+                    person_id,
+                    digest,
+                    media_type,
+                    self._cipher.encrypt(person_id, data, self._aad(person_id, digest)),
+                ),
             )
 
     def get(self, person_id: UUID, content_hash: str) -> StoredPhoto:
@@ -174,4 +201,7 @@ class PostgresPhotoStore(PhotoStore):
             ).fetchone()
         if row is None:
             raise PhotoNotStoredError(content_hash)
-        return StoredPhoto(row[0], bytes(row[1]))
+        data = self._cipher.decrypt(person_id, bytes(row[1]), self._aad(person_id, content_hash))
+        if data is None:
+            raise PhotoNotStoredError(content_hash)
+        return StoredPhoto(row[0], data)

@@ -118,12 +118,25 @@ class ArchiveRequest(_Strict):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
 
+class EraseRequest(_Strict):
+    """Erase a person. The reason is kept after the erasure: it must name no personal data."""
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
 class CommandResponse(BaseModel):
     """A command's outcome: the contact and its new version."""
 
     contact_id: UUID
     person_id: UUID
     version: int
+
+
+class ErasureResponse(BaseModel):
+    """An erasure's outcome: every version of the person, now erased."""
+
+    person_id: UUID
+    erased: list[CommandResponse]
 
 
 class JobChangeResponse(CommandResponse):
@@ -172,6 +185,7 @@ class ContactView(BaseModel):
     predecessor_id: UUID | None
     successor_id: UUID | None
     archived: bool
+    erased: bool
     infotags: list[InfotagView]
     outlook_sync_users: list[str]
     photo: PhotoView | None
