@@ -140,13 +140,18 @@ def run() -> None:
     def stop(*_: object) -> None:
         proc.terminate()
 
+    # Both handlers set explicitly: a shell may start us with SIGINT ignored.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=20)
     finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         if not was_running:
             for line in launcher.down(cfg):
                 typer.echo(line)
