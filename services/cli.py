@@ -95,6 +95,35 @@ def keys_rotate() -> None:
     typer.echo(f"re-wrapped {count} person keys with master key {master.current_id}")
 
 
+@app.command("relay")
+def relay() -> None:
+    """Run the outbox relay: event store -> Kafka (one active, others hot standby)."""
+    import asyncio
+    import logging
+
+    from services.contacts.relay import run_relay
+    from shared.settings import KontaktSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(run_relay(KontaktSettings()))
+
+
+@app.command("topics")
+def topics() -> None:
+    """Create every topic of the contract that is missing (partitions, retention from settings)."""
+    import asyncio
+
+    from services.contacts.relay import ensure_topics
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+    try:
+        created = asyncio.run(ensure_topics(settings, settings.all_topics()))
+    except Exception as exc:  # an unreachable broker: one line, no traceback
+        _fail(f"could not create topics at {settings.kafka_bootstrap}: {exc}")
+    typer.echo(f"created: {', '.join(created) or 'none (all exist)'}")
+
+
 @serve_app.command("contacts")
 def serve_contacts(
     host: Annotated[str | None, typer.Option(help="Defaults to KONTAKT_API_HOST.")] = None,

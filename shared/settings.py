@@ -21,14 +21,27 @@ class KontaktSettings(BaseSettings):
 
     # PostgreSQL (the launcher's defaults).
     pg_host: str = "127.0.0.1"
-    pg_port: int = 55432
+    pg_port: int = 25432
     pg_user: str = "kontakt"
     pg_password: SecretStr = SecretStr("kontakt")
     pg_database: str = "kontakt"
     pg_pool_size: int = Field(default=10, ge=1, le=100)
 
-    # Kafka (the launcher's defaults).
-    kafka_bootstrap: str = "127.0.0.1:59092"
+    # Kafka (the launcher's defaults) and the contract's topics.
+    kafka_bootstrap: str = "127.0.0.1:29092"
+    contacts_topic: str = "contacts.events"
+    activities_topic: str = "activities.events"
+    opportunities_topic: str = "opportunities.events"
+    campaigns_topic: str = "campaigns.events"
+    projects_topic: str = "projects.events"
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    # Retention bounds how long messages published before an erasure stay on the bus.
+    topic_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
+
+    # Relay from the event store to Kafka.
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(default=1.0, gt=0)
 
     # Authentication: HS256 with a shared secret, or RS256 with a public key (PEM).
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
@@ -85,6 +98,16 @@ class KontaktSettings(BaseSettings):
         """The previous master keys, for unwrapping during a rotation."""
         raw = self.master_keys_previous.get_secret_value()
         return [k.strip() for k in raw.split(",") if k.strip()]
+
+    def all_topics(self) -> list[str]:
+        """Every topic of the contract: the one we publish and those we consume."""
+        return [
+            self.contacts_topic,
+            self.activities_topic,
+            self.opportunities_topic,
+            self.campaigns_topic,
+            self.projects_topic,
+        ]
 
     def pg_dsn(self) -> str:
         """A libpq connection string for the database."""

@@ -71,3 +71,15 @@ def settings_env(settings: KontaktSettings) -> Iterator[dict[str, str]]:
             value = value.get_secret_value()
         env[f"KONTAKT_{name.upper()}"] = str(value)
     yield env
+
+
+#: Facts tests measured (e.g. duplicates after relay crashes), printed after the run.
+MEASURED: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the tests measured."""
+    if MEASURED:
+        terminalreporter.section("measured")
+        for line in MEASURED:
+            terminalreporter.write_line(line)

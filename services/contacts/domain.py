@@ -13,6 +13,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+# What personal data reads as once the person was erased: the same in the contract.
+from shared.contract.contacts import ERASED
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -118,8 +121,6 @@ DETAIL_FIELDS: tuple[str, ...] = (
     "private_phone",
 )
 
-#: What personal data reads as once the person was erased.
-ERASED = "[erased]"
 
 #: Personal fields of a contact's state: encrypted in stored events and snapshots.
 PERSONAL_STATE: tuple[str, ...] = (

@@ -122,6 +122,10 @@ class PersonKeyStore:
         """The person's data key, or None when the person was erased."""
         raise NotImplementedError
 
+    def get_many(self, person_ids: set[UUID]) -> dict[UUID, bytes | None]:
+        """Data keys of several persons at once (None for the erased)."""
+        return {p: self.get(p) for p in person_ids}
+
     def erase(self, person_id: UUID) -> None:
         """Delete the person's key for good, leaving a tombstone."""
         raise NotImplementedError
@@ -221,6 +225,25 @@ class PostgresPersonKeyStore(PersonKeyStore):
         assert row[0] is not None
         return self.master.unwrap(person_id, row[0], bytes(row[1]))
 
+    def get_many(self, person_ids: set[UUID]) -> dict[UUID, bytes | None]:
+        """Data keys of several persons in one query (None for the erased)."""
+        if not person_ids:
+            return {}
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT person_id, master_key_id, wrapped_key FROM person_keys"
+                " WHERE person_id = ANY(%s)",
+                (list(person_ids),),
+            ).fetchall()
+        found = {
+            pid: None if wrapped is None else self.master.unwrap(pid, key_id, bytes(wrapped))
+            for pid, key_id, wrapped in rows
+        }
+        missing = person_ids - found.keys()
+        if missing:
+            raise PersonKeyMissingError(f"no key for persons {sorted(map(str, missing))}")
+        return found
+
     def erase(self, person_id: UUID) -> None:
         """Delete the key, leaving a tombstone so the key is never made again."""
         with self._pool.connection() as conn:
@@ -291,6 +314,11 @@ class PersonCipher:
             while len(self._cache) > self._max:
                 self._cache.popitem(last=False)
         return aes
+
+    def refresh(self, person_ids: set[UUID]) -> None:
+        """Reload several persons' keys in one round trip, so erasures show at once."""
+        for person_id, key in self.keys.get_many(person_ids).items():
+            self._remember(person_id, key)
 
     def forget(self, person_id: UUID) -> None:
         """Drop a person's key from the cache."""

@@ -84,9 +84,11 @@ class StackConfig:
     """Where the stack keeps its state and which ports/credentials it uses."""
 
     state_dir: Path = field(default_factory=_default_state_dir)
-    pg_port: int = 55432
-    kafka_port: int = 59092
-    kafka_controller_port: int = 59093
+    # Below the kernel's ephemeral range (32768+): a client's source port can never
+    # take a server port while the server restarts (TCP self-connect).
+    pg_port: int = 25432
+    kafka_port: int = 29092
+    kafka_controller_port: int = 29093
     pg_user: str = "kontakt"
     pg_password: str = "kontakt"
     pg_database: str = "kontakt"
@@ -98,9 +100,9 @@ class StackConfig:
         state = env.get("KONTAKT_STACK_DIR")
         return cls(
             state_dir=Path(state).expanduser() if state else _default_state_dir(),
-            pg_port=_env_int("KONTAKT_PG_PORT", 55432),
-            kafka_port=_env_int("KONTAKT_KAFKA_PORT", 59092),
-            kafka_controller_port=_env_int("KONTAKT_KAFKA_CONTROLLER_PORT", 59093),
+            pg_port=_env_int("KONTAKT_PG_PORT", 25432),
+            kafka_port=_env_int("KONTAKT_KAFKA_PORT", 29092),
+            kafka_controller_port=_env_int("KONTAKT_KAFKA_CONTROLLER_PORT", 29093),
         )
 
 
@@ -1133,6 +1135,21 @@ def down(cfg: StackConfig) -> list[str]:
             if line:
                 lines.append(line)
     return lines or ["nothing running"]
+
+
+def stop_kafka(cfg: StackConfig) -> str | None:
+    """Stop only the Kafka broker (for outage drills); PostgreSQL keeps running."""
+    paths = _Paths.of(cfg)
+    with _locked(paths):
+        return _kafka_down(paths)
+
+
+def start_kafka(cfg: StackConfig, *, timeout: float = 120.0) -> None:
+    """Start the Kafka broker again (reusing its storage) and wait until it serves clients."""
+    paths = _Paths.of(cfg)
+    with _locked(paths):
+        pid, _ = _kafka_up(cfg, paths, lambda _: None)
+        _kafka_wait(cfg, paths, pid, time.monotonic() + timeout)
 
 
 def status(cfg: StackConfig) -> dict[str, Any]:

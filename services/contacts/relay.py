@@ -1,0 +1,326 @@
+"""The outbox relay: publishes the event store's notification log to Kafka, in order.
+
+The event store's notification log is the outbox: commands only write events,
+and this relay publishes them afterwards, so there are no dual writes. It
+reads from its own recorded position, wakes on PostgreSQL NOTIFY (polling as
+a fallback), publishes each batch with an idempotent producer (acks=all) and
+records the new position only after Kafka acknowledged the whole batch. A
+crash re-publishes at most the unacknowledged batch: at-least-once, in order
+per key. One relay is active at a time (a PostgreSQL advisory lock); others
+wait as hot standbys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from eventsourcing.persistence import Notification
+from psycopg import sql
+
+from services.contacts.application import ContactsApp
+from services.contacts.integration import (
+    PUBLISHED_STORE_TOPICS,
+    is_published,
+    to_integration_event,
+)
+from shared.settings import KontaktSettings
+
+log = logging.getLogger("kontakt.relay")
+
+#: How often the relay says why it waits, and when it gives a batch up (to retry it).
+WAIT_LOG_SECONDS = 2.0
+PUBLISH_TIMEOUT_SECONDS = 60.0
+
+POSITIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS relay_positions (
+    name text PRIMARY KEY,
+    position bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One Kafka message: key, value and the store position it came from."""
+
+    key: bytes
+    value: bytes
+    position: int
+
+
+class LostLeadershipError(RuntimeError):
+    """The advisory-lock connection broke: another relay may be active now."""
+
+
+async def ensure_topics(settings: KontaktSettings, topics: Sequence[str]) -> list[str]:
+    """Create missing topics with the configured partitions, replication and retention."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    created = []
+    try:
+        existing = set(await admin.list_topics())
+        for topic in topics:
+            if topic in existing:
+                continue
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            topic,
+                            num_partitions=settings.topic_partitions,
+                            replication_factor=settings.topic_replication,
+                            topic_configs={"retention.ms": str(settings.topic_retention_ms)},
+                        )
+                    ]
+                )
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass  # created meanwhile by another process
+    finally:
+        await admin.close()
+    return created
+
+
+class Relay:
+    """Publishes contact events from the event store to the contacts topic."""
+
+    def __init__(self, settings: KontaktSettings, contacts: ContactsApp, name: str = "") -> None:
+        self.settings = settings
+        self.contacts = contacts
+        self.name = name or settings.contacts_topic
+        self.position = 0
+        self.published = 0
+        self.active = False
+        digest = hashlib.sha256(f"kontakt-relay:{self.name}".encode()).digest()
+        self._lock_id = int.from_bytes(digest[:8], "big", signed=True)
+
+    # --------------------------------------------------------------- store side
+
+    def read_batch(self) -> list[Notification]:
+        """The next notifications after the recorded position."""
+        return list(
+            self.contacts.recorder.select_notifications(
+                start=self.position,
+                limit=self.settings.relay_batch_size,
+                inclusive_of_start=False,
+            )
+        )
+
+    def encode(self, notifications: Sequence[Notification]) -> list[OutboundMessage]:
+        """Decode a batch (decrypting personal data) into contract messages."""
+        contact_rows = [n for n in notifications if n.topic in PUBLISHED_STORE_TOPICS]
+        # Fresh keys for the batch's persons, so an erasure elsewhere is seen now.
+        decode = self.contacts.mapper.transcoder.decode
+        person_ids = {UUID(str(decode(n.state)["person_id"])) for n in contact_rows}
+        self.contacts.cipher.refresh(person_ids)
+        messages = []
+        for n in contact_rows:
+            event: Any = self.contacts.mapper.to_domain_event(n)
+            if not is_published(event):
+                continue
+            message = to_integration_event(event, n.id)
+            messages.append(
+                OutboundMessage(
+                    key=str(message.person_id).encode(),
+                    value=message.model_dump_json().encode(),
+                    position=n.id,
+                )
+            )
+        return messages
+
+    # --------------------------------------------------------------- lock side
+
+    async def _try_lock(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_id,))
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def _load_position(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        await conn.execute(POSITIONS_SCHEMA)
+        cur = await conn.execute(
+            "SELECT position FROM relay_positions WHERE name = %s", (self.name,)
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _save_position(self, conn: psycopg.AsyncConnection[Any], position: int) -> None:
+        try:
+            await conn.execute(
+                "INSERT INTO relay_positions (name, position) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
+                " updated_at = now()",
+                (self.name, position),
+            )
+        except psycopg.Error as exc:
+            raise LostLeadershipError(f"lock connection lost: {exc}") from exc
+
+    # --------------------------------------------------------------- kafka side
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=15_000,
+        )
+        await producer.start()
+        return producer
+
+    async def publish(
+        self, producer: AIOKafkaProducer, messages: Sequence[OutboundMessage]
+    ) -> None:
+        """Send a batch and wait until Kafka acknowledged every message."""
+        futures = [
+            await producer.send(self.settings.contacts_topic, value=m.value, key=m.key)
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+
+    async def _publish_watched(
+        self, producer: AIOKafkaProducer, messages: Sequence[OutboundMessage]
+    ) -> None:
+        """Publish, saying every few seconds why we wait; give up after PUBLISH_TIMEOUT."""
+        task = asyncio.ensure_future(self.publish(producer, messages))
+        started = asyncio.get_running_loop().time()
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=WAIT_LOG_SECONDS)
+            if done:
+                task.result()
+                return
+            waited = asyncio.get_running_loop().time() - started
+            log.warning(
+                "waiting for Kafka at %s: %d messages (positions %d-%d) not acknowledged"
+                " after %.0fs",
+                self.settings.kafka_bootstrap,
+                len(messages),
+                messages[0].position,
+                messages[-1].position,
+                waited,
+            )
+            if waited >= PUBLISH_TIMEOUT_SECONDS:
+                task.cancel()
+                raise TimeoutError(f"no acknowledgement within {PUBLISH_TIMEOUT_SECONDS}s")
+
+    # ------------------------------------------------------------------- loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wait to become the active relay, then publish until `stop` is set."""
+        dsn = self.settings.pg_dsn()
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            said_standby = False
+            while not await self._try_lock(conn):
+                if not said_standby:
+                    log.info("standby: another relay holds the lock; waiting to take over")
+                    said_standby = True
+                if await _wait(stop, 1.0):
+                    return
+            self.active = True
+            channel = self.contacts.recorder.channel_name  # type: ignore[attr-defined]
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            self.position = await self._load_position(conn)
+            log.info(
+                "active: relaying from position %d to %s",
+                self.position,
+                self.settings.contacts_topic,
+            )
+            await self._relay(conn, stop)
+
+    async def _relay(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
+        producer: AIOKafkaProducer | None = None
+        failures = 0
+        topic_ready = False
+        try:
+            while not stop.is_set():
+                notifications = await asyncio.to_thread(self.read_batch)
+                if not notifications:
+                    await self._wait_for_notify(conn, stop)
+                    continue
+                messages = await asyncio.to_thread(self.encode, notifications)
+                try:
+                    if not topic_ready:
+                        await ensure_topics(self.settings, [self.settings.contacts_topic])
+                        topic_ready = True
+                    if producer is None:
+                        producer = await self._start_producer()
+                    if messages:
+                        await self._publish_watched(producer, messages)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    failures += 1
+                    delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.8, 1.2)
+                    log.warning(
+                        "waiting for Kafka (%s: %s); position %d kept, retrying in %.1fs",
+                        type(exc).__name__,
+                        exc,
+                        self.position,
+                        delay,
+                    )
+                    if producer is not None:
+                        await _close_quietly(producer)
+                        producer = None
+                    await _wait(stop, delay)
+                    continue
+                failures = 0
+                self.position = notifications[-1].id
+                await self._save_position(conn, self.position)
+                self.published += len(messages)
+        finally:
+            if producer is not None:
+                await _close_quietly(producer)
+
+    async def _wait_for_notify(
+        self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event
+    ) -> None:
+        # NOTIFY wakes us at once; the timeout is the polling fallback (and lets
+        # a stop request through).
+        try:
+            async for _ in conn.notifies(timeout=self.settings.relay_poll_seconds, stop_after=1):
+                pass
+        except psycopg.Error as exc:
+            raise LostLeadershipError(f"lock connection lost: {exc}") from exc
+
+
+async def run_relay(settings: KontaktSettings) -> None:
+    """Run one relay process until SIGTERM or SIGINT."""
+    import signal
+
+    from services.contacts.app import build_contacts_app, close_contacts_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    contacts = await asyncio.to_thread(build_contacts_app, settings)
+    try:
+        await Relay(settings, contacts).run(stop)
+    finally:
+        await asyncio.to_thread(close_contacts_app, contacts)
+    log.info("stopped")
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True when stop was requested meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _close_quietly(producer: AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), timeout=10)
+    except Exception as exc:  # closing a producer of a dead broker may fail any way
+        log.debug("producer close: %s", exc)
