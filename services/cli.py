@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 from typing import Annotated
 
 import typer
@@ -112,16 +109,28 @@ def relay() -> None:
 def topics() -> None:
     """Create every topic of the contract that is missing (partitions, retention from settings)."""
     import asyncio
+    import logging
 
     from services.contacts.relay import ensure_topics
     from shared.settings import KontaktSettings
 
+    # The client logs each failed connection; the one line below says it all.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     settings = KontaktSettings()
     try:
         created = asyncio.run(ensure_topics(settings, settings.all_topics()))
     except Exception as exc:  # an unreachable broker: one line, no traceback
         _fail(f"could not create topics at {settings.kafka_bootstrap}: {exc}")
     typer.echo(f"created: {', '.join(created) or 'none (all exist)'}")
+
+
+@app.command("contract")
+def contract() -> None:
+    """Write docs/contract/ (JSON Schemas, AsyncAPI) from the code, after a deliberate change."""
+    from shared.contract.spec import write_docs
+
+    for path in write_docs():
+        typer.echo(f"wrote {path}")
 
 
 @serve_app.command("contacts")
@@ -147,6 +156,7 @@ def serve_contacts(
 @app.command("run")
 def run() -> None:
     """Start the servers and every Kontakt process; Ctrl-C stops what this started."""
+    from services.supervisor import Child, Supervisor
     from shared.auth import mint_token
     from shared.settings import KontaktSettings
 
@@ -157,33 +167,30 @@ def run() -> None:
         info = launcher.up(cfg)
     except launcher.StackError as exc:
         _fail(str(exc))
-    env = {**os.environ, **info.as_env()}
-    os.environ.update(info.as_env())
+    # The launcher's connection settings, unless the environment says otherwise.
+    for key, value in info.as_env().items():
+        os.environ.setdefault(key, value)
+    env = dict(os.environ)
     settings = KontaktSettings()
+    supervisor = Supervisor(
+        [Child("contacts API", ["serve", "contacts"]), Child("relay", ["relay"])],
+        env,
+        typer.echo,
+    )
+    supervisor.start()
     api_url = f"http://{settings.api_host}:{settings.api_port}"
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "contacts"], env=env)
-    typer.echo(f"contacts API: {api_url}  (docs: {api_url}/docs)")
+    typer.echo(f"contacts API: {api_url}  (docs: {api_url}/docs, events: {api_url}/asyncapi)")
     typer.echo(f"token for user 'demo': {mint_token(settings, 'demo', [], 12 * 3600)}")
     typer.echo("Ctrl-C stops everything this command started.")
-
-    def stop(*_: object) -> None:
-        proc.terminate()
-
-    # Both handlers set explicitly: a shell may start us with SIGINT ignored.
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    code = 1
     try:
-        proc.wait()
+        code = supervisor.wait()
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        supervisor.stop()
         if not was_running:
             for line in launcher.down(cfg):
                 typer.echo(line)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from psycopg_pool import ConnectionPool
 
 from services.contacts.api import install_error_handlers, router
@@ -20,6 +21,7 @@ from services.contacts.personal_data import (
     parse_master_key,
 )
 from services.contacts.photos import PostgresPhotoStore
+from shared.contract.spec import asyncapi_document, asyncapi_html
 from shared.settings import KontaktSettings
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,16 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(router)
     install_error_handlers(app)
+
+    @app.get("/asyncapi.json", tags=["contract"])
+    def asyncapi_json() -> dict[str, Any]:
+        """The AsyncAPI document of every topic Kontakt publishes and consumes."""
+        return asyncapi_document(settings)
+
+    @app.get("/asyncapi", tags=["contract"], response_class=HTMLResponse)
+    def asyncapi_page() -> str:
+        """The AsyncAPI document as a page."""
+        return asyncapi_html(settings)
 
     @app.get("/health/live", tags=["health"])
     def live() -> dict[str, str]:

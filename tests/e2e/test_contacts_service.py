@@ -92,3 +92,12 @@ def test_the_readme_story_create_change_job_read_employments(
         "/contacts/{contact_id}/job-changes"
         in httpx.get(f"{contacts_api}/openapi.json").json()["paths"]
     )
+
+
+def test_the_running_service_serves_the_asyncapi_document(contacts_api: str) -> None:
+    document = httpx.get(f"{contacts_api}/asyncapi.json").json()
+    assert document["asyncapi"].startswith("3.")
+    channels = str(document["channels"])
+    for topic in ("contacts.events", "activities.events", "projects.events"):
+        assert topic in channels
+    assert "AsyncApiStandalone" in httpx.get(f"{contacts_api}/asyncapi").text

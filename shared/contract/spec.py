@@ -1,0 +1,114 @@
+"""Machine-readable forms of the contract: JSON Schemas and the AsyncAPI document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from faststream.specification.asyncapi.site import get_asyncapi_html
+from faststream.specification.base import Specification
+from pydantic import TypeAdapter
+
+from shared.contract import contacts, inbound
+from shared.settings import KontaktSettings
+
+#: Where the checked-in copies live (the contract test compares them with the code).
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "contract"
+SCHEMAS_FILE = DOCS / "event-schemas.json"
+ASYNCAPI_FILE = DOCS / "asyncapi.json"
+
+
+def json_schemas() -> dict[str, Any]:
+    """The JSON Schema of every event we publish and consume, by topic and type."""
+    published = {
+        model.model_fields["type"].default: model.model_json_schema()
+        for model in contacts.CONTACT_EVENT_TYPES
+    }
+    items = TypeAdapter(inbound.ItemEvent).json_schema(by_alias=True)
+    return {
+        "contacts.events": published,
+        "activities.events": {"EmailLogged": inbound.EmailLogged.model_json_schema(by_alias=True)},
+        "opportunities.events": items,
+        "campaigns.events": items,
+        "projects.events": items,
+    }
+
+
+def _document_broker(settings: KontaktSettings) -> KafkaBroker:
+    broker = KafkaBroker(settings.kafka_bootstrap)
+    broker.publisher(
+        settings.contacts_topic,
+        schema=contacts.ContactEvent,
+        title=f"{settings.contacts_topic}:publish",
+        description=(
+            "Every contact event, JSON, key = person id (all versions of a human on one"
+            " partition, in order). At-least-once: deduplicate by event_id."
+        ),
+    )
+
+    async def email_logged(message: inbound.EmailLogged) -> None:
+        """Documentation only."""
+
+    async def item_event(message: inbound.ItemEvent) -> None:
+        """Documentation only."""
+
+    broker.subscriber(
+        settings.activities_topic,
+        group_id="kontakt-projections",
+        title=f"{settings.activities_topic}:consume",
+        description="E-mails logged by the activities service (the Details tab's activities).",
+    )(email_logged)
+    for topic, what in (
+        (settings.opportunities_topic, "sales opportunities"),
+        (settings.campaigns_topic, "campaigns"),
+        (settings.projects_topic, "projects"),
+    ):
+        broker.subscriber(
+            topic,
+            group_id="kontakt-projections",
+            title=f"{topic}:consume",
+            description=f"Item events of {what}, and contacts linked to them with a role.",
+        )(item_event)
+    return broker
+
+
+def asyncapi_specification(settings: KontaktSettings) -> Specification:
+    """The AsyncAPI 3.0 specification of every topic Kontakt publishes and consumes."""
+    return AsyncAPI(
+        _document_broker(settings),
+        title="Kontakt events",
+        version="1",
+        description="Kontakt's public event contract. Versioning rules: docs/contract/README.md.",
+    ).to_specification()
+
+
+def asyncapi_document(settings: KontaktSettings) -> dict[str, Any]:
+    """The AsyncAPI document as JSON data."""
+    document: dict[str, Any] = asyncapi_specification(settings).to_jsonable()
+    return document
+
+
+def asyncapi_html(settings: KontaktSettings) -> str:
+    """An HTML page rendering the AsyncAPI document."""
+    return get_asyncapi_html(asyncapi_specification(settings), try_it_out_path=None)
+
+
+def default_settings() -> KontaktSettings:
+    """The settings' defaults, whatever the environment says (for checked-in copies)."""
+    return KontaktSettings.model_construct()
+
+
+def render(data: Any) -> str:
+    """Stable JSON text for checked-in copies."""
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_docs() -> list[Path]:
+    """Write the checked-in copies from the code (after a deliberate contract change)."""
+    DOCS.mkdir(parents=True, exist_ok=True)
+    SCHEMAS_FILE.write_text(render(json_schemas()))
+    ASYNCAPI_FILE.write_text(render(asyncapi_document(default_settings())))
+    return [SCHEMAS_FILE, ASYNCAPI_FILE]
