@@ -121,19 +121,8 @@ DETAIL_FIELDS: tuple[str, ...] = (
     "private_phone",
 )
 
-
 #: Personal fields of a contact's state: encrypted in stored events and snapshots.
-PERSONAL_STATE: tuple[str, ...] = (
-    "first_names",
-    "last_names",
-    "job_title",
-    "department",
-    "work_email",
-    "private_email",
-    "work_phone",
-    "private_phone",
-    "photo.content_hash",
-)
+PERSONAL_STATE: tuple[str, ...] = (*DETAIL_FIELDS, "photo.content_hash")
 
 #: Fields that belong to the person and follow them to a new job.
 PERSONAL_FIELDS: tuple[str, ...] = ("first_names", "last_names", "private_email", "private_phone")

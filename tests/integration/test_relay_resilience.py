@@ -134,6 +134,15 @@ def wait_caught_up(settings: KontaktSettings, contacts: ContactsApp, timeout: fl
             time.sleep(0.2)
 
 
+def verify_topic(settings: KontaktSettings, contacts: ContactsApp, label: str) -> None:
+    """The topic holds every contact event, in order per key; record the duplicates."""
+    report = check_complete_and_ordered(
+        read_topic_sync(settings.kafka_bootstrap, settings.contacts_topic),
+        contact_positions(contacts),
+    )
+    MEASURED.append(f"{label}: {report.expected} events delivered, {report.duplicates} duplicates")
+
+
 def test_relay_killed_9_times_mid_burst_loses_nothing_and_keeps_order(
     contacts: ContactsApp, topic_env: tuple[KontaktSettings, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -151,14 +160,7 @@ def test_relay_killed_9_times_mid_burst_loses_nothing_and_keeps_order(
     relay.wait_active()  # the last one is up, its signal handlers too
     wait_caught_up(settings, contacts)
     assert relay.stop() == 0
-    report = check_complete_and_ordered(
-        read_topic_sync(settings.kafka_bootstrap, settings.contacts_topic),
-        contact_positions(contacts),
-    )
-    MEASURED.append(
-        f"relay crash test: {kills} kill -9 during a 2,000-command burst; "
-        f"{report.expected} events all delivered, {report.duplicates} duplicates"
-    )
+    verify_topic(settings, contacts, f"relay killed {kills} times during 2,000 commands")
     assert kills >= 5
 
 
@@ -177,13 +179,7 @@ def test_standby_relay_takes_over_when_the_active_one_dies(
     runner.join()
     wait_caught_up(settings, contacts)
     assert second.stop() == 0
-    report = check_complete_and_ordered(
-        read_topic_sync(settings.kafka_bootstrap, settings.contacts_topic),
-        contact_positions(contacts),
-    )
-    MEASURED.append(
-        f"relay failover: {report.expected} events delivered, {report.duplicates} duplicates"
-    )
+    verify_topic(settings, contacts, "relay failover")
 
 
 def test_kafka_down_for_seconds_mid_burst_then_topic_is_complete(
@@ -204,10 +200,4 @@ def test_kafka_down_for_seconds_mid_burst_then_topic_is_complete(
     wait_caught_up(settings, contacts)
     assert relay.stop() == 0
     assert "waiting for Kafka" in relay.text()
-    report = check_complete_and_ordered(
-        read_topic_sync(settings.kafka_bootstrap, settings.contacts_topic),
-        contact_positions(contacts),
-    )
-    MEASURED.append(
-        f"Kafka outage: {report.expected} events delivered, {report.duplicates} duplicates"
-    )
+    verify_topic(settings, contacts, "Kafka stopped for 4 s mid-burst")
