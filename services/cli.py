@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from services.projections import commands as projections_commands
 from services.stack import launcher
+from services.sync import commands as sync_commands
 
 app = typer.Typer(help="Kontakt: the contact-person service.", no_args_is_help=True)
 stack_app = typer.Typer(help="The local PostgreSQL and Kafka servers.", no_args_is_help=True)
@@ -17,6 +19,8 @@ app.add_typer(stack_app, name="stack")
 keys_app = typer.Typer(help="Person keys of the per-person encryption.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 app.add_typer(keys_app, name="keys")
+app.add_typer(projections_commands.app, name="projections")
+app.add_typer(sync_commands.app, name="sync")
 
 
 def _fail(message: str) -> None:

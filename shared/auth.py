@@ -9,8 +9,12 @@ import jwt
 
 from shared.settings import KontaktSettings
 
-#: The role that may erase persons and switch other users' Outlook sync off.
+#: The role that may erase persons.
 ADMIN_ROLE = "admin"
+
+#: The role of the Outlook sync service's principal: it may switch a named user's sync
+#: off, with a reason (when that user deleted the contact in Outlook), and nothing else.
+OUTLOOK_SYNC_ROLE = "outlook-sync"
 
 
 class AuthError(Exception):

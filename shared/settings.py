@@ -61,6 +61,15 @@ class KontaktSettings(BaseSettings):
     master_keys_previous: SecretStr = SecretStr("")
     key_cache_ttl_seconds: float = Field(default=60.0, ge=0)
 
+    # Projections (read models) and their query API.
+    query_host: str = "127.0.0.1"
+    query_port: int = Field(default=8001, ge=1, le=65535)
+    read_your_writes_timeout_seconds: float = Field(default=2.0, ge=0, le=30)
+    dead_letter_topic: str = "kontakt.dead-letters"
+    projection_max_attempts: int = Field(default=5, ge=1, le=100)
+
+    # Outlook sync (services/sync): its fields are kept together in this block.
+
     # Contacts API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)

@@ -11,7 +11,8 @@ import pytest
 from services.stack import launcher
 from shared.settings import KontaktSettings
 
-TEST_DATABASE = "kontakt_test"
+#: A database of this test session's own (several sessions may share one stack).
+TEST_DATABASE = os.environ.get("KONTAKT_TEST_DATABASE", "kontakt_test")
 
 
 @pytest.fixture(scope="session")

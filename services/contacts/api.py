@@ -9,7 +9,17 @@ from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from eventsourcing.persistence import OperationalError, PersistenceError
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,8 +47,9 @@ from services.contacts.schemas import (
     JobChange,
     JobChangeResponse,
     OutlookSyncSwitch,
+    OutlookSyncSwitchOff,
 )
-from shared.auth import ADMIN_ROLE, AuthError, Principal, verify_token
+from shared.auth import ADMIN_ROLE, OUTLOOK_SYNC_ROLE, AuthError, Principal, verify_token
 from shared.settings import KontaktSettings
 
 log = logging.getLogger(__name__)
@@ -190,6 +201,40 @@ def switch_my_outlook_sync(
         contact_id,
         user_id=actor.user_id,
         enabled=body.enabled,
+        reason=body.reason,
+        expected_version=expected,
+    )
+    return _result(response, result)
+
+
+@router.put(
+    "/{contact_id}/outlook-sync/users/{user_id}",
+    response_model=CommandResponse,
+    responses={**_ERRORS, 403: {"model": ErrorBody, "description": "Not the sync service"}},
+)
+def switch_users_outlook_sync_off(
+    contact_id: UUID,
+    user_id: Annotated[str, Path(min_length=1, max_length=200)],
+    body: OutlookSyncSwitchOff,
+    contacts: Contacts,
+    principal: Annotated[Principal, Depends(get_principal)],
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> CommandResponse:
+    """Switch a named user's sync off with a reason: only the Outlook sync service may.
+
+    Used when the user deleted the contact in their Outlook, so the history shows why.
+    """
+    if not principal.has_role(OUTLOOK_SYNC_ROLE):
+        raise HTTPException(
+            403, f"switching another user's sync needs the {OUTLOOK_SYNC_ROLE!r} role"
+        )
+    result = contacts.toggle_outlook_sync(
+        actor,
+        contact_id,
+        user_id=user_id,
+        enabled=False,
         reason=body.reason,
         expected_version=expected,
     )

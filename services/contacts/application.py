@@ -29,6 +29,11 @@ from services.contacts.photos import PhotoStore
 
 T = TypeVar("T")
 
+#: Event attributes every contact event has; the rest is the event's own data.
+_ENVELOPE_FIELDS = frozenset(
+    {"originator_id", "originator_version", "timestamp", "person_id", "actor", "correlation_id"}
+)
+
 #: How often a command is retried when a concurrent writer saved first.
 MAX_ATTEMPTS = 5
 
@@ -407,6 +412,12 @@ class ContactsApp(Application[UUID]):
                     "actor": event.actor,
                     "correlation_id": event.correlation_id,
                     "changes": changes,
+                    # What the event said beyond the state it changed (e.g. a reason).
+                    "data": {
+                        k: v
+                        for k, v in vars(event).items()
+                        if k not in _ENVELOPE_FIELDS and not isinstance(event, Contact.Created)
+                    },
                 }
             )
         if contact is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -106,6 +106,13 @@ class OutlookSyncSwitch(_Strict):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
 
+class OutlookSyncSwitchOff(_Strict):
+    """Switch a named user's Outlook sync off, saying why (the sync service's principal)."""
+
+    enabled: Literal[False]
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
 class InfotagPlace(_Strict):
     """Place an infotag."""
 
@@ -202,6 +209,7 @@ class HistoryEntry(BaseModel):
     actor: str
     correlation_id: str
     changes: dict[str, dict[str, Any]]
+    data: dict[str, Any]
 
 
 class EmploymentView(BaseModel):

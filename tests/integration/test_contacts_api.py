@@ -249,3 +249,24 @@ def test_time_travel_by_version_and_date(client: TestClient) -> None:
     assert client.get(f"/contacts/{cid}/as-of?at=2999-01-01").json()["job_title"] == "CFO"
     assert client.get(f"/contacts/{cid}/as-of").status_code == 422
     assert client.get(f"/contacts/{cid}/as-of?at=yesterday").status_code == 422
+
+
+def test_only_the_sync_service_may_switch_another_users_sync_off_with_a_reason(
+    client: TestClient,
+    token_for,  # type: ignore[no-untyped-def]
+) -> None:
+    cid = new_contact(client)["contact_id"]
+    client.put(f"/contacts/{cid}/outlook-sync/me", json={"enabled": True})
+    body = {"enabled": False, "reason": "deleted in Outlook by the user"}
+    path = f"/contacts/{cid}/outlook-sync/users/alice"
+    bob = {"Authorization": f"Bearer {token_for('bob')}"}
+    assert client.put(path, json=body, headers=bob).status_code == 403
+    sync = {"Authorization": f"Bearer {token_for('svc-outlook-sync', ['outlook-sync'])}"}
+    assert client.put(path, json={"enabled": True, "reason": "x"}, headers=sync).status_code == 422
+    assert client.put(path, json={"enabled": False}, headers=sync).status_code == 422
+    assert client.put(path, json=body, headers=sync).status_code == 200
+    state = client.get(f"/contacts/{cid}").json()
+    assert state["outlook_sync_users"] == []
+    last = client.get(f"/contacts/{cid}/history").json()[-1]
+    assert last["type"] == "OutlookSyncToggled" and last["actor"] == "svc-outlook-sync"
+    assert last["data"] == {"user_id": "alice", "enabled": False, "reason": body["reason"]}
