@@ -14,6 +14,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import JSONTranscoder, Mapper, RecordConflictError, Transcoding
 
 from services.contacts.domain import (
+    ERASED,
     Actor,
     Contact,
     ContactErasedError,
@@ -26,6 +27,7 @@ from services.contacts.domain import (
 )
 from services.contacts.personal_data import PersonalDataMapper, PersonCipher
 from services.contacts.photos import PhotoStore
+from shared.addresses import address_hash
 
 T = TypeVar("T")
 
@@ -345,11 +347,14 @@ class ContactsApp(Application[UUID]):
             versions = self.employments(contact_id)
             if all(v.erased for v in versions):
                 raise ContactErasedError()
+            hashes = sorted(
+                {address_hash(self._key_secret, a) for v in versions for a in self._addresses(v.id)}
+            )
             changes: list[tuple[UUID, dict[str, str], dict[str, str]]] = []
             for version in versions:
                 before = uniqueness_keys(version)
                 if not version.erased:
-                    version.erase(actor, reason)
+                    version.erase(actor, reason, hashes)
                 changes.append((version.id, before, {}))
             self.save(*versions, *self._key_events(changes))
             return [CommandResult(v.id, v.version, v.person_id) for v in versions]
@@ -359,6 +364,17 @@ class ContactsApp(Application[UUID]):
         finally:
             if all(v.erased for v in self.employments(contact_id)):
                 self._shred(person_id)
+
+    def _addresses(self, contact_id: UUID) -> set[str]:
+        """Every e-mail address a contact ever had, from its history."""
+        found: set[str] = set()
+        for event in self._events(contact_id):
+            values = vars(event).get("changes", vars(event))
+            for name in ("work_email", "private_email"):
+                value = values.get(name)
+                if value and value != ERASED:
+                    found.add(value)
+        return found
 
     def _shred(self, person_id: UUID) -> None:
         self.cipher.keys.erase(person_id)

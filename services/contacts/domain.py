@@ -14,6 +14,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 # What personal data reads as once the person was erased: the same in the contract.
+from shared.addresses import normalise_address
 from shared.contract.contacts import ERASED
 
 # --------------------------------------------------------------------------- errors
@@ -154,7 +155,7 @@ def normalise_text(value: str) -> str:
 
 def normalise_email(value: str) -> str:
     """Normalise an e-mail address for uniqueness: trimmed, NFKC, case-folded."""
-    return unicodedata.normalize("NFKC", value).strip().casefold()
+    return normalise_address(value)
 
 
 # ------------------------------------------------------------------------ aggregate
@@ -308,6 +309,9 @@ class Contact(Aggregate):
 
         TOPIC = "kontakt:ContactErased"
         reason: str | None
+        #: Keyed hashes of every address the person had, so read models can forget
+        #: them (and refuse them in activities arriving later) without keeping them.
+        address_hashes: list[str]
 
         def apply(self, aggregate: Contact) -> None:
             aggregate.erased = True
@@ -618,10 +622,10 @@ class Contact(Aggregate):
             raise ContactNotArchivedError()
         self._trigger(self.Restored, actor)
 
-    def erase(self, actor: Actor, reason: str | None) -> None:
+    def erase(self, actor: Actor, reason: str | None, address_hashes: list[str]) -> None:
         """Record that the person's personal data was erased (any version, any status)."""
         self._check_not_erased()
-        self._trigger(self.Erased, actor, reason=reason)
+        self._trigger(self.Erased, actor, reason=reason, address_hashes=sorted(address_hashes))
 
 
 def event_type_name(event: object) -> str:

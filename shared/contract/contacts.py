@@ -215,12 +215,22 @@ class ContactRestored(ContactEventBase):
     data: EmptyData = EmptyData()
 
 
+class ContactErasedData(_Model):
+    """Why, and keyed hashes of every address the person had (to forget them by)."""
+
+    reason: str | None
+    address_hashes: list[str] = Field(
+        default_factory=list,
+        description="HMAC-SHA256 (Kontakt's key secret) of each normalised e-mail address",
+    )
+
+
 class ContactErased(ContactEventBase):
     """ContactErased: delete every copy of this contact's personal data you hold."""
 
     type: Literal["ContactErased"] = "ContactErased"
     schema_version: Literal[1] = 1
-    data: ReasonData
+    data: ContactErasedData
 
 
 ContactEvent = Annotated[

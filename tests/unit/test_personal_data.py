@@ -180,3 +180,26 @@ def test_rotation_rewraps_person_keys_without_touching_events() -> None:
     only_old.rows = keys.rows
     with pytest.raises(MasterKeyError):
         only_old.get(first.person_id)
+
+
+def test_erasure_records_keyed_hashes_of_every_address_the_person_had() -> None:
+    from shared.addresses import address_hash
+
+    app = make_app()
+    first = create(app, "Hash", "Me", work_email="old@acme.example")
+    app.change_details(ALICE, first.contact_id, {"work_email": "New@Acme.example"})
+    _, new = app.change_job(
+        ALICE,
+        first.contact_id,
+        company_id=uuid4(),
+        company_name="B",
+        job={"work_email": "h@beta.example"},
+        effective_on=date(2026, 1, 1),
+    )
+    app.erase_person(ADMIN, new.contact_id, None)
+    erased = app.history(new.contact_id)[-1]
+    expected = sorted(
+        address_hash(b"k" * 32, a)
+        for a in ("old@acme.example", "new@acme.example", "h@beta.example")
+    )
+    assert erased["data"]["address_hashes"] == expected

@@ -1,0 +1,181 @@
+"""The contacts read model's rows, and how each contract event changes them (pure).
+
+The incremental worker and the rebuild both fold events with `apply`, so a
+rebuilt read model equals the incrementally built one by construction.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from shared.contract import contacts as c
+
+#: Contact fields that hold e-mail addresses (matched against activities).
+ADDRESS_FIELDS = ("work_email", "private_email")
+
+
+class UnknownContactError(Exception):
+    """An event for a contact the read model has never seen created."""
+
+
+@dataclass(frozen=True)
+class Infotag:
+    """An infotag on a contact."""
+
+    added_by: str
+    added_at: datetime
+
+
+@dataclass(frozen=True)
+class ContactRow:
+    """One contact (one version of a person) as the read model keeps it."""
+
+    contact_id: UUID
+    person_id: UUID
+    version: int
+    position: int
+    company_id: UUID
+    company_name: str
+    first_names: str
+    last_names: str
+    job_title: str | None
+    department: str | None
+    work_email: str | None
+    private_email: str | None
+    work_phone: str | None
+    private_phone: str | None
+    started_on: date | None
+    ended_on: date | None
+    predecessor_id: UUID | None
+    successor_id: UUID | None
+    archived: bool
+    erased: bool
+    photo: c.PhotoRef | None
+    outlook_sync_users: tuple[str, ...]
+    infotags: dict[str, Infotag] = field(default_factory=dict)
+    #: Every address the contact ever had (normalised), for matching activities.
+    addresses: frozenset[str] = frozenset()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        """current, former, archived or erased."""
+        if self.erased:
+            return "erased"
+        if self.successor_id is not None:
+            return "former"
+        return "archived" if self.archived else "current"
+
+    @property
+    def search_text(self) -> str:
+        """Names folded for accent- and case-insensitive prefix search."""
+        return fold(f"{self.first_names} {self.last_names}")
+
+
+def fold(text: str) -> str:
+    """Accents stripped, case folded, whitespace collapsed."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(stripped.casefold().split())
+
+
+def normalise_address(address: str) -> str:
+    """An e-mail address as compared with activities: trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", address).strip().casefold()
+
+
+def _addresses(row: ContactRow) -> frozenset[str]:
+    current = {
+        normalise_address(v) for v in (row.work_email, row.private_email) if v and v != c.ERASED
+    }
+    return row.addresses | current
+
+
+def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
+    """The row after the event; raises UnknownContactError for a contact never created."""
+    if isinstance(event, c.ContactCreated):
+        d = event.data
+        created = ContactRow(
+            contact_id=event.contact_id,
+            person_id=event.person_id,
+            version=event.aggregate_version,
+            position=event.global_position,
+            company_id=d.company_id,
+            company_name=d.company_name,
+            first_names=d.first_names,
+            last_names=d.last_names,
+            job_title=d.job_title,
+            department=d.department,
+            work_email=d.work_email,
+            private_email=d.private_email,
+            work_phone=d.work_phone,
+            private_phone=d.private_phone,
+            started_on=d.started_on,
+            ended_on=None,
+            predecessor_id=d.predecessor_id,
+            successor_id=None,
+            archived=False,
+            erased=False,
+            photo=d.photo,
+            outlook_sync_users=tuple(sorted(d.outlook_sync_users)),
+            infotags={t.tag: Infotag(t.added_by, t.added_at) for t in d.infotags},
+            created_at=event.occurred_at,
+            updated_at=event.occurred_at,
+        )
+        return replace(created, addresses=_addresses(created))
+    if row is None:
+        raise UnknownContactError(f"{event.type} for unknown contact {event.contact_id}")
+    row = replace(
+        row,
+        version=event.aggregate_version,
+        position=event.global_position,
+        updated_at=event.occurred_at,
+    )
+    if isinstance(event, c.ContactDetailsChanged):
+        changes: dict[str, Any] = {str(k): v for k, v in event.data.changes.items()}
+        row = replace(row, **changes)
+        return replace(row, addresses=_addresses(row))
+    if isinstance(event, c.JobChanged):
+        return replace(row, ended_on=event.data.ended_on, successor_id=event.data.successor_id)
+    if isinstance(event, c.OutlookSyncToggled):
+        users = set(row.outlook_sync_users)
+        if event.data.enabled:
+            users.add(event.data.user_id)
+        else:
+            users.discard(event.data.user_id)
+        return replace(row, outlook_sync_users=tuple(sorted(users)))
+    if isinstance(event, c.InfotagAdded):
+        tags = {**row.infotags, event.data.tag: Infotag(event.actor, event.occurred_at)}
+        return replace(row, infotags=tags)
+    if isinstance(event, c.InfotagRemoved):
+        return replace(row, infotags={k: v for k, v in row.infotags.items() if k != event.data.tag})
+    if isinstance(event, c.PhotoChanged):
+        return replace(row, photo=event.data)
+    if isinstance(event, c.PhotoRemoved):
+        return replace(row, photo=None)
+    if isinstance(event, c.ContactArchived):
+        return replace(row, archived=True)
+    if isinstance(event, c.ContactRestored):
+        return replace(row, archived=False)
+    if isinstance(event, c.ContactErased):
+        return replace(
+            row,
+            erased=True,
+            first_names=c.ERASED,
+            last_names=c.ERASED,
+            job_title=c.ERASED,
+            department=c.ERASED,
+            work_email=c.ERASED,
+            private_email=c.ERASED,
+            work_phone=c.ERASED,
+            private_phone=c.ERASED,
+            photo=None,
+            outlook_sync_users=(),
+            addresses=frozenset(),
+        )
+    raise TypeError(f"no projection for {event.type}")
