@@ -115,7 +115,7 @@ def topics() -> None:
     import asyncio
     import logging
 
-    from services.contacts.relay import ensure_topics
+    from shared.kafka import ensure_topics
     from shared.settings import KontaktSettings
 
     # The client logs each failed connection; the one line below says it all.
@@ -126,6 +126,60 @@ def topics() -> None:
     except Exception as exc:  # an unreachable broker: one line, no traceback
         _fail(f"could not create topics at {settings.kafka_bootstrap}: {exc}")
     typer.echo(f"created: {', '.join(created) or 'none (all exist)'}")
+
+
+@projections_commands.app.command("rebuild")
+def rebuild(
+    model: Annotated[str, typer.Argument(help="The read model to rebuild: contacts")],
+) -> None:
+    """Rebuild a read model from the event store beside the live one, then swap it in.
+
+    The query API keeps answering; the worker keeps consuming. (Defined here, at the
+    composition root: it joins the contacts store to the projections.)
+    """
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.contacts.app import build_contacts_app, close_contacts_app
+    from services.contacts.export import StoreReader
+    from services.projections.rebuild import REBUILDABLE, rebuild_contacts
+    from services.projections.worker import create_pool
+    from shared.settings import KontaktSettings
+
+    if model not in REBUILDABLE:
+        _fail(
+            f"{model!r} cannot be rebuilt from the store; choose from {', '.join(REBUILDABLE)}"
+            " (activities and items hold other services' events, kept as they arrived)"
+        )
+    settings = KontaktSettings()
+
+    async def run(progress: Progress) -> str:
+        task = progress.add_task("events", total=None)
+        contacts = await asyncio.to_thread(build_contacts_app, settings)
+        pool = await create_pool(settings, size=2)
+        try:
+            report = await rebuild_contacts(
+                settings,
+                pool,
+                StoreReader(contacts),
+                lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        finally:
+            await pool.close()
+            await asyncio.to_thread(close_contacts_app, contacts)
+        return (
+            f"rebuilt {model}: {report.events} events, {report.contacts} contacts, up to position"
+            f" {report.position}, in {report.seconds:.1f}s ({report.rate:,.0f} events/s)"
+        )
+
+    columns = (TextColumn("rebuilding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, TextColumn("{task.speed} ev/s")) as progress:
+            line = asyncio.run(run(progress))
+    except Exception as exc:  # unreachable servers: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+    typer.echo(line)
 
 
 @app.command("contract")

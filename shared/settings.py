@@ -69,6 +69,38 @@ class KontaktSettings(BaseSettings):
     projection_max_attempts: int = Field(default=5, ge=1, le=100)
 
     # Outlook sync (services/sync): its fields are kept together in this block.
+    # Graph: the authority and base URL are configuration only (the real ones by default).
+    sync_graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    sync_graph_authority: str = "https://login.microsoftonline.com"
+    sync_graph_tenant_id: str = "common"
+    sync_graph_client_id: str = ""
+    sync_graph_client_secret: SecretStr = SecretStr("")
+    sync_graph_scope: str = "https://graph.microsoft.com/.default"
+    sync_graph_timeout_seconds: float = Field(default=30.0, gt=0)
+    sync_graph_max_attempts: int = Field(default=6, ge=1, le=50)
+    sync_graph_backoff_seconds: float = Field(default=0.5, gt=0)
+    sync_graph_backoff_max_seconds: float = Field(default=30.0, gt=0)
+    # Graph allows at most 4 concurrent requests per mailbox.
+    sync_graph_mailbox_concurrency: int = Field(default=4, ge=1, le=4)
+    sync_folder_name: str = "Kontakt"
+    # The Graph mailbox (user id or UPN) of a CRM user, e.g. "{user_id}@example.com".
+    sync_mailbox_format: str = "{user_id}"
+    sync_events_topic: str = "outlook-sync.events"
+    sync_consumer_group: str = "kontakt-outlook-sync"
+    # Token of the sync service's principal (role outlook-sync); minted from the JWT key if unset.
+    sync_service_token: SecretStr | None = None
+    sync_service_subject: str = "outlook-sync"
+    contacts_api_url: str = "http://127.0.0.1:8000"
+    sync_batch_size: int = Field(default=50, ge=1, le=1000)
+    sync_poll_seconds: float = Field(default=0.5, gt=0)
+    # A link claimed by a worker that died is taken over after this long.
+    sync_lease_seconds: float = Field(default=60.0, gt=0)
+    sync_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # How often each user's folder is listed to notice items the user deleted in Outlook.
+    sync_verify_seconds: float = Field(default=300.0, gt=0)
+    # The Graph-compatible server for tests and local runs (`kontakt sync graph-server`).
+    sync_graph_server_host: str = "127.0.0.1"
+    sync_graph_server_port: int = Field(default=28080, ge=1, le=65535)
 
     # Contacts API.
     api_host: str = "127.0.0.1"

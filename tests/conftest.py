@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -62,16 +63,9 @@ def settings(stack: launcher.StackInfo, test_database: str) -> KontaktSettings:
 
 
 @pytest.fixture(scope="session")
-def settings_env(settings: KontaktSettings) -> Iterator[dict[str, str]]:
+def settings_env(settings: KontaktSettings) -> dict[str, str]:
     """The same settings as KONTAKT_* environment variables, for subprocesses."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"KONTAKT_{name.upper()}"] = str(value)
-    yield env
+    return env_of(settings)
 
 
 #: Facts tests measured (e.g. duplicates after relay crashes), printed after the run.
@@ -84,3 +78,38 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("measured")
         for line in MEASURED:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def isolated_settings(
+    stack: launcher.StackInfo, settings: KontaktSettings
+) -> Iterator[KontaktSettings]:
+    """Settings with a database and topics of this test's own (dropped afterwards)."""
+    suffix = uuid.uuid4().hex[:10]
+    database = f"kontakt_t_{suffix}"
+    launcher.ensure_database(stack, database)
+    yield settings.model_copy(
+        update={
+            "pg_database": database,
+            "contacts_topic": f"contacts.events.{suffix}",
+            "activities_topic": f"activities.events.{suffix}",
+            "opportunities_topic": f"opportunities.events.{suffix}",
+            "campaigns_topic": f"campaigns.events.{suffix}",
+            "projects_topic": f"projects.events.{suffix}",
+            "dead_letter_topic": f"kontakt.dead-letters.{suffix}",
+        }
+    )
+    with psycopg.connect(stack.pg_dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def env_of(settings: KontaktSettings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Settings as KONTAKT_* environment variables, for subprocesses."""
+    env = dict(base if base is not None else os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"KONTAKT_{name.upper()}"] = str(value)
+    return env

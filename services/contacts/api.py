@@ -22,7 +22,6 @@ from fastapi import (
 )
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.contacts import domain
 from services.contacts.application import CommandResult, ContactsApp
@@ -49,12 +48,11 @@ from services.contacts.schemas import (
     OutlookSyncSwitch,
     OutlookSyncSwitchOff,
 )
-from shared.auth import ADMIN_ROLE, OUTLOOK_SYNC_ROLE, AuthError, Principal, verify_token
-from shared.settings import KontaktSettings
+from shared.auth import ADMIN_ROLE, OUTLOOK_SYNC_ROLE, Principal
+from shared.http import get_principal
 
 log = logging.getLogger(__name__)
 
-_bearer = HTTPBearer(auto_error=False)
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
@@ -62,20 +60,6 @@ def get_contacts(request: Request) -> ContactsApp:
     """The application built by the app factory."""
     app: ContactsApp = request.app.state.contacts
     return app
-
-
-def get_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller, from a verified bearer token; 401 otherwise."""
-    if credentials is None:
-        raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-    settings: KontaktSettings = request.app.state.settings
-    try:
-        return verify_token(credentials.credentials, settings)
-    except AuthError as exc:
-        raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
 
 
 def get_actor(

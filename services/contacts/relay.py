@@ -19,21 +19,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from eventsourcing.persistence import Notification
+from aiokafka.errors import KafkaError
 from psycopg import sql
 
 from services.contacts.application import ContactsApp
-from services.contacts.integration import (
-    PUBLISHED_STORE_TOPICS,
-    is_published,
-    to_integration_event,
-)
+from services.contacts.export import StoreReader
+from shared.kafka import ensure_topics
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.relay")
@@ -64,41 +58,13 @@ class LostLeadershipError(RuntimeError):
     """The advisory-lock connection broke: another relay may be active now."""
 
 
-async def ensure_topics(settings: KontaktSettings, topics: Sequence[str]) -> list[str]:
-    """Create missing topics with the configured partitions, replication and retention."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    created = []
-    try:
-        existing = set(await admin.list_topics())
-        for topic in topics:
-            if topic in existing:
-                continue
-            try:
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            topic,
-                            num_partitions=settings.topic_partitions,
-                            replication_factor=settings.topic_replication,
-                            topic_configs={"retention.ms": str(settings.topic_retention_ms)},
-                        )
-                    ]
-                )
-                created.append(topic)
-            except TopicAlreadyExistsError:
-                pass  # created meanwhile by another process
-    finally:
-        await admin.close()
-    return created
-
-
 class Relay:
     """Publishes contact events from the event store to the contacts topic."""
 
     def __init__(self, settings: KontaktSettings, contacts: ContactsApp, name: str = "") -> None:
         self.settings = settings
         self.contacts = contacts
+        self.reader = StoreReader(contacts)
         self.name = name or settings.contacts_topic
         self.position = 0
         self.published = 0
@@ -108,37 +74,18 @@ class Relay:
 
     # --------------------------------------------------------------- store side
 
-    def read_batch(self) -> list[Notification]:
-        """The next notifications after the recorded position."""
-        return list(
-            self.contacts.recorder.select_notifications(
-                start=self.position,
-                limit=self.settings.relay_batch_size,
-                inclusive_of_start=False,
+    def read_batch(self) -> tuple[list[OutboundMessage], int | None]:
+        """The next batch as Kafka messages, and the last store position it covers."""
+        events, last = self.reader.read(self.position, self.settings.relay_batch_size)
+        messages = [
+            OutboundMessage(
+                key=str(e.person_id).encode(),
+                value=e.model_dump_json().encode(),
+                position=e.global_position,
             )
-        )
-
-    def encode(self, notifications: Sequence[Notification]) -> list[OutboundMessage]:
-        """Decode a batch (decrypting personal data) into contract messages."""
-        contact_rows = [n for n in notifications if n.topic in PUBLISHED_STORE_TOPICS]
-        # Fresh keys for the batch's persons, so an erasure elsewhere is seen now.
-        decode = self.contacts.mapper.transcoder.decode
-        person_ids = {UUID(str(decode(n.state)["person_id"])) for n in contact_rows}
-        self.contacts.cipher.refresh(person_ids)
-        messages = []
-        for n in contact_rows:
-            event: Any = self.contacts.mapper.to_domain_event(n)
-            if not is_published(event):
-                continue
-            message = to_integration_event(event, n.id)
-            messages.append(
-                OutboundMessage(
-                    key=str(message.person_id).encode(),
-                    value=message.model_dump_json().encode(),
-                    position=n.id,
-                )
-            )
-        return messages
+            for e in events
+        ]
+        return messages, last
 
     # --------------------------------------------------------------- lock side
 
@@ -244,11 +191,10 @@ class Relay:
         topic_ready = False
         try:
             while not stop.is_set():
-                notifications = await asyncio.to_thread(self.read_batch)
-                if not notifications:
+                messages, last = await asyncio.to_thread(self.read_batch)
+                if last is None:
                     await self._wait_for_notify(conn, stop)
                     continue
-                messages = await asyncio.to_thread(self.encode, notifications)
                 try:
                     if not topic_ready:
                         await ensure_topics(self.settings, [self.settings.contacts_topic])
@@ -273,7 +219,7 @@ class Relay:
                     await _wait(stop, delay)
                     continue
                 failures = 0
-                self.position = notifications[-1].id
+                self.position = last
                 await self._save_position(conn, self.position)
                 self.published += len(messages)
         finally:

@@ -2,8 +2,151 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
     help="Read models: workers, query API, rebuilds, dead letters.", no_args_is_help=True
 )
+dlq_app = typer.Typer(help="Dead letters: messages a worker could not apply.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command("worker")
+def worker(
+    models: Annotated[
+        str, typer.Option(help="Comma-separated read-model families: contacts,activities,items")
+    ] = "contacts,activities,items",
+) -> None:
+    """Run a projection worker; start more copies to share the partitions."""
+    from services.projections.worker import run_worker
+    from shared.settings import KontaktSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    families = [m.strip() for m in models.split(",") if m.strip()]
+    try:
+        asyncio.run(run_worker(KontaktSettings(), families))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command("query")
+def query(
+    host: Annotated[str | None, typer.Option(help="Defaults to KONTAKT_QUERY_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Defaults to KONTAKT_QUERY_PORT.")] = None,
+) -> None:
+    """Run the query API (every tab of the contact page)."""
+    import uvicorn
+
+    from services.projections.api import create_query_app
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+    uvicorn.run(
+        create_query_app(settings),
+        host=host or settings.query_host,
+        port=port or settings.query_port,
+        log_level="info",
+    )
+
+
+@app.command("lag")
+def lag() -> None:
+    """Print each read-model group's lag per topic partition."""
+    from services.projections.worker import FAMILIES, group_id, topics_of
+    from shared.lag import group_lag
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+
+    async def collect() -> list[dict[str, object]]:
+        rows = []
+        for family in FAMILIES:
+            for p in await group_lag(
+                settings.kafka_bootstrap, group_id(family), topics_of(settings, family)
+            ):
+                rows.append(
+                    {
+                        "group": p.group,
+                        "topic": p.topic,
+                        "partition": p.partition,
+                        "committed": p.committed,
+                        "end": p.end,
+                        "lag": p.lag,
+                    }
+                )
+        return rows
+
+    try:
+        typer.echo(json.dumps(asyncio.run(collect()), indent=2))
+    except Exception as exc:  # an unreachable broker: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """List dead letters: id, origin, family, error, and whether re-submitted."""
+    from services.projections.dlq import list_dead_letters
+    from services.projections.worker import create_pool
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+
+    async def collect() -> list[str]:
+        pool = await create_pool(settings, size=1)
+        try:
+            letters = await list_dead_letters(settings, pool)
+        finally:
+            await pool.close()
+        return [
+            f"{d.id}\t{d.original_topic}[{d.original_partition}]@{d.original_offset}\t{d.family}"
+            f"\t{'resubmitted ' + d.resubmitted_at.isoformat() if d.resubmitted_at else 'open'}"
+            f"\t{d.error}"
+            for d in letters
+        ]
+
+    try:
+        lines = asyncio.run(collect())
+    except Exception as exc:  # unreachable servers: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+    typer.echo("id\torigin\tfamily\tstate\terror")
+    for line in lines:
+        typer.echo(line)
+
+
+@dlq_app.command("resubmit")
+def dlq_resubmit(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Ids from `dlq list`; none: all open")
+    ] = None,
+) -> None:
+    """Publish dead letters again to their original topics (after fixing the cause)."""
+    from services.projections.dlq import resubmit
+    from services.projections.worker import create_pool
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+
+    async def run() -> int:
+        pool = await create_pool(settings, size=1)
+        try:
+            return len(await resubmit(settings, pool, ids or None))
+        finally:
+            await pool.close()
+
+    try:
+        count = asyncio.run(run())
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    except Exception as exc:  # unreachable servers: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+    typer.echo(f"re-submitted {count} dead letters")

@@ -1,0 +1,45 @@
+"""Reading the event store as the contract's integration events, in store order.
+
+The relay publishes what this reads; read-model rebuilds and analysts' replays
+consume it directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from services.contacts.application import ContactsApp
+from services.contacts.integration import PUBLISHED_STORE_TOPICS, to_integration_event
+from shared.contract.contacts import ContactEventBase
+
+
+class StoreReader:
+    """Reads contact events from the store as contract events."""
+
+    def __init__(self, contacts: ContactsApp) -> None:
+        self.contacts = contacts
+
+    def max_position(self) -> int:
+        """The newest position in the store (0 when empty)."""
+        return self.contacts.recorder.max_notification_id() or 0
+
+    def read(self, after: int, limit: int) -> tuple[list[ContactEventBase], int | None]:
+        """Contact events after a position, and the last position scanned (None: nothing new).
+
+        Keys of the batch's persons are fetched fresh, so an erasure made elsewhere
+        shows at once as erased placeholders.
+        """
+        notifications = self.contacts.recorder.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        if not notifications:
+            return [], None
+        rows = [n for n in notifications if n.topic in PUBLISHED_STORE_TOPICS]
+        decode = self.contacts.mapper.transcoder.decode
+        self.contacts.cipher.refresh({UUID(str(decode(n.state)["person_id"])) for n in rows})
+        events = []
+        for n in rows:
+            event: Any = self.contacts.mapper.to_domain_event(n)
+            events.append(to_integration_event(event, n.id))
+        return events, notifications[-1].id

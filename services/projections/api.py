@@ -1,0 +1,331 @@
+"""The query API: every tab of the contact page, served from the read models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+import asyncpg
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.projections.schemas import (
+    Activity,
+    ContactDetails,
+    ContactSummary,
+    Employment,
+    InfotagEntry,
+    LinkedItem,
+    NotYet,
+    Page,
+    PhotoMeta,
+    Relation,
+    SyncUser,
+)
+from services.projections.sql import activities as activities_sql
+from services.projections.sql import contacts as contacts_sql
+from services.projections.sql import items as items_sql
+from services.projections.versions import VersionWaiter
+from services.projections.worker import create_pool, create_schemas
+from shared.http import PrincipalDep
+from shared.settings import KontaktSettings
+
+log = logging.getLogger("kontakt.query")
+
+
+class NotYetError(Exception):
+    """The read model has not reached the version the client asked for."""
+
+    def __init__(self, wanted: int, current: int | None) -> None:
+        super().__init__(f"the read model is at version {current}, not yet {wanted}")
+        self.wanted = wanted
+        self.current = current
+
+
+class Status(StrEnum):
+    """Contact statuses a list can filter on."""
+
+    current = "current"
+    former = "former"
+    archived = "archived"
+    erased = "erased"
+
+
+class Sort(StrEnum):
+    """Orders of the contact list."""
+
+    name = "name"
+    company = "company"
+    created = "created"
+    updated = "updated"
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    """The read models' connection pool."""
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+MinVersion = Annotated[
+    int | None,
+    Query(ge=1, description="Wait (about 2 s at most) until the read model reflects this version"),
+]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000)]
+
+router = APIRouter(prefix="/contacts", tags=["query"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown contact"},
+    412: {"model": NotYet, "description": "The read model does not reflect min_version yet"},
+}
+
+
+async def _row(request: Request, pool: asyncpg.Pool, contact_id: UUID, min_version: int | None):  # type: ignore[no-untyped-def]
+    """The contact's row once it reflects min_version; 404 when unknown, 412 when not yet."""
+    if min_version is not None:
+        waiter: VersionWaiter = request.app.state.waiter
+        current = await waiter.wait_for(contact_id, min_version)
+        if current is None or current < min_version:
+            raise NotYetError(min_version, current)
+    async with pool.acquire() as conn:
+        row = await contacts_sql.get(conn, contact_id)
+    if row is None:
+        raise HTTPException(404, f"contact {contact_id} not found")
+    return row
+
+
+@router.get("", response_model=Page[ContactSummary])
+async def list_contacts(
+    pool: Pool,
+    _: PrincipalDep,
+    name: Annotated[str | None, Query(max_length=200, description="Name prefix")] = None,
+    company_id: UUID | None = None,
+    infotag: Annotated[str | None, Query(max_length=100)] = None,
+    status: Annotated[list[Status] | None, Query()] = None,
+    sort: Sort = Sort.name,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Contacts by name prefix (accent- and case-insensitive), company, infotag and status."""
+    from services.projections.contacts_model import fold
+
+    statuses = [s.value for s in status] if status else [Status.current.value]
+    async with pool.acquire() as conn:
+        total, rows = await contacts_sql.search(
+            conn,
+            name=fold(name) if name and name.strip() else None,
+            company_id=company_id,
+            infotag=infotag,
+            statuses=statuses,
+            sort=sort.value,
+            limit=limit,
+            offset=offset,
+        )
+    return {"total": total, "limit": limit, "offset": offset, "items": [dict(r) for r in rows]}
+
+
+@router.get("/{contact_id}", response_model=ContactDetails, responses=_RESPONSES)
+async def details(
+    request: Request, contact_id: UUID, pool: Pool, _: PrincipalDep, min_version: MinVersion = None
+) -> dict[str, Any]:
+    """The Details tab: every field, status, relations, and who syncs it to Outlook."""
+    row = await _row(request, pool, contact_id, min_version)
+    async with pool.acquire() as conn:
+        versions = await contacts_sql.versions_of_person(conn, row["person_id"])
+        colleagues = await contacts_sql.colleagues(conn, row["company_id"], contact_id)
+    return {
+        **dict(row),
+        "photo": contacts_sql.photo_of(row),
+        "other_versions": [
+            Relation(**{k: v[k] for k in Relation.model_fields})
+            for v in versions
+            if v["contact_id"] != contact_id
+        ],
+        "colleagues": [Relation(**dict(c)) for c in colleagues],
+        "outlook_sync": [SyncUser(user_id=u) for u in row["outlook_sync_users"]],
+    }
+
+
+@router.get("/{contact_id}/activities", response_model=Page[Activity], responses=_RESPONSES)
+async def activities(
+    request: Request,
+    contact_id: UUID,
+    pool: Pool,
+    _: PrincipalDep,
+    min_version: MinVersion = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """E-mails from or to any address the contact ever had; newest first."""
+    await _row(request, pool, contact_id, min_version)
+    async with pool.acquire() as conn:
+        total, rows = await activities_sql.for_contact(conn, contact_id, limit, offset)
+    items = [
+        Activity(
+            message_id=r["message_id"],
+            from_address=r["from_address"],
+            to=r["to_addresses"],
+            cc=r["cc_addresses"],
+            subject=r["subject"],
+            sent_at=r["sent_at"],
+        )
+        for r in rows
+    ]
+    return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+
+@router.get("/{contact_id}/infotags", response_model=list[InfotagEntry], responses=_RESPONSES)
+async def infotags(
+    request: Request, contact_id: UUID, pool: Pool, _: PrincipalDep, min_version: MinVersion = None
+) -> list[dict[str, Any]]:
+    """The Infotags tab: each tag with who placed it and when."""
+    await _row(request, pool, contact_id, min_version)
+    async with pool.acquire() as conn:
+        return [dict(r) for r in await contacts_sql.infotags(conn, contact_id)]
+
+
+@router.get(
+    "/{contact_id}/photo",
+    responses={
+        **_RESPONSES,
+        200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+        304: {"description": "Not modified (If-None-Match)"},
+    },
+)
+async def photo(
+    request: Request, contact_id: UUID, pool: Pool, _: PrincipalDep, min_version: MinVersion = None
+) -> Response:
+    """The Photo tab: the current photo with its media type, ETag and cache headers."""
+    row = await _row(request, pool, contact_id, min_version)
+    meta = contacts_sql.photo_of(row)
+    if meta is None:
+        raise HTTPException(404, "contact has no photo")
+    info = PhotoMeta(**meta)
+    etag = f'"{info.content_hash}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=300"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    # The bytes live with the contacts service; ask it with the caller's own token.
+    client: httpx.AsyncClient = request.app.state.http
+    try:
+        upstream = await client.get(
+            f"/contacts/{contact_id}/photo",
+            headers={"Authorization": request.headers.get("authorization", "")},
+        )
+    except httpx.HTTPError as exc:
+        log.warning("contacts service unreachable for a photo: %s", exc)
+        raise HTTPException(503, "photo store unavailable, try again") from None
+    if upstream.status_code != 200 or upstream.headers.get("etag") != etag:
+        raise HTTPException(404, "photo not available (changed or removed meanwhile)")
+    return Response(upstream.content, media_type=info.media_type, headers=headers)
+
+
+def _items_route(kind: str, path: str, title: str) -> None:
+    async def linked(
+        request: Request,
+        contact_id: UUID,
+        pool: Pool,
+        _: PrincipalDep,
+        min_version: MinVersion = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        await _row(request, pool, contact_id, min_version)
+        async with pool.acquire() as conn:
+            total, rows = await items_sql.for_contact(conn, contact_id, kind, limit, offset)
+        return {"total": total, "limit": limit, "offset": offset, "items": [dict(r) for r in rows]}
+
+    linked.__doc__ = f"The {title} tab: {title.lower()} the contact is linked to, with its role."
+    router.add_api_route(
+        f"/{{contact_id}}/{path}",
+        linked,
+        methods=["GET"],
+        response_model=Page[LinkedItem],
+        responses=_RESPONSES,
+        name=path,
+        summary=title,
+    )
+
+
+_items_route("opportunity", "opportunities", "Sales opportunities")
+_items_route("campaign", "campaigns", "Campaigns")
+_items_route("project", "projects", "Projects")
+
+
+@router.get("/{contact_id}/employments", response_model=list[Employment], responses=_RESPONSES)
+async def employments(
+    request: Request, contact_id: UUID, pool: Pool, _: PrincipalDep, min_version: MinVersion = None
+) -> list[dict[str, Any]]:
+    """The Employments tab: every version of the person in time order."""
+    row = await _row(request, pool, contact_id, min_version)
+    async with pool.acquire() as conn:
+        versions = await contacts_sql.versions_of_person(conn, row["person_id"])
+    return [dict(v) for v in versions]
+
+
+def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
+    """The query API; settings come from the environment unless given."""
+    settings = settings or KontaktSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await create_pool(settings, size=10)
+        async with app.state.pool.acquire() as conn:
+            await create_schemas(conn)
+        app.state.waiter = VersionWaiter(
+            settings, app.state.pool, timeout=settings.read_your_writes_timeout_seconds
+        )
+        await app.state.waiter.start()
+        app.state.http = httpx.AsyncClient(base_url=settings.contacts_api_url, timeout=10)
+        try:
+            yield
+        finally:
+            await app.state.http.aclose()
+            await app.state.waiter.stop()
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="Kontakt query API",
+        description="Every tab of the contact page, from the read models. Bearer JWT required.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+
+    async def not_yet(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, NotYetError)
+        body = NotYet(detail=str(exc), wanted_version=exc.wanted, current_version=exc.current)
+        return JSONResponse(body.model_dump(), status_code=412, headers={"Retry-After": "1"})
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("read models unavailable: %s", exc)
+        return JSONResponse({"detail": "read models unavailable, try again"}, status_code=503)
+
+    app.add_exception_handler(NotYetError, not_yet)
+    for error in (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+        app.add_exception_handler(error, unavailable)
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["health"], response_model=None)
+    async def ready() -> dict[str, str] | JSONResponse:
+        """Readiness: the read models' database answers."""
+        try:
+            async with app.state.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        except Exception as exc:  # any failure means not ready
+            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,147 @@
+"""Response models of the query API (one per tab)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Generic, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, with the total count."""
+
+    total: int
+    limit: int
+    offset: int
+    items: list[T]
+
+
+class ContactSummary(BaseModel):
+    """A contact in a list."""
+
+    contact_id: UUID
+    person_id: UUID
+    version: int
+    status: str
+    first_names: str
+    last_names: str
+    company_id: UUID
+    company_name: str
+    job_title: str | None
+    work_email: str | None
+
+
+class Relation(BaseModel):
+    """Another contact related to this one (another version, or a colleague)."""
+
+    contact_id: UUID
+    first_names: str
+    last_names: str
+    job_title: str | None
+    company_name: str | None = None
+    status: str | None = None
+
+
+class SyncUser(BaseModel):
+    """A user who has Outlook sync on for this contact, and how far the sync got."""
+
+    user_id: str
+    status: str | None = None
+    reason: str | None = None
+    updated_at: datetime | None = None
+
+
+class PhotoMeta(BaseModel):
+    """What is known of the current photo (bytes at /contacts/{id}/photo)."""
+
+    content_hash: str
+    media_type: str
+    byte_size: int
+    width: int
+    height: int
+
+
+class ContactDetails(BaseModel):
+    """The Details tab."""
+
+    contact_id: UUID
+    person_id: UUID
+    version: int
+    status: str
+    company_id: UUID
+    company_name: str
+    first_names: str
+    last_names: str
+    job_title: str | None
+    department: str | None
+    work_email: str | None
+    private_email: str | None
+    work_phone: str | None
+    private_phone: str | None
+    started_on: date | None
+    ended_on: date | None
+    predecessor_id: UUID | None
+    successor_id: UUID | None
+    photo: PhotoMeta | None
+    other_versions: list[Relation]
+    colleagues: list[Relation]
+    outlook_sync: list[SyncUser]
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class Activity(BaseModel):
+    """An e-mail where the contact is sender or recipient."""
+
+    message_id: str
+    from_address: str
+    to: list[str]
+    cc: list[str]
+    subject: str
+    sent_at: datetime
+
+
+class InfotagEntry(BaseModel):
+    """An infotag, who placed it and when."""
+
+    tag: str
+    added_by: str
+    added_at: datetime
+
+
+class LinkedItem(BaseModel):
+    """An opportunity, campaign or project the contact is linked to."""
+
+    item_id: UUID
+    title: str | None
+    status: str | None
+    closed: bool
+    outcome: str | None
+    role: str | None
+    linked_at: datetime
+
+
+class Employment(BaseModel):
+    """One version of the person."""
+
+    contact_id: UUID
+    company_id: UUID
+    company_name: str
+    job_title: str | None
+    department: str | None
+    started_on: date | None
+    ended_on: date | None
+    status: str
+    version: int
+
+
+class NotYet(BaseModel):
+    """The read model does not reflect the requested version yet."""
+
+    detail: str
+    wanted_version: int
+    current_version: int | None

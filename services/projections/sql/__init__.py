@@ -1,0 +1,1 @@
+"""SQL of the read models: one module per read model."""

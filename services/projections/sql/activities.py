@@ -1,0 +1,137 @@
+"""SQL of the activities read model: e-mails logged by the activities service.
+
+E-mails are kept as they arrive (a ledger: they are not in Kontakt's event
+store, so a rebuild leaves them be); a contact's activities are matched at
+query time against every address the contact ever had, so an address added
+later picks up earlier e-mails too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.projections.sql.contacts import LIVE
+from shared.contract.contacts import ERASED
+
+SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS ledger;
+CREATE TABLE IF NOT EXISTS ledger.emails (
+    message_id text PRIMARY KEY,
+    event_id uuid NOT NULL,
+    from_address text NOT NULL,
+    to_addresses text[] NOT NULL,
+    cc_addresses text[] NOT NULL,
+    subject text NOT NULL,
+    sent_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS emails_sent ON ledger.emails (sent_at DESC, message_id);
+CREATE TABLE IF NOT EXISTS ledger.email_addresses (
+    message_id text NOT NULL,
+    address text NOT NULL,
+    role text NOT NULL,
+    PRIMARY KEY (message_id, address, role)
+);
+CREATE INDEX IF NOT EXISTS email_addresses_address ON ledger.email_addresses (address);
+"""
+
+
+async def create_schema(conn: asyncpg.Connection) -> None:
+    """Create the tables if missing."""
+    await conn.execute(SCHEMA)
+
+
+async def insert_email(
+    conn: asyncpg.Connection,
+    *,
+    message_id: str,
+    event_id: UUID,
+    from_address: str,
+    to: list[str],
+    cc: list[str],
+    subject: str,
+    sent_at: datetime,
+) -> bool:
+    """Store an e-mail once (addresses already normalised or redacted); False if known."""
+    inserted = await conn.fetchval(
+        "INSERT INTO ledger.emails (message_id, event_id, from_address, to_addresses,"
+        " cc_addresses, subject, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (message_id) DO NOTHING RETURNING true",
+        message_id, event_id, from_address, to, cc, subject, sent_at,
+    )  # fmt: skip
+    if not inserted:
+        return False
+    rows = {(message_id, from_address, "from")}
+    rows |= {(message_id, a, "to") for a in to} | {(message_id, a, "cc") for a in cc}
+    await conn.executemany(
+        "INSERT INTO ledger.email_addresses (message_id, address, role) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        [r for r in rows if r[1] != ERASED],
+    )
+    return True
+
+
+async def known_addresses(conn: asyncpg.Connection) -> list[str]:
+    """Every address any stored e-mail mentions (to find erased ones by hash)."""
+    return [
+        r["address"]
+        for r in await conn.fetch("SELECT DISTINCT address FROM ledger.email_addresses")
+    ]
+
+
+async def redact(conn: asyncpg.Connection, addresses: Collection[str]) -> None:
+    """Replace erased addresses in stored e-mails by the erased placeholder."""
+    if not addresses:
+        return
+    await conn.execute(
+        "UPDATE ledger.emails SET"
+        " from_address = CASE WHEN from_address = ANY($1) THEN $2 ELSE from_address END,"
+        " to_addresses = ARRAY(SELECT CASE WHEN a = ANY($1) THEN $2 ELSE a END"
+        "   FROM unnest(to_addresses) AS a),"
+        " cc_addresses = ARRAY(SELECT CASE WHEN a = ANY($1) THEN $2 ELSE a END"
+        "   FROM unnest(cc_addresses) AS a)"
+        " WHERE message_id IN"
+        "   (SELECT message_id FROM ledger.email_addresses WHERE address = ANY($1))",
+        list(addresses),
+        ERASED,
+    )
+    await conn.execute(
+        "DELETE FROM ledger.email_addresses WHERE address = ANY($1)", list(addresses)
+    )
+
+
+async def for_contact(
+    conn: asyncpg.Connection, contact_id: UUID, limit: int, offset: int
+) -> tuple[int, list[asyncpg.Record]]:
+    """E-mails where any address the contact ever had is sender, To or Cc; newest first."""
+    matching = (
+        "SELECT DISTINCT ea.message_id FROM ledger.email_addresses ea"
+        f" JOIN {LIVE}.contact_addresses ca ON ca.address = ea.address"
+        " WHERE ca.contact_id = $1"
+    )
+    total = await conn.fetchval(f"SELECT count(*) FROM ({matching}) m", contact_id)
+    rows = await conn.fetch(
+        f"SELECT e.* FROM ledger.emails e WHERE e.message_id IN ({matching})"
+        " ORDER BY e.sent_at DESC, e.message_id LIMIT $2 OFFSET $3",
+        contact_id,
+        limit,
+        offset,
+    )
+    return int(total), list(rows)
+
+
+async def dump(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row, sorted: for comparing states in tests."""
+    return {
+        "emails": [
+            tuple(r.values()) for r in await conn.fetch("SELECT * FROM ledger.emails ORDER BY 1")
+        ],
+        "email_addresses": [
+            tuple(r.values())
+            for r in await conn.fetch("SELECT * FROM ledger.email_addresses ORDER BY 1, 2, 3")
+        ],
+    }

@@ -1,0 +1,363 @@
+"""SQL of the contacts read model (list/search, details, infotags, photo, employments).
+
+Its tables live in one schema (`rm`, or `rm_build` while a rebuild makes a new
+copy), so a rebuild can swap the whole model atomically by renaming schemas.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.projections.contacts_model import ContactRow, Infotag
+from shared.contract.contacts import PhotoRef
+
+LIVE = "rm"
+BUILD = "rm_build"
+#: Channel the worker notifies on commit (payload "contact_id:version"), for read-your-writes.
+CHANNEL = "kontakt_rm_contacts"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _s(schema: str) -> str:
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"not a schema name: {schema!r}")
+    return schema
+
+
+def ddl(schema: str) -> str:
+    """The schema's tables and indexes."""
+    s = _s(schema)
+    return f"""
+    CREATE SCHEMA IF NOT EXISTS {s};
+    CREATE TABLE IF NOT EXISTS {s}.contacts (
+        contact_id uuid PRIMARY KEY,
+        person_id uuid NOT NULL,
+        version integer NOT NULL,
+        position bigint NOT NULL,
+        status text NOT NULL,
+        company_id uuid NOT NULL,
+        company_name text NOT NULL,
+        first_names text NOT NULL,
+        last_names text NOT NULL,
+        search_text text NOT NULL,
+        job_title text,
+        department text,
+        work_email text,
+        private_email text,
+        work_phone text,
+        private_phone text,
+        started_on date,
+        ended_on date,
+        predecessor_id uuid,
+        successor_id uuid,
+        archived boolean NOT NULL,
+        erased boolean NOT NULL,
+        photo jsonb,
+        outlook_sync_users text[] NOT NULL,
+        created_at timestamptz,
+        updated_at timestamptz
+    );
+    CREATE INDEX IF NOT EXISTS contacts_person ON {s}.contacts (person_id);
+    CREATE INDEX IF NOT EXISTS contacts_company ON {s}.contacts (company_id, status);
+    CREATE INDEX IF NOT EXISTS contacts_search ON {s}.contacts (search_text text_pattern_ops);
+    CREATE INDEX IF NOT EXISTS contacts_names ON {s}.contacts (last_names, first_names, contact_id);
+    CREATE TABLE IF NOT EXISTS {s}.infotags (
+        contact_id uuid NOT NULL,
+        tag text NOT NULL,
+        added_by text NOT NULL,
+        added_at timestamptz NOT NULL,
+        PRIMARY KEY (contact_id, tag)
+    );
+    CREATE INDEX IF NOT EXISTS infotags_tag ON {s}.infotags (tag);
+    CREATE TABLE IF NOT EXISTS {s}.contact_addresses (
+        contact_id uuid NOT NULL,
+        person_id uuid NOT NULL,
+        address text NOT NULL,
+        PRIMARY KEY (contact_id, address)
+    );
+    CREATE INDEX IF NOT EXISTS contact_addresses_address ON {s}.contact_addresses (address);
+    CREATE TABLE IF NOT EXISTS {s}.erased_addresses (
+        address_hash text PRIMARY KEY
+    );
+    """
+
+
+async def create_schema(conn: asyncpg.Connection, schema: str = LIVE) -> None:
+    """Create the schema's tables if missing."""
+    await conn.execute(ddl(schema))
+
+
+async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """Drop a schema and everything in it."""
+    await conn.execute(f"DROP SCHEMA IF EXISTS {_s(schema)} CASCADE")
+
+
+# ------------------------------------------------------------------- rows
+
+
+_COLUMNS = (
+    "contact_id, person_id, version, position, status, company_id, company_name, first_names,"
+    " last_names, search_text, job_title, department, work_email, private_email, work_phone,"
+    " private_phone, started_on, ended_on, predecessor_id, successor_id, archived, erased, photo,"
+    " outlook_sync_users, created_at, updated_at"
+)
+_COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
+
+
+def _record(row: ContactRow) -> tuple[Any, ...]:
+    photo = row.photo.model_dump_json() if row.photo else None
+    return (
+        row.contact_id, row.person_id, row.version, row.position, row.status, row.company_id,
+        row.company_name, row.first_names, row.last_names, row.search_text, row.job_title,
+        row.department, row.work_email, row.private_email, row.work_phone, row.private_phone,
+        row.started_on, row.ended_on, row.predecessor_id, row.successor_id, row.archived,
+        row.erased, photo, list(row.outlook_sync_users), row.created_at, row.updated_at,
+    )  # fmt: skip
+
+
+async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> ContactRow | None:
+    """A contact's row with its infotags and addresses, locked for update."""
+    s = _s(schema)
+    rec = await conn.fetchrow(
+        f"SELECT * FROM {s}.contacts WHERE contact_id = $1 FOR UPDATE", contact_id
+    )
+    if rec is None:
+        return None
+    tags = await conn.fetch(
+        f"SELECT tag, added_by, added_at FROM {s}.infotags WHERE contact_id = $1", contact_id
+    )
+    addresses = await conn.fetch(
+        f"SELECT address FROM {s}.contact_addresses WHERE contact_id = $1", contact_id
+    )
+    return ContactRow(
+        contact_id=rec["contact_id"],
+        person_id=rec["person_id"],
+        version=rec["version"],
+        position=rec["position"],
+        company_id=rec["company_id"],
+        company_name=rec["company_name"],
+        first_names=rec["first_names"],
+        last_names=rec["last_names"],
+        job_title=rec["job_title"],
+        department=rec["department"],
+        work_email=rec["work_email"],
+        private_email=rec["private_email"],
+        work_phone=rec["work_phone"],
+        private_phone=rec["private_phone"],
+        started_on=rec["started_on"],
+        ended_on=rec["ended_on"],
+        predecessor_id=rec["predecessor_id"],
+        successor_id=rec["successor_id"],
+        archived=rec["archived"],
+        erased=rec["erased"],
+        photo=PhotoRef.model_validate_json(rec["photo"]) if rec["photo"] else None,
+        outlook_sync_users=tuple(rec["outlook_sync_users"]),
+        infotags={t["tag"]: Infotag(t["added_by"], t["added_at"]) for t in tags},
+        addresses=frozenset(a["address"] for a in addresses),
+        created_at=rec["created_at"],
+        updated_at=rec["updated_at"],
+    )
+
+
+async def save_row(
+    conn: asyncpg.Connection, schema: str, before: ContactRow | None, after: ContactRow
+) -> None:
+    """Write a changed row, its infotags and addresses, and notify waiting readers."""
+    s = _s(schema)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMN_NAMES) + 1))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMN_NAMES[1:])
+    await conn.execute(
+        f"INSERT INTO {s}.contacts ({_COLUMNS}) VALUES ({placeholders})"
+        f" ON CONFLICT (contact_id) DO UPDATE SET {updates}",
+        *_record(after),
+    )
+    old_tags = before.infotags if before else {}
+    if old_tags != after.infotags:
+        await conn.execute(f"DELETE FROM {s}.infotags WHERE contact_id = $1", after.contact_id)
+        await conn.executemany(
+            f"INSERT INTO {s}.infotags (contact_id, tag, added_by, added_at) VALUES ($1,$2,$3,$4)",
+            [(after.contact_id, t, i.added_by, i.added_at) for t, i in after.infotags.items()],
+        )
+    old_addresses = before.addresses if before else frozenset()
+    if old_addresses != after.addresses:
+        await conn.execute(
+            f"DELETE FROM {s}.contact_addresses WHERE contact_id = $1 AND NOT address = ANY($2)",
+            after.contact_id,
+            list(after.addresses),
+        )
+        await conn.executemany(
+            f"INSERT INTO {s}.contact_addresses (contact_id, person_id, address)"
+            " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            [(after.contact_id, after.person_id, a) for a in after.addresses - old_addresses],
+        )
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{after.contact_id}:{after.version}")
+
+
+async def record_erased_addresses(
+    conn: asyncpg.Connection, schema: str, hashes: Iterable[str]
+) -> None:
+    """Remember keyed hashes of erased addresses (to refuse them in later activities)."""
+    await conn.executemany(
+        f"INSERT INTO {_s(schema)}.erased_addresses (address_hash) VALUES ($1)"
+        " ON CONFLICT DO NOTHING",
+        [(h,) for h in hashes],
+    )
+
+
+async def erased_among(conn: asyncpg.Connection, hashes: Sequence[str]) -> set[str]:
+    """Which of these address hashes belong to erased persons."""
+    rows = await conn.fetch(
+        f"SELECT address_hash FROM {LIVE}.erased_addresses WHERE address_hash = ANY($1)",
+        list(hashes),
+    )
+    return {r["address_hash"] for r in rows}
+
+
+async def copy_rows(conn: asyncpg.Connection, schema: str, rows: Sequence[ContactRow]) -> None:
+    """Bulk-load rows into an empty schema (the rebuild's first pass)."""
+    s = _s(schema)
+    await conn.copy_records_to_table(
+        "contacts", schema_name=s, columns=list(_COLUMN_NAMES), records=[_record(r) for r in rows]
+    )
+    await conn.copy_records_to_table(
+        "infotags",
+        schema_name=s,
+        columns=["contact_id", "tag", "added_by", "added_at"],
+        records=[
+            (r.contact_id, t, i.added_by, i.added_at) for r in rows for t, i in r.infotags.items()
+        ],
+    )
+    await conn.copy_records_to_table(
+        "contact_addresses",
+        schema_name=s,
+        columns=["contact_id", "person_id", "address"],
+        records=[(r.contact_id, r.person_id, a) for r in rows for a in r.addresses],
+    )
+
+
+# ---------------------------------------------------------------- queries
+
+_SORTS = {
+    "name": "last_names, first_names, contact_id",
+    "company": "company_name, last_names, first_names, contact_id",
+    "created": "created_at DESC, contact_id",
+    "updated": "updated_at DESC, contact_id",
+}
+
+
+async def search(
+    conn: asyncpg.Connection,
+    *,
+    name: str | None,
+    company_id: UUID | None,
+    infotag: str | None,
+    statuses: Sequence[str],
+    sort: str,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[asyncpg.Record]]:
+    """Contacts matching the filters: (total, one page)."""
+    where = ["status = ANY($1)"]
+    args: list[Any] = [list(statuses)]
+    if name:
+        args.append(name)
+        n = len(args)
+        where.append(f"(search_text LIKE ${n} || '%' OR search_text LIKE '% ' || ${n} || '%')")
+    if company_id:
+        args.append(company_id)
+        where.append(f"company_id = ${len(args)}")
+    if infotag:
+        args.append(infotag)
+        where.append(
+            f"EXISTS (SELECT 1 FROM {LIVE}.infotags t WHERE t.contact_id = c.contact_id"
+            f" AND t.tag = ${len(args)})"
+        )
+    clause = " AND ".join(where)
+    total = await conn.fetchval(f"SELECT count(*) FROM {LIVE}.contacts c WHERE {clause}", *args)
+    rows = await conn.fetch(
+        f"SELECT * FROM {LIVE}.contacts c WHERE {clause} ORDER BY {_SORTS[sort]}"
+        f" LIMIT {int(limit)} OFFSET {int(offset)}",
+        *args,
+    )
+    return int(total), list(rows)
+
+
+async def get(conn: asyncpg.Connection, contact_id: UUID) -> asyncpg.Record | None:
+    """A contact's row."""
+    return await conn.fetchrow(f"SELECT * FROM {LIVE}.contacts WHERE contact_id = $1", contact_id)
+
+
+async def version_of(conn: asyncpg.Connection, contact_id: UUID) -> int | None:
+    """The contact version the read model reflects (None when unknown)."""
+    value = await conn.fetchval(
+        f"SELECT version FROM {LIVE}.contacts WHERE contact_id = $1", contact_id
+    )
+    return None if value is None else int(value)
+
+
+async def versions_of_person(conn: asyncpg.Connection, person_id: UUID) -> list[asyncpg.Record]:
+    """Every version of a person, oldest first (the Employments tab)."""
+    return list(
+        await conn.fetch(
+            f"SELECT * FROM {LIVE}.contacts WHERE person_id = $1"
+            " ORDER BY created_at, started_on NULLS FIRST, contact_id",
+            person_id,
+        )
+    )
+
+
+async def colleagues(
+    conn: asyncpg.Connection, company_id: UUID, contact_id: UUID, limit: int = 50
+) -> list[asyncpg.Record]:
+    """Current contacts at the same company."""
+    return list(
+        await conn.fetch(
+            f"SELECT contact_id, first_names, last_names, job_title FROM {LIVE}.contacts"
+            " WHERE company_id = $1 AND status = 'current' AND contact_id <> $2"
+            " ORDER BY last_names, first_names, contact_id LIMIT $3",
+            company_id,
+            contact_id,
+            limit,
+        )
+    )
+
+
+async def infotags(conn: asyncpg.Connection, contact_id: UUID) -> list[asyncpg.Record]:
+    """A contact's infotags, oldest first."""
+    return list(
+        await conn.fetch(
+            f"SELECT tag, added_by, added_at FROM {LIVE}.infotags WHERE contact_id = $1"
+            " ORDER BY added_at, tag",
+            contact_id,
+        )
+    )
+
+
+def photo_of(rec: asyncpg.Record) -> dict[str, Any] | None:
+    """The photo metadata of a contact row."""
+    value = rec["photo"]
+    return json.loads(value) if value else None
+
+
+# ----------------------------------------------------- comparing models
+
+
+async def dump(conn: asyncpg.Connection, schema: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the schema's tables, sorted: for comparing two builds."""
+    s = _s(schema)
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for table, order in (
+        ("contacts", "contact_id"),
+        ("infotags", "contact_id, tag"),
+        ("contact_addresses", "contact_id, address"),
+        ("erased_addresses", "address_hash"),
+    ):
+        rows = await conn.fetch(f"SELECT * FROM {s}.{table} ORDER BY {order}")
+        out[table] = [tuple(r.values()) for r in rows]
+    return out

@@ -1,0 +1,264 @@
+"""The projection worker: Kafka consumers that keep the read models, one group per family.
+
+At-least-once: a message's offset is committed only after its read-model
+transaction committed (or after it was dead-lettered). A re-delivery changes
+nothing, because the read model's own record (a contact's version, an
+e-mail's message id, an item field's time) decides what applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+
+from services.projections import handlers
+from services.projections.contacts_model import UnknownContactError
+from services.projections.sql import activities as activities_sql
+from services.projections.sql import contacts as contacts_sql
+from services.projections.sql import items as items_sql
+from shared.contract.contacts import parse_contact_event
+from shared.contract.inbound import activity_event_adapter, item_event_adapter
+from shared.kafka import ensure_topics
+from shared.settings import KontaktSettings
+
+log = logging.getLogger("kontakt.projections")
+
+#: Read-model families, each its own consumer group.
+FAMILIES = ("contacts", "activities", "items")
+
+#: Errors that mean "the database is not there": retry the same message, never skip it.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+def topics_of(settings: KontaktSettings, family: str) -> list[str]:
+    """The topics a read-model family consumes."""
+    return {
+        "contacts": [settings.contacts_topic],
+        "activities": [settings.activities_topic],
+        "items": [settings.opportunities_topic, settings.campaigns_topic, settings.projects_topic],
+    }[family]
+
+
+def group_id(family: str) -> str:
+    """The consumer group of a read-model family."""
+    return f"kontakt-rm-{family}"
+
+
+@dataclass
+class Stats:
+    """What a worker did, for tests and status."""
+
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+
+
+class Poison(Exception):
+    """A message that cannot be decoded: dead-letter it at once."""
+
+
+Apply = Callable[[asyncpg.Connection, bytes], Awaitable[bool]]
+
+
+class Worker:
+    """Consumes the contract's topics into the read models."""
+
+    def __init__(
+        self, settings: KontaktSettings, pool: asyncpg.Pool, families: Sequence[str]
+    ) -> None:
+        unknown = set(families) - set(FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown read models {sorted(unknown)}; choose from {FAMILIES}")
+        self.settings = settings
+        self.pool = pool
+        self.families = tuple(families)
+        self.key = settings.key_secret.get_secret_value().encode()
+        self.stats = Stats()
+        # Per-message logs at DEBUG; errors still surface.
+        self.broker = KafkaBroker(settings.kafka_bootstrap, log_level=logging.DEBUG)
+        self._subscribe()
+
+    # ------------------------------------------------------------- decoding
+
+    async def _contact(self, conn: asyncpg.Connection, raw: bytes) -> bool:
+        try:
+            event = parse_contact_event(raw)
+        except ValidationError as exc:
+            raise Poison(f"not a contact event: {exc.errors()[:3]}") from None
+        return await handlers.apply_contact_event(conn, event, self.key)
+
+    async def _email(self, conn: asyncpg.Connection, raw: bytes) -> bool:
+        try:
+            event = activity_event_adapter.validate_json(raw)
+        except ValidationError as exc:
+            raise Poison(f"not an activity event: {exc.errors()[:3]}") from None
+        return await handlers.apply_email(conn, event, self.key)
+
+    def _item(self, kind: str) -> Apply:
+        async def apply(conn: asyncpg.Connection, raw: bytes) -> bool:
+            try:
+                event = item_event_adapter.validate_json(raw)
+            except ValidationError as exc:
+                raise Poison(f"not an item event: {exc.errors()[:3]}") from None
+            await handlers.apply_item_event(conn, kind, event)
+            return True
+
+        return apply
+
+    # ------------------------------------------------------------ consuming
+
+    def _subscribe(self) -> None:
+        s = self.settings
+        appliers: dict[str, Apply] = {
+            s.contacts_topic: self._contact,
+            s.activities_topic: self._email,
+            s.opportunities_topic: self._item("opportunity"),
+            s.campaigns_topic: self._item("campaign"),
+            s.projects_topic: self._item("project"),
+        }
+        for family in self.families:
+            topics = topics_of(s, family)
+            routes = {t: appliers[t] for t in topics}
+            self._route(family, topics, routes)
+
+    def _route(self, family: str, topics: list[str], routes: dict[str, Apply]) -> None:
+        # Only the message: a body parameter would make FastStream decode (and judge) it.
+        async def handle(msg: KafkaMessage) -> None:
+            record: Any = msg.raw_message  # one record: these subscribers are not batched
+            await self.process(family, msg, routes[record.topic])
+
+        # One consumer per family, whatever its topics (no rebalancing among siblings).
+        # NACK on an unhandled error rewinds to this message: nothing later in the
+        # partition is committed before it is applied or dead-lettered.
+        self.broker.subscriber(
+            *topics,
+            group_id=group_id(family),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            auto_offset_reset="earliest",
+            title=f"{family}:consume",
+        )(handle)
+
+    async def process(self, family: str, msg: Any, apply: Apply) -> None:
+        """Apply one message in a transaction, retrying; dead-letter it when it keeps failing."""
+        record = msg.raw_message
+        raw: bytes = record.value or b""
+        attempts = self.settings.projection_max_attempts
+        error: BaseException | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    applied = await apply(conn, raw)
+                if applied:
+                    self.stats.applied += 1
+                else:
+                    self.stats.duplicates += 1
+                return
+            except Poison as exc:
+                error = exc
+                break
+            except _UNAVAILABLE as exc:
+                # Not this message's fault: wait, then let the message come again.
+                log.warning(
+                    "database unavailable (%s); %s will be redelivered", exc, _where(record)
+                )
+                await asyncio.sleep(1.0)
+                raise
+            except (UnknownContactError, asyncpg.PostgresError, ValueError) as exc:
+                error = exc
+                log.warning(
+                    "attempt %d/%d failed for %s: %s", attempt, attempts, _where(record), exc
+                )
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+        assert error is not None
+        await self.dead_letter(family, record, error)
+
+    async def dead_letter(self, family: str, record: Any, error: BaseException) -> None:
+        """Publish the original bytes with the error to the dead-letter topic."""
+        await self.broker.publish(
+            record.value or b"",
+            topic=self.settings.dead_letter_topic,
+            key=record.key,
+            headers={
+                "x-original-topic": record.topic,
+                "x-original-partition": str(record.partition),
+                "x-original-offset": str(record.offset),
+                "x-family": family,
+                "x-error": f"{type(error).__name__}: {error}"[:2000],
+                "x-failed-at": datetime.now(UTC).isoformat(),
+            },
+        )
+        self.stats.dead_lettered += 1
+        log.error("dead-lettered %s (%s): %s", _where(record), family, error)
+
+    # -------------------------------------------------------------- running
+
+    async def start(self) -> None:
+        """Create the read-model tables if missing, then start consuming."""
+        async with self.pool.acquire() as conn:
+            await create_schemas(conn)
+        await ensure_topics(
+            self.settings, [*self.settings.all_topics(), self.settings.dead_letter_topic]
+        )
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        """Stop consuming (the in-flight message finishes first)."""
+        await self.broker.stop()
+
+
+def _where(record: Any) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+async def create_schemas(conn: asyncpg.Connection) -> None:
+    """Create every read model's tables if missing (serialised across workers)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(7303)")
+        await contacts_sql.create_schema(conn)
+        await activities_sql.create_schema(conn)
+        await items_sql.create_schema(conn)
+
+
+async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:
+    """An asyncpg pool; no statement cache, so a rebuild's schema swap is seen at once."""
+    pool = await asyncpg.create_pool(
+        settings.pg_dsn(), min_size=1, max_size=size, statement_cache_size=0
+    )
+    assert pool is not None
+    return pool
+
+
+async def run_worker(settings: KontaktSettings, families: Sequence[str]) -> None:
+    """Run a worker process until SIGTERM or SIGINT."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await create_pool(settings)
+    worker = Worker(settings, pool, families)
+    try:
+        await worker.start()
+        log.info("consuming %s", ", ".join(f"{f} ({group_id(f)})" for f in worker.families))
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await pool.close()
+    log.info("stopped")

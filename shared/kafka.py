@@ -1,0 +1,103 @@
+"""Kafka helpers more than one service uses: creating topics, reading one whole."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.settings import KontaktSettings
+
+
+async def ensure_topics(settings: KontaktSettings, topics: Sequence[str]) -> list[str]:
+    """Create missing topics with the configured partitions, replication and retention."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    created = []
+    try:
+        existing = set(await admin.list_topics())
+        for topic in topics:
+            if topic in existing:
+                continue
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            topic,
+                            num_partitions=settings.topic_partitions,
+                            replication_factor=settings.topic_replication,
+                            topic_configs={"retention.ms": str(settings.topic_retention_ms)},
+                        )
+                    ]
+                )
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass  # created meanwhile by another process
+    finally:
+        await admin.close()
+    return created
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message read back from a topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """A header's value as text."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode(errors="replace")
+        return None
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of a topic (empty when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for d in described if not d["error_code"] for p in d["partitions"])
+
+
+async def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Record]:
+    """Every message on a topic now, partition by partition, in offset order."""
+    partitions = await topic_partitions(bootstrap, topic)
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[Record] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while remaining:
+            if loop.time() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within {timeout}s")
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, messages in batch.items():
+                for m in messages:
+                    records.append(
+                        Record(tp.partition, m.offset, m.key, m.value or b"", tuple(m.headers))
+                    )
+                    if m.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()

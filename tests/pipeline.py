@@ -1,0 +1,158 @@
+"""The whole pipeline in one test process, on the real servers: commands -> store ->
+relay -> Kafka -> projection worker -> read models -> query API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import uvicorn
+from aiokafka import AIOKafkaProducer
+
+from services.contacts.app import build_contacts_app, close_contacts_app, create_app
+from services.contacts.application import ContactsApp
+from services.contacts.relay import Relay
+from services.projections.api import create_query_app
+from services.projections.worker import FAMILIES, Worker, create_pool, group_id, topics_of
+from shared.auth import mint_token
+from shared.lag import group_lag
+from shared.settings import KontaktSettings
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A uvicorn server for an ASGI app, as a task of the running loop."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            assert not self.task.done(), self.task.exception()
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task:
+            await self.task
+
+
+class Pipeline:
+    """Every piece of Kontakt, in process, on isolated settings."""
+
+    def __init__(self, settings: KontaktSettings) -> None:
+        self.settings = settings.model_copy(
+            update={
+                "api_port": (port := free_port()),
+                "query_port": free_port(),
+                "contacts_api_url": f"http://127.0.0.1:{port}",
+            }
+        )
+        self.contacts: ContactsApp | None = None
+        self.worker: Worker | None = None
+        self.relay_position = 0
+
+    async def start(self, families: Sequence[str] = FAMILIES, worker: bool = True) -> Pipeline:
+        s = self.settings
+        self.contacts = await asyncio.to_thread(build_contacts_app, s)
+        self.pool = await create_pool(s)
+        if worker:
+            self.worker = Worker(s, self.pool, families)
+            await self.worker.start()
+        self.contacts_api = Server(create_app(s), s.api_port)
+        self.query_api = Server(create_query_app(s), s.query_port)
+        await self.contacts_api.start()
+        await self.query_api.start()
+        token = mint_token(s, "alice")
+        auth = {"Authorization": f"Bearer {token}"}
+        self.command = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{s.api_port}", headers=auth, timeout=30
+        )
+        self.query = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{s.query_port}", headers=auth, timeout=30
+        )
+        self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+        await self.producer.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+        await self.command.aclose()
+        await self.query.aclose()
+        await self.query_api.stop()
+        await self.contacts_api.stop()
+        if self.worker:
+            await self.worker.stop()
+        await self.pool.close()
+        if self.contacts:
+            await asyncio.to_thread(close_contacts_app, self.contacts)
+
+    async def relay(self) -> None:
+        """Publish everything stored so far (a relay run until caught up)."""
+        assert self.contacts is not None
+        relay = Relay(self.settings, self.contacts)
+        stop = asyncio.Event()
+        task = asyncio.create_task(relay.run(stop))
+        target = self.contacts.recorder.max_notification_id() or 0
+        for _ in range(1200):
+            if relay.position >= target:
+                break
+            assert not task.done(), task.exception() if task.done() else None
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"relay stuck at {relay.position} of {target}")
+        stop.set()
+        await task
+        self.relay_position = relay.position
+
+    async def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        """Publish a raw message (an inbound event, or a malformed one)."""
+        await self.producer.send_and_wait(topic, value, key=key)
+
+    async def settle(self, families: Sequence[str] = FAMILIES, timeout: float = 60) -> None:
+        """Relay what is stored, then wait until every family's group has no lag."""
+        await self.relay()
+        await wait_no_lag(self.settings, families, timeout)
+
+
+async def wait_no_lag(
+    settings: KontaktSettings, families: Sequence[str], timeout: float = 60
+) -> None:
+    """Wait until the families' consumer groups committed everything on their topics."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        lags = []
+        for family in families:
+            lags += await group_lag(
+                settings.kafka_bootstrap, group_id(family), topics_of(settings, family)
+            )
+        behind = [p for p in lags if p.lag > 0]
+        if not behind:
+            return
+        assert loop.time() < deadline, f"workers still behind: {behind[:5]}"
+        await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def pipeline(settings: KontaktSettings, **kwargs: Any):  # type: ignore[no-untyped-def]
+    """A started pipeline, stopped afterwards."""
+    p = await Pipeline(settings).start(**kwargs)
+    try:
+        yield p
+    finally:
+        await p.stop()
