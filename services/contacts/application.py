@@ -305,6 +305,9 @@ class ContactsApp(Application[UUID]):
     ) -> CommandResult:
         """Store the photo's bytes and make it the contact's current photo."""
         contact = self._load(contact_id)
+        # Refuse before storing anything (an erased person has no key to store under).
+        contact.check_editable()
+        contact.check_version(expected_version)
         # Stored first and content-addressed: should the event not be saved, the
         # blob is unreferenced and invisible, never a half-written contact.
         info: PhotoInfo = self.photos.put(contact.person_id, data)

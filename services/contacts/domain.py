@@ -465,7 +465,8 @@ class Contact(Aggregate):
         if self.erased:
             raise ContactErasedError()
 
-    def _check_editable(self) -> None:
+    def check_editable(self) -> None:
+        """Refuse when the contact is erased, former or archived."""
         self._check_not_erased()
         if self.is_former:
             raise FormerEmploymentError(self.successor_id)
@@ -489,7 +490,7 @@ class Contact(Aggregate):
 
     def change_details(self, actor: Actor, changes: dict[str, str | None]) -> bool:
         """Record the fields whose values differ; False when nothing differs."""
-        self._check_editable()
+        self.check_editable()
         unknown = set(changes) - set(DETAIL_FIELDS)
         if unknown:
             raise InvalidValueError(f"not a detail field: {sorted(unknown)}")
@@ -515,7 +516,7 @@ class Contact(Aggregate):
         effective_on: date,
     ) -> Contact:
         """End this employment and return the person's new version at the new company."""
-        self._check_editable()
+        self.check_editable()
         if self.started_on is not None and effective_on < self.started_on:
             raise InvalidValueError(
                 f"effective_on {effective_on} is before this employment started ({self.started_on})"
@@ -557,7 +558,7 @@ class Contact(Aggregate):
         self, actor: Actor, *, user_id: str, enabled: bool, reason: str | None = None
     ) -> bool:
         """Switch one user's Outlook sync; False when it already was so."""
-        self._check_editable()
+        self.check_editable()
         if (user_id in self.outlook_sync_users) == enabled:
             return False
         self._trigger(
@@ -567,7 +568,7 @@ class Contact(Aggregate):
 
     def add_infotag(self, actor: Actor, tag: str) -> bool:
         """Place a tag; False when it is already placed."""
-        self._check_editable()
+        self.check_editable()
         if tag in self.infotags:
             return False
         self._trigger(self.InfotagAdded, actor, tag=tag)
@@ -575,14 +576,14 @@ class Contact(Aggregate):
 
     def remove_infotag(self, actor: Actor, tag: str) -> None:
         """Take a placed tag off."""
-        self._check_editable()
+        self.check_editable()
         if tag not in self.infotags:
             raise InfotagNotPlacedError(tag)
         self._trigger(self.InfotagRemoved, actor, tag=tag)
 
     def change_photo(self, actor: Actor, photo: PhotoInfo) -> bool:
         """Make a stored photo the current one; False when it already is."""
-        self._check_editable()
+        self.check_editable()
         if self.photo and self.photo["content_hash"] == photo.content_hash:
             return False
         self._trigger(
@@ -598,7 +599,7 @@ class Contact(Aggregate):
 
     def remove_photo(self, actor: Actor) -> None:
         """Remove the current photo."""
-        self._check_editable()
+        self.check_editable()
         if self.photo is None:
             raise NoPhotoError()
         self._trigger(self.PhotoRemoved, actor)

@@ -90,8 +90,10 @@ class Worker:
         self.families = tuple(families)
         self.key = settings.key_secret.get_secret_value().encode()
         self.stats = Stats()
-        # Per-message logs at DEBUG; errors still surface.
-        self.broker = KafkaBroker(settings.kafka_bootstrap, log_level=logging.DEBUG)
+        # The broker's own chatter (one line per message, per task) below WARNING is noise.
+        broker_log = logging.getLogger("kontakt.projections.kafka")
+        broker_log.setLevel(logging.WARNING)
+        self.broker = KafkaBroker(settings.kafka_bootstrap, logger=broker_log)
         self._subscribe()
 
     # ------------------------------------------------------------- decoding

@@ -203,3 +203,12 @@ def test_erasure_records_keyed_hashes_of_every_address_the_person_had() -> None:
         for a in ("old@acme.example", "new@acme.example", "h@beta.example")
     )
     assert erased["data"]["address_hashes"] == expected
+
+
+def test_a_photo_for_an_erased_person_is_refused_before_anything_is_stored() -> None:
+    app = make_app()
+    first = create(app, "Pho", "To")
+    app.erase_person(ADMIN, first.contact_id, None)
+    with pytest.raises(ContactErasedError):
+        app.change_photo(ALICE, first.contact_id, image_bytes())
+    assert not app.photos.blobs  # type: ignore[attr-defined]
