@@ -2,8 +2,120 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
     help="Outlook sync: the worker and the Graph-compatible server.", no_args_is_help=True
 )
+
+
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Each poll of aiokafka and each request of httpx would be one line.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command("worker")
+def worker() -> None:
+    """Run the sync worker: contacts.events -> each user's Outlook (Graph) -> outcome events."""
+    import asyncio
+    import signal
+
+    from services.sync.worker import run_worker
+    from shared.settings import KontaktSettings
+
+    _logging()
+    settings = KontaktSettings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(main())
+
+
+@app.command("graph-server")
+def graph_server(
+    host: Annotated[
+        str | None, typer.Option(help="Defaults to KONTAKT_SYNC_GRAPH_SERVER_HOST.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Defaults to KONTAKT_SYNC_GRAPH_SERVER_PORT.")
+    ] = None,
+    fault_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of Graph requests that get a fault.")
+    ] = 0.0,
+    faults: Annotated[
+        str, typer.Option(help="Comma-separated fault kinds: 429, 503, slow, drop.")
+    ] = "429,503,slow,drop",
+    retry_after: Annotated[
+        float, typer.Option(min=0.0, help="Retry-After of injected 429s.")
+    ] = 1.0,
+    slow_seconds: Annotated[float, typer.Option(min=0.0, help="Delay of slow responses.")] = 2.0,
+    seed: Annotated[int | None, typer.Option(help="Seed of the fault dice.")] = None,
+    token_ttl: Annotated[int, typer.Option(min=1, help="Lifetime of issued tokens (s).")] = 3599,
+    client_secret: Annotated[
+        str | None, typer.Option(help="Require this client secret at the token endpoint.")
+    ] = None,
+) -> None:
+    """Run the Graph-compatible server (in memory) for tests and local runs."""
+    import logging
+
+    import uvicorn
+
+    from services.sync.graph_server import DropConnectionError, Faults, GraphServer, GraphState
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+    state = GraphState(token_ttl=token_ttl, client_secret=client_secret)
+    try:
+        state.set_faults(
+            Faults(
+                rate=fault_rate,
+                kinds=[k.strip() for k in faults.split(",") if k.strip()],
+                retry_after=retry_after,
+                slow_seconds=slow_seconds,
+                seed=seed,
+            )
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    # An injected dropped connection is no server error worth a traceback.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: not (record.exc_info and record.exc_info[0] is DropConnectionError)
+    )
+    uvicorn.run(
+        GraphServer(state),
+        host=host or settings.sync_graph_server_host,
+        port=port or settings.sync_graph_server_port,
+        log_level="warning",
+    )
+
+
+@app.command("resync")
+def resync(
+    user: Annotated[str | None, typer.Option(help="Only this user's links.")] = None,
+) -> None:
+    """Reconcile every link again (writes to Graph only what differs from what was pushed)."""
+    import asyncio
+
+    from services.sync.store import SyncStore
+    from shared.settings import KontaktSettings
+
+    async def main() -> int:
+        store = await SyncStore.open(KontaktSettings().pg_dsn(), max_size=1)
+        try:
+            return await store.mark_all_dirty(user)
+        finally:
+            await store.close()
+
+    typer.echo(f"links to reconcile again: {asyncio.run(main())}")

@@ -12,7 +12,7 @@ from faststream.specification.asyncapi.site import get_asyncapi_html
 from faststream.specification.base import Specification
 from pydantic import TypeAdapter
 
-from shared.contract import contacts, inbound
+from shared.contract import contacts, inbound, sync
 from shared.settings import KontaktSettings
 
 #: Where the checked-in copies live (the contract test compares them with the code).
@@ -34,6 +34,9 @@ def json_schemas() -> dict[str, Any]:
         "opportunities.events": items,
         "campaigns.events": items,
         "projects.events": items,
+        sync.OUTLOOK_SYNC_EVENTS: {
+            "OutlookSyncStatusChanged": sync.OutlookSyncStatusChanged.model_json_schema()
+        },
     }
 
 
@@ -46,6 +49,17 @@ def _document_broker(settings: KontaktSettings) -> KafkaBroker:
         description=(
             "Every contact event, JSON, key = person id (all versions of a human on one"
             " partition, in order). At-least-once: deduplicate by event_id."
+        ),
+    )
+
+    broker.publisher(
+        settings.sync_events_topic,
+        schema=sync.OutlookSyncStatusChanged,
+        title=f"{settings.sync_events_topic}:publish",
+        description=(
+            "Outcomes of the Outlook sync per (user, person): linked, updated, unlinked,"
+            " failed with reason. JSON, key = person id. At-least-once: deduplicate by"
+            " event_id; keep the highest sequence per (user_id, person_id)."
         ),
     )
 

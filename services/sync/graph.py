@@ -1,0 +1,420 @@
+"""Microsoft Graph client: client-credentials token, contact folders, contacts, photos, $batch.
+
+Limits it keeps: at most `sync_graph_mailbox_concurrency` (<= 4) requests in flight per
+mailbox, `$batch` of at most 20. On 429 it waits at least what Retry-After says; 5xx,
+timeouts and dropped connections are retried with jittered exponential backoff; other
+4xx are permanent (GraphPermanentError) and 404 is GraphNotFoundError. A POST is not
+retried after an ambiguous failure (it may have been applied): the caller looks the
+item up by its extended property before creating it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from services.sync.domain import CONTACT_ID_PROPERTY, SyncError
+from shared.settings import KontaktSettings
+
+log = logging.getLogger("kontakt.sync.graph")
+
+#: Graph's cap on the requests of one $batch.
+MAX_BATCH = 20
+#: Renew the token when less than this share of its lifetime is left.
+RENEW_FRACTION = 0.2
+
+RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class GraphError(SyncError):
+    """Graph answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class GraphNotFoundError(GraphError):
+    """404: the item (or folder) is gone."""
+
+
+class GraphPermanentError(GraphError):
+    """An error retrying cannot fix (e.g. 403 for a mailbox the app may not touch)."""
+
+
+class GraphTransientError(GraphError):
+    """Retries were exhausted (throttling, 5xx, timeouts); try again later."""
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str]:
+    try:
+        err = response.json().get("error", {})
+        return str(err.get("code", "")), str(err.get("message", ""))
+    except (ValueError, AttributeError):
+        return "", response.text[:200]
+
+
+def _raise_for(response: httpx.Response) -> None:
+    code, message = _error_of(response)
+    if response.status_code == 404:
+        raise GraphNotFoundError(404, code or "ErrorItemNotFound", message)
+    if response.status_code == 429 or response.status_code in RETRIED_STATUSES:
+        raise GraphTransientError(response.status_code, code, message)
+    raise GraphPermanentError(response.status_code, code, message)
+
+
+class TokenProvider:
+    """OAuth2 client credentials against the configured authority; cached, renewed early."""
+
+    def __init__(self, settings: KontaktSettings, http: httpx.AsyncClient) -> None:
+        self.url = (
+            f"{settings.sync_graph_authority.rstrip('/')}/"
+            f"{settings.sync_graph_tenant_id}/oauth2/v2.0/token"
+        )
+        self.form = {
+            "grant_type": "client_credentials",
+            "client_id": settings.sync_graph_client_id,
+            "client_secret": settings.sync_graph_client_secret.get_secret_value(),
+            "scope": settings.sync_graph_scope,
+        }
+        self.http = http
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._lock = asyncio.Lock()
+        self.fetched = 0
+
+    def invalidate(self) -> None:
+        """Forget the token (Graph refused it)."""
+        self._token = None
+
+    async def token(self) -> str:
+        """A valid access token, fetched once for all concurrent callers."""
+        if self._token and time.monotonic() < self._renew_at:
+            return self._token
+        async with self._lock:
+            if self._token and time.monotonic() < self._renew_at:
+                return self._token
+            response = await self.http.post(self.url, data=self.form)
+            if response.status_code >= 400:
+                code, message = _error_of(response)
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise GraphTransientError(response.status_code, code, message)
+                raise GraphPermanentError(response.status_code, code or "token", message)
+            body = response.json()
+            lifetime = float(body.get("expires_in", 3600))
+            self._token = str(body["access_token"])
+            self._renew_at = time.monotonic() + lifetime * (1 - RENEW_FRACTION)
+            self.fetched += 1
+            return self._token
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The outcome of one request of a $batch."""
+
+    status: int
+    body: Any
+
+
+class GraphClient:
+    """The Graph operations the worker uses, with Graph's limits kept."""
+
+    def __init__(
+        self,
+        settings: KontaktSettings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base = settings.sync_graph_base_url.rstrip("/")
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.sync_graph_timeout_seconds),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+        self.tokens = TokenProvider(settings, self.http)
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.max_attempts = settings.sync_graph_max_attempts
+        self._slots: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(settings.sync_graph_mailbox_concurrency)
+        )
+        self._folders: dict[str, str] = {}
+        self._folder_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: Waits taken because of Retry-After (seconds), for tests and logs.
+        self.retry_after_waits: list[float] = []
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.http.aclose()
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff for the attempt (1-based)."""
+        cap = min(
+            self.settings.sync_graph_backoff_max_seconds,
+            self.settings.sync_graph_backoff_seconds * 2 ** (attempt - 1),
+        )
+        return self.rng.uniform(cap / 2, cap)
+
+    async def request(
+        self,
+        mailbox: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        retry_ambiguous: bool = True,
+    ) -> httpx.Response:
+        """One Graph request for a mailbox, retried as Graph asks; raises GraphError otherwise."""
+        url = path if path.startswith("http") else f"{self.base}{path}"
+        last: GraphError | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            wait = self.backoff(attempt)
+            try:
+                token = await self.tokens.token()
+                async with self._slots[mailbox]:
+                    response = await self.http.request(
+                        method,
+                        url,
+                        json=json,
+                        content=content,
+                        params=params,
+                        headers={"Authorization": f"Bearer {token}", **(headers or {})},
+                    )
+            except GraphTransientError as exc:  # the token endpoint throttled or failed
+                last = exc
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                last = GraphTransientError(0, type(exc).__name__, str(exc) or "transport error")
+                if sent and not retry_ambiguous:
+                    raise last from None
+            else:
+                if response.status_code < 400:
+                    return response
+                if response.status_code == 401 and attempt == 1:
+                    self.tokens.invalidate()
+                    continue
+                if response.status_code == 429 or response.status_code in RETRIED_STATUSES:
+                    code, message = _error_of(response)
+                    last = GraphTransientError(response.status_code, code, message)
+                    asked = retry_after_seconds(response.headers.get("Retry-After"))
+                    if asked is not None:
+                        # Never less than Graph asked; jitter only on top of it.
+                        wait = asked + self.rng.uniform(0, min(1.0, asked * 0.1 + 0.05))
+                        self.retry_after_waits.append(asked)
+                else:
+                    _raise_for(response)
+            if attempt < self.max_attempts:
+                log.info("graph %s %s: %s; retry in %.2fs", method, path, last, wait)
+                await self.sleep(wait)
+        assert last is not None
+        raise last
+
+    # ------------------------------------------------------------------ operations
+
+    @staticmethod
+    def _user(user_id: str) -> str:
+        return f"/users/{quote(user_id, safe='@.')}"
+
+    async def ensure_folder(self, user_id: str) -> str:
+        """The id of the user's sync folder, created on demand."""
+        if user_id in self._folders:
+            return self._folders[user_id]
+        async with self._folder_locks[user_id]:
+            if user_id in self._folders:
+                return self._folders[user_id]
+            name = self.settings.sync_folder_name.replace("'", "''")
+            response = await self.request(
+                user_id,
+                "GET",
+                f"{self._user(user_id)}/contactFolders",
+                params={"$filter": f"displayName eq '{name}'", "$select": "id,displayName"},
+            )
+            found = sorted(f["id"] for f in response.json().get("value", []))
+            if found:
+                folder_id = found[0]
+            else:
+                response = await self.request(
+                    user_id,
+                    "POST",
+                    f"{self._user(user_id)}/contactFolders",
+                    json={"displayName": self.settings.sync_folder_name},
+                    retry_ambiguous=False,
+                )
+                folder_id = response.json()["id"]
+            self._folders[user_id] = folder_id
+            return folder_id
+
+    def forget_folder(self, user_id: str) -> None:
+        """Drop the cached folder id (the user deleted the folder)."""
+        self._folders.pop(user_id, None)
+
+    async def find_contacts(self, user_id: str, folder_id: str, crm_ids: list[str]) -> list[str]:
+        """Graph ids of the folder's items whose extended property holds one of the CRM ids."""
+        values = " or ".join(f"ep/value eq '{c}'" for c in crm_ids)
+        flt = (
+            f"singleValueExtendedProperties/Any(ep: ep/id eq '{CONTACT_ID_PROPERTY}'"
+            f" and ({values}))"
+        )
+        url: str | None = f"{self._user(user_id)}/contactFolders/{folder_id}/contacts"
+        params: dict[str, str] | None = {"$filter": flt, "$select": "id"}
+        ids: list[str] = []
+        while url:
+            response = await self.request(user_id, "GET", url, params=params)
+            body = response.json()
+            ids.extend(item["id"] for item in body.get("value", []))
+            url, params = body.get("@odata.nextLink"), None
+        return sorted(ids)
+
+    async def list_items(self, user_id: str, folder_id: str) -> dict[str, str | None]:
+        """Every item in the folder (paged): Graph id -> the CRM contact id it carries."""
+        url: str | None = f"{self._user(user_id)}/contactFolders/{folder_id}/contacts"
+        params: dict[str, str] | None = {
+            "$select": "id",
+            "$top": "999",
+            "$expand": f"singleValueExtendedProperties($filter=id eq '{CONTACT_ID_PROPERTY}')",
+        }
+        items: dict[str, str | None] = {}
+        while url:
+            response = await self.request(user_id, "GET", url, params=params)
+            body = response.json()
+            for item in body.get("value", []):
+                props = item.get("singleValueExtendedProperties") or []
+                items[item["id"]] = next(
+                    (p["value"] for p in props if p["id"] == CONTACT_ID_PROPERTY), None
+                )
+            url, params = body.get("@odata.nextLink"), None
+        return items
+
+    async def create_contact(self, user_id: str, folder_id: str, body: dict[str, Any]) -> str:
+        """Create a contact in the folder; its Graph id."""
+        response = await self.request(
+            user_id,
+            "POST",
+            f"{self._user(user_id)}/contactFolders/{folder_id}/contacts",
+            json=body,
+            retry_ambiguous=False,
+        )
+        return str(response.json()["id"])
+
+    async def update_contact(self, user_id: str, graph_id: str, body: dict[str, Any]) -> None:
+        """Replace the fields the body names."""
+        await self.request(
+            user_id, "PATCH", f"{self._user(user_id)}/contacts/{graph_id}", json=body
+        )
+
+    async def delete_contact(self, user_id: str, graph_id: str) -> bool:
+        """Delete a contact; False when it was already gone."""
+        try:
+            await self.request(user_id, "DELETE", f"{self._user(user_id)}/contacts/{graph_id}")
+        except GraphNotFoundError:
+            return False
+        return True
+
+    async def put_photo(self, user_id: str, graph_id: str, data: bytes, media_type: str) -> None:
+        """Upload the contact's photo (PUT .../photo/$value)."""
+        await self.request(
+            user_id,
+            "PUT",
+            f"{self._user(user_id)}/contacts/{graph_id}/photo/$value",
+            content=data,
+            headers={"Content-Type": media_type},
+        )
+
+    async def delete_photo(self, user_id: str, graph_id: str) -> None:
+        """Remove the contact's photo (none is fine)."""
+        with contextlib.suppress(GraphNotFoundError):
+            await self.request(
+                user_id, "DELETE", f"{self._user(user_id)}/contacts/{graph_id}/photo/$value"
+            )
+
+    async def batch(self, mailbox: str, requests: list[dict[str, Any]]) -> dict[str, BatchResult]:
+        """Run up to 20 requests as one $batch, chained with dependsOn so they run in turn.
+
+        Requests answered 424 (a predecessor failed), 429 or 5xx are sent again in a next
+        round, after the longest Retry-After; the final result of each is returned by id.
+        """
+        if len(requests) > MAX_BATCH:
+            raise ValueError(f"a $batch holds at most {MAX_BATCH} requests")
+        results: dict[str, BatchResult] = {}
+        pending = list(requests)
+        for attempt in range(1, self.max_attempts + 1):
+            chained = []
+            for i, r in enumerate(pending):
+                item = dict(r)
+                if i:
+                    item["dependsOn"] = [pending[i - 1]["id"]]
+                chained.append(item)
+            response = await self.request(mailbox, "POST", "/$batch", json={"requests": chained})
+            retry: list[dict[str, Any]] = []
+            wait = self.backoff(attempt)
+            by_id = {r["id"]: r for r in pending}
+            for answer in response.json().get("responses", []):
+                rid, status = str(answer["id"]), int(answer["status"])
+                if status in (424, 429) or status in RETRIED_STATUSES:
+                    retry.append(by_id[rid])
+                    asked = retry_after_seconds(
+                        {k.lower(): v for k, v in (answer.get("headers") or {}).items()}.get(
+                            "retry-after"
+                        )
+                    )
+                    if asked is not None:
+                        wait = max(wait, asked)
+                        self.retry_after_waits.append(asked)
+                else:
+                    results[rid] = BatchResult(status, answer.get("body"))
+            pending = sorted(retry, key=lambda r: [x["id"] for x in requests].index(r["id"]))
+            if not pending:
+                return results
+            if attempt < self.max_attempts:
+                await self.sleep(wait)
+        for r in pending:
+            results[r["id"]] = BatchResult(503, None)
+        return results
+
+    async def delete_contacts(self, user_id: str, graph_ids: list[str]) -> dict[str, int]:
+        """Delete items of one mailbox in $batch requests of at most 20; HTTP status per id."""
+        out: dict[str, int] = {}
+        for start in range(0, len(graph_ids), MAX_BATCH):
+            chunk = graph_ids[start : start + MAX_BATCH]
+            requests = [
+                {"id": str(i), "method": "DELETE", "url": f"{self._user(user_id)}/contacts/{g}"}
+                for i, g in enumerate(chunk)
+            ]
+            results = await self.batch(user_id, requests)
+            for i, g in enumerate(chunk):
+                out[g] = results[str(i)].status
+        return out

@@ -1,0 +1,510 @@
+"""PostgreSQL store of the Outlook sync: contact snapshots, links, the outbox (all its SQL).
+
+Applying an event and changing a link's state are each one transaction; an outcome
+event is written to the outbox in the transaction that changes the link, so the
+published status never disagrees with the recorded one (no dual write).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from services.sync import domain
+from shared.contract.contacts import ContactEvent
+from shared.contract.sync import OutlookSyncStatusChanged, SyncStatus
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sync_contacts (
+    contact_id uuid PRIMARY KEY,
+    person_id uuid NOT NULL,
+    version integer NOT NULL,
+    status text NOT NULL,
+    company_name text NOT NULL,
+    details jsonb NOT NULL,
+    infotags jsonb NOT NULL,
+    photo_hash text,
+    successor_id uuid
+);
+CREATE INDEX IF NOT EXISTS sync_contacts_person ON sync_contacts (person_id);
+CREATE TABLE IF NOT EXISTS sync_links (
+    user_id text NOT NULL,
+    person_id uuid NOT NULL,
+    contact_id uuid NOT NULL,
+    wanted boolean NOT NULL DEFAULT false,
+    state text NOT NULL DEFAULT 'off',
+    graph_id text,
+    pushed_hash text,
+    pushed_photo text,
+    reason text,
+    suppressed boolean NOT NULL DEFAULT false,
+    suppressed_contact_id uuid,
+    suppressed_through_version integer,
+    sequence integer NOT NULL DEFAULT 0,
+    generation bigint NOT NULL DEFAULT 1,
+    synced_generation bigint NOT NULL DEFAULT 0,
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    lease_until timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, person_id)
+);
+CREATE INDEX IF NOT EXISTS sync_links_person ON sync_links (person_id, contact_id);
+CREATE INDEX IF NOT EXISTS sync_links_due ON sync_links (next_attempt_at)
+    WHERE generation > synced_generation;
+CREATE TABLE IF NOT EXISTS sync_outbox (
+    id bigserial PRIMARY KEY,
+    person_id uuid NOT NULL,
+    payload jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sync_parked_messages (
+    id bigserial PRIMARY KEY,
+    topic text NOT NULL,
+    partition integer NOT NULL,
+    "offset" bigint NOT NULL,
+    error text NOT NULL,
+    parked_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+#: Serialises schema creation of concurrently starting workers.
+SCHEMA_LOCK = 0x6B6F6E74_73796E63
+#: One outbox publisher at a time keeps each person's outcomes in order.
+PUBLISHER_LOCK = 0x6B6F6E74_6F757462
+
+_LINK_FIELDS = [f.name for f in fields(domain.Link)]
+# Written by the reconciler only; the switch fields belong to the event consumer.
+_RECONCILER_FIELDS = [
+    "state",
+    "graph_id",
+    "pushed_hash",
+    "pushed_photo",
+    "reason",
+    "suppressed",
+    "suppressed_contact_id",
+    "suppressed_through_version",
+    "sequence",
+    "attempts",
+]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A link claimed for reconciling, with its contact and the person's contact ids."""
+
+    link: domain.Link
+    snapshot: domain.Snapshot
+    person_contact_ids: list[UUID]
+
+
+def _snapshot(row: dict[str, Any]) -> domain.Snapshot:
+    return domain.Snapshot(
+        contact_id=row["contact_id"],
+        person_id=row["person_id"],
+        version=row["version"],
+        status=row["status"],
+        company_name=row["company_name"],
+        details=dict(row["details"]),
+        infotags=tuple(row["infotags"]),
+        photo_hash=row["photo_hash"],
+        successor_id=row["successor_id"],
+    )
+
+
+def _link(row: dict[str, Any]) -> domain.Link:
+    return domain.Link(**{name: row[name] for name in _LINK_FIELDS})
+
+
+class SyncStore:
+    """The sync service's tables in PostgreSQL."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]]) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, max_size: int = 8) -> SyncStore:
+        """Open a pool on the database and create the tables when missing."""
+        pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            kwargs={"row_factory": dict_row},
+        )
+        await pool.open(wait=True)
+        store = cls(pool)
+        await store.create_schema()
+        return store
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self.pool.close()
+
+    async def create_schema(self) -> None:
+        """Create the tables when missing."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            await conn.execute(SCHEMA)
+
+    # ------------------------------------------------------------------ events
+
+    async def apply(self, event: ContactEvent) -> bool:
+        """Apply one contact event (snapshot and links) in one transaction; False if seen."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT * FROM sync_contacts WHERE contact_id = %s FOR UPDATE",
+                (event.contact_id,),
+            )
+            row = await cur.fetchone()
+            before = _snapshot(row) if row else None
+            if before is not None and event.aggregate_version <= before.version:
+                return False  # a re-delivery: its effects are already recorded
+            snap, intents = domain.apply_event(before, event)
+            if before is None:
+                cur = await conn.execute(
+                    "INSERT INTO sync_contacts (contact_id, person_id, version, status,"
+                    " company_name, details, infotags, photo_hash, successor_id)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (contact_id) DO NOTHING",
+                    self._snapshot_values(snap),
+                )
+                if cur.rowcount == 0:
+                    return False  # another worker applied it meanwhile (rebalance)
+            else:
+                await conn.execute(
+                    "UPDATE sync_contacts SET person_id = %s, version = %s, status = %s,"
+                    " company_name = %s, details = %s, infotags = %s, photo_hash = %s,"
+                    " successor_id = %s WHERE contact_id = %s",
+                    (*self._snapshot_values(snap)[1:], snap.contact_id),
+                )
+            for intent in intents:
+                await self._apply_intent(conn, intent)
+            return True
+
+    @staticmethod
+    def _snapshot_values(snap: domain.Snapshot) -> tuple[Any, ...]:
+        return (
+            snap.contact_id,
+            snap.person_id,
+            snap.version,
+            snap.status,
+            snap.company_name,
+            Jsonb(snap.details),
+            Jsonb(list(snap.infotags)),
+            snap.photo_hash,
+            snap.successor_id,
+        )
+
+    async def _apply_intent(self, conn: AsyncConnection[Any], intent: domain.LinkIntent) -> None:
+        if intent.kind == "touch":
+            await conn.execute(
+                "UPDATE sync_links SET generation = generation + 1, next_attempt_at = now(),"
+                " attempts = 0 WHERE person_id = %s AND contact_id = %s",
+                (intent.person_id, intent.contact_id),
+            )
+            return
+        if intent.kind == "move":
+            cur = await conn.execute(
+                "SELECT * FROM sync_links WHERE person_id = %s AND contact_id = %s FOR UPDATE",
+                (intent.person_id, intent.from_contact_id),
+            )
+            for row in await cur.fetchall():
+                moved = domain.apply_move(_link(row), intent.contact_id, intent.users_on)
+                await self._write_switch(conn, moved)
+            return
+        assert intent.user_id is not None
+        await conn.execute(
+            "INSERT INTO sync_links (user_id, person_id, contact_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (intent.user_id, intent.person_id, intent.contact_id),
+        )
+        cur = await conn.execute(
+            "SELECT * FROM sync_links WHERE user_id = %s AND person_id = %s FOR UPDATE",
+            (intent.user_id, intent.person_id),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        switched = domain.apply_switch(
+            _link(row), intent.contact_id, intent.enabled, intent.version
+        )
+        await self._write_switch(conn, switched)
+
+    @staticmethod
+    async def _write_switch(conn: AsyncConnection[Any], link: domain.Link) -> None:
+        await conn.execute(
+            "UPDATE sync_links SET contact_id = %s, wanted = %s, suppressed = %s,"
+            " generation = generation + 1, next_attempt_at = now(), attempts = 0,"
+            " updated_at = now() WHERE user_id = %s AND person_id = %s",
+            (link.contact_id, link.wanted, link.suppressed, link.user_id, link.person_id),
+        )
+
+    # ------------------------------------------------------------------ reconciling
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[Claimed]:
+        """Claim due links (changed since last reconciled, not leased by a live worker)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE sync_links l SET lease_until = now() + make_interval(secs => %s)"
+                " FROM (SELECT user_id, person_id FROM sync_links"
+                "       WHERE generation > synced_generation AND next_attempt_at <= now()"
+                "         AND (lease_until IS NULL OR lease_until < now())"
+                "       ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
+                " WHERE l.user_id = due.user_id AND l.person_id = due.person_id"
+                " RETURNING l.*",
+                (lease_seconds, limit),
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                return []
+            cur = await conn.execute(
+                "SELECT * FROM sync_contacts WHERE person_id = ANY(%s)",
+                (list({r["person_id"] for r in rows}),),
+            )
+            snaps = [_snapshot(r) for r in await cur.fetchall()]
+        by_id = {s.contact_id: s for s in snaps}
+        claimed = []
+        for row in rows:
+            link = _link(row)
+            ids = sorted((s.contact_id for s in snaps if s.person_id == link.person_id), key=str)
+            claimed.append(Claimed(link, by_id[link.contact_id], ids))
+        return claimed
+
+    async def save(
+        self,
+        claimed: domain.Link,
+        link: domain.Link,
+        outcomes: list[tuple[SyncStatus, str | None]],
+        *,
+        done: bool,
+        retry_in: float = 0.0,
+    ) -> domain.Link:
+        """Record a link's new state and its outcome events in one transaction.
+
+        Only the fields the reconciler changed since the claim are written: the switch
+        may have moved meanwhile. done: the claimed generation is reconciled (success or
+        parked); otherwise it is retried after retry_in seconds. The lease is released.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            sequence = await self._write_outcomes(conn, link, outcomes)
+            saved = replace(link, sequence=sequence)
+            changed = [n for n in _RECONCILER_FIELDS if getattr(saved, n) != getattr(claimed, n)]
+            assignments = "".join(f"{name} = %s, " for name in changed)
+            values: list[Any] = [getattr(saved, name) for name in changed]
+            if done:
+                tail = "synced_generation = %s, next_attempt_at = now()"
+                values.append(link.generation)
+            else:
+                tail = (
+                    "attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => %s)"
+                )
+                values.append(retry_in)
+            await conn.execute(
+                f"UPDATE sync_links SET {assignments}{tail}, lease_until = NULL,"
+                " updated_at = now() WHERE user_id = %s AND person_id = %s",
+                (*values, link.user_id, link.person_id),
+            )
+            return saved
+
+    async def linked_items(self) -> dict[str, dict[str, tuple[UUID, str]]]:
+        """Per user, the Graph ids of linked items not being worked on: {graph_id: (person, id)}."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT user_id, person_id, graph_id FROM sync_links"
+                " WHERE state = 'linked' AND graph_id IS NOT NULL"
+                " AND (lease_until IS NULL OR lease_until < now())"
+            )
+            out: dict[str, dict[str, tuple[UUID, str]]] = {}
+            for r in await cur.fetchall():
+                out.setdefault(r["user_id"], {})[r["graph_id"]] = (r["person_id"], r["graph_id"])
+            return out
+
+    async def mark_deleted_by_user(self, user_id: str, person_id: UUID, graph_id: str) -> bool:
+        """The user deleted our item in Outlook: suppress it and have the switch turned off.
+
+        Only a link still linked to that very item and not leased changes (our own
+        deletes and re-creations race with the folder listing).
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT * FROM sync_links WHERE user_id = %s AND person_id = %s"
+                " AND state = 'linked' AND graph_id = %s"
+                " AND (lease_until IS NULL OR lease_until < now()) FOR UPDATE",
+                (user_id, person_id, graph_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            link = _link(row)
+            gone = domain.deleted_by_user(link)
+            sequence = await self._write_outcomes(
+                conn, gone, [("unlinked", domain.DELETED_IN_OUTLOOK)]
+            )
+            await conn.execute(
+                "UPDATE sync_links SET state = %s, graph_id = NULL, pushed_hash = NULL,"
+                " pushed_photo = NULL, reason = %s, suppressed = true,"
+                " suppressed_contact_id = %s, suppressed_through_version = NULL,"
+                " sequence = %s, generation = generation + 1, next_attempt_at = now(),"
+                " attempts = 0, updated_at = now() WHERE user_id = %s AND person_id = %s",
+                (
+                    gone.state,
+                    gone.reason,
+                    gone.suppressed_contact_id,
+                    sequence,
+                    user_id,
+                    person_id,
+                ),
+            )
+            return True
+
+    async def users(self) -> list[str]:
+        """Every user with a link."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT DISTINCT user_id FROM sync_links ORDER BY 1")
+            return [r["user_id"] for r in await cur.fetchall()]
+
+    async def persons_of(self, contact_ids: list[UUID]) -> dict[UUID, UUID]:
+        """The person of each known contact id."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT contact_id, person_id FROM sync_contacts WHERE contact_id = ANY(%s)",
+                (contact_ids,),
+            )
+            return {r["contact_id"]: r["person_id"] for r in await cur.fetchall()}
+
+    async def delete_if_stray(
+        self, user_id: str, person_id: UUID, graph_id: str, delete: Callable[[], Awaitable[Any]]
+    ) -> bool:
+        """Delete an item of ours that is no link's (domain.is_stray), holding the link's lock.
+
+        The lock keeps the reconciler (SKIP LOCKED) from adopting the item meanwhile.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT * FROM sync_links WHERE user_id = %s AND person_id = %s"
+                " AND (lease_until IS NULL OR lease_until < now()) FOR UPDATE SKIP LOCKED",
+                (user_id, person_id),
+            )
+            row = await cur.fetchone()
+            if row is None or not domain.is_stray(_link(row), graph_id):
+                return False
+            await delete()
+            return True
+
+    @staticmethod
+    async def _write_outcomes(
+        conn: AsyncConnection[Any],
+        link: domain.Link,
+        outcomes: list[tuple[SyncStatus, str | None]],
+    ) -> int:
+        """Add outcome events to the outbox; the link's sequence after them."""
+        sequence = link.sequence
+        for status, reason in outcomes:
+            sequence += 1
+            event = OutlookSyncStatusChanged(
+                event_id=uuid.uuid4(),
+                occurred_at=datetime.now(UTC),
+                user_id=link.user_id,
+                person_id=link.person_id,
+                contact_id=link.contact_id,
+                status=status,
+                reason=reason,
+                sequence=sequence,
+            )
+            await conn.execute(
+                "INSERT INTO sync_outbox (person_id, payload) VALUES (%s, %s)",
+                (link.person_id, Jsonb(json.loads(event.model_dump_json()))),
+            )
+        return sequence
+
+    async def progress(self, link: domain.Link) -> None:
+        """Record an intermediate state (linking, unlinking) before the Graph call."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE sync_links SET state = %s, updated_at = now()"
+                " WHERE user_id = %s AND person_id = %s",
+                (link.state, link.user_id, link.person_id),
+            )
+
+    async def mark_all_dirty(self, user_id: str | None = None) -> int:
+        """Reconcile every link again (e.g. after Graph was restored); returns how many."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE sync_links SET generation = generation + 1, next_attempt_at = now(),"
+                " attempts = 0 WHERE %s::text IS NULL OR user_id = %s",
+                (user_id, user_id),
+            )
+            return cur.rowcount
+
+    async def pending(self) -> int:
+        """How many links wait to be reconciled."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM sync_links WHERE generation > synced_generation"
+            )
+            row = await cur.fetchone()
+            return int(row["n"]) if row else 0
+
+    async def links(self, person_ids: list[UUID] | None = None) -> list[domain.Link]:
+        """Links, for inspection and tests."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM sync_links WHERE %s::uuid[] IS NULL OR person_id = ANY(%s)"
+                " ORDER BY user_id, person_id",
+                (person_ids, person_ids),
+            )
+            return [_link(r) for r in await cur.fetchall()]
+
+    async def contact_versions(self, contact_ids: list[UUID]) -> dict[UUID, int]:
+        """The last applied version of each contact (for tests and progress checks)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT contact_id, version FROM sync_contacts WHERE contact_id = ANY(%s)",
+                (contact_ids,),
+            )
+            return {r["contact_id"]: r["version"] for r in await cur.fetchall()}
+
+    async def park_message(self, topic: str, partition: int, offset: int, error: str) -> None:
+        """Record a message that cannot be applied (unparseable), so later offsets may commit."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                'INSERT INTO sync_parked_messages (topic, partition, "offset", error)'
+                " VALUES (%s, %s, %s, %s)",
+                (topic, partition, offset, error[:2000]),
+            )
+
+    # ------------------------------------------------------------------ outbox
+
+    async def drain_outbox(self, publish: Any, limit: int = 200) -> int:
+        """Publish outbox rows in order and delete them once Kafka acknowledged; returns count.
+
+        `publish(rows)` gets [(person_id, payload)] and returns after every ack. One
+        publisher at a time (advisory lock), so each person's outcomes stay in order.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s) AS ok", (PUBLISHER_LOCK,)
+            )
+            row = await cur.fetchone()
+            if not row or not row["ok"]:
+                return 0
+            cur = await conn.execute(
+                "SELECT id, person_id, payload FROM sync_outbox ORDER BY id LIMIT %s", (limit,)
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                return 0
+            await publish([(r["person_id"], r["payload"]) for r in rows])
+            await conn.execute(
+                "DELETE FROM sync_outbox WHERE id = ANY(%s)", ([r["id"] for r in rows],)
+            )
+            return len(rows)

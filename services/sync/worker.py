@@ -1,0 +1,302 @@
+"""The Outlook sync worker process: consume contact events, reconcile links, publish outcomes.
+
+Four loops share one process:
+
+* the consumer reads `contacts.events` in its own group and applies each event to the
+  store in one transaction, then commits the offset (at-least-once; a message is
+  applied, or parked if it cannot be parsed, before any later offset is committed;
+  the store's per-contact version, not the offset, decides what a re-delivery changes);
+* the reconciler claims links whose contact or switch changed and takes each a step
+  through Graph, recording the new state and its outcome events in one transaction;
+* the publisher drains that outbox to `outlook-sync.events`, keyed by person id;
+* the verifier lists each user's folder now and then: a linked item missing from it
+  was deleted by the user, so its link is suppressed and the user's switch turned off;
+  an item of ours no link holds (a duplicate left by a create Graph applied after its
+  answer was lost) is deleted.
+
+Graph failures never block the consumer: a link that fails is retried on its own
+schedule (or parked, for permanent errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from services.sync.contacts_api import ContactsClient
+from services.sync.engine import Engine, Work
+from services.sync.graph import GraphClient, GraphError
+from services.sync.store import SyncStore
+from shared.contract.contacts import parse_contact_event
+from shared.kafka import ensure_topics
+from shared.settings import KontaktSettings
+
+log = logging.getLogger("kontakt.sync.worker")
+
+
+async def _forever(name: str, step: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run a loop body until stopped, logging and backing off on unexpected errors."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await step()
+            delay = 0.5
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; again in %.1fs", name, delay)
+            await _wait(stop, delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for the event at most `seconds`; True when it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+class SyncWorker:
+    """The worker's loops around one store, one Graph client and one contacts client."""
+
+    def __init__(
+        self,
+        settings: KontaktSettings,
+        store: SyncStore,
+        graph: GraphClient,
+        contacts: ContactsClient,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.graph = graph
+        self.contacts = contacts
+        self.engine = Engine(
+            graph,
+            contacts,
+            store,
+            mailbox_of=lambda user_id: settings.sync_mailbox_format.format(user_id=user_id),
+        )
+        self.links_changed = asyncio.Event()
+        self.outbox_changed = asyncio.Event()
+        self.rng = random.Random()
+
+    # ------------------------------------------------------------------ consumer
+
+    async def consume(self, stop: asyncio.Event) -> None:
+        """Apply contact events to the store, committing offsets only after they are applied."""
+        consumer = AIOKafkaConsumer(
+            self.settings.contacts_topic,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.settings.sync_consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=200,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, messages in batch.items():
+                    for message in messages:
+                        await self._apply(tp, message.offset, message.value or b"", stop)
+                        if stop.is_set():
+                            return
+                    # Everything up to here is in the store: the offset may move past it.
+                    await consumer.commit({tp: messages[-1].offset + 1})
+                if batch:
+                    self.links_changed.set()
+        finally:
+            await consumer.stop()
+
+    async def _apply(
+        self, tp: TopicPartition, offset: int, value: bytes, stop: asyncio.Event
+    ) -> None:
+        try:
+            event = parse_contact_event(value)
+        except ValidationError as exc:
+            log.error(
+                "unreadable message %s[%d]@%d parked: %s", tp.topic, tp.partition, offset, exc
+            )
+            await self.store.park_message(tp.topic, tp.partition, offset, str(exc))
+            return
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                await self.store.apply(event)
+                return
+            except Exception as exc:  # the database: retry this message, never skip it
+                log.warning("applying %s failed (%s); again in %.1fs", event.event_id, exc, delay)
+                await _wait(stop, delay)
+                delay = min(delay * 2, 10.0)
+
+    # ------------------------------------------------------------------ reconciler
+
+    async def reconcile_once(self) -> int:
+        """Claim due links and take each one step; returns how many were claimed."""
+        claimed = await self.store.claim(
+            self.settings.sync_batch_size, self.settings.sync_lease_seconds
+        )
+        if not claimed:
+            return 0
+        work = [Work(c.link, c.snapshot, c.person_contact_ids) for c in claimed]
+        results = await self.engine.run(work)
+        for c, result in zip(claimed, results, strict=True):
+            retry_in = 0.0
+            if not result.done:
+                cap = min(
+                    self.settings.sync_retry_max_seconds,
+                    self.settings.sync_graph_backoff_seconds * 2 ** min(c.link.attempts, 16),
+                )
+                retry_in = self.rng.uniform(cap / 2, cap)
+            await self.store.save(
+                c.link, result.link, result.outcomes, done=result.done, retry_in=retry_in
+            )
+            if result.outcomes:
+                self.outbox_changed.set()
+        return len(claimed)
+
+    async def reconcile(self, stop: asyncio.Event) -> None:
+        """Reconcile until stopped, waking on new events or every poll interval."""
+        while not stop.is_set():
+            if await self.reconcile_once() == 0:
+                await _wait(self.links_changed, self.settings.sync_poll_seconds)
+                self.links_changed.clear()
+
+    # ------------------------------------------------------------------ verifier
+
+    async def verify_once(self) -> int:
+        """List each user's folder: notice items the user deleted, remove stray duplicates."""
+        noticed = 0
+        linked = await self.store.linked_items()
+        for user_id in await self.store.users():
+            mailbox = self.engine.mailbox_of(user_id)
+            try:
+                folder = await self.graph.ensure_folder(mailbox)
+                present = await self.graph.list_items(mailbox, folder)
+            except GraphError as exc:
+                log.info("cannot list %s's folder now: %s", user_id, exc)
+                continue
+            for graph_id, (person_id, _) in linked.get(user_id, {}).items():
+                if graph_id not in present and await self.store.mark_deleted_by_user(
+                    user_id, person_id, graph_id
+                ):
+                    noticed += 1
+            await self._remove_strays(user_id, mailbox, present, set(linked.get(user_id, {})))
+        if noticed:
+            log.info("%d items were deleted in Outlook by their users", noticed)
+            self.links_changed.set()
+            self.outbox_changed.set()
+        return noticed
+
+    async def _remove_strays(
+        self, user_id: str, mailbox: str, present: dict[str, str | None], linked: set[str]
+    ) -> None:
+        candidates: dict[str, UUID] = {}
+        for graph_id, crm_id in present.items():
+            if graph_id in linked or crm_id is None:
+                continue
+            try:
+                candidates[graph_id] = UUID(crm_id)
+            except ValueError:
+                continue
+        if not candidates:
+            return
+        persons = await self.store.persons_of(list(set(candidates.values())))
+        for graph_id, contact_id in candidates.items():
+            person_id = persons.get(contact_id)
+            if person_id is None:
+                continue
+
+            async def delete(graph_id: str = graph_id) -> None:
+                await self.graph.delete_contact(mailbox, graph_id)
+
+            try:
+                if await self.store.delete_if_stray(user_id, person_id, graph_id, delete):
+                    log.info("removed stray item %s from %s's folder", graph_id, user_id)
+            except GraphError as exc:
+                log.info("cannot remove stray item %s now: %s", graph_id, exc)
+
+    async def verify(self, stop: asyncio.Event) -> None:
+        """Verify every user's folder at the configured interval."""
+        while not await _wait(stop, self.settings.sync_verify_seconds):
+            await self.verify_once()
+
+    # ------------------------------------------------------------------ publisher
+
+    async def publish(self, stop: asyncio.Event) -> None:
+        """Drain the outbox to the outcome topic, keyed by person id."""
+        await ensure_topics(self.settings, [self.settings.sync_events_topic])
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+        )
+        await producer.start()
+        topic = self.settings.sync_events_topic
+
+        async def send(rows: list[tuple[UUID, dict[str, Any]]]) -> None:
+            futures = [
+                await producer.send(
+                    topic, json.dumps(payload).encode(), key=str(person_id).encode()
+                )
+                for person_id, payload in rows
+            ]
+            await asyncio.gather(*futures)
+
+        try:
+            while not stop.is_set():
+                try:
+                    sent = await self.store.drain_outbox(send)
+                except KafkaError as exc:
+                    log.warning("publishing outcomes failed (%s); again soon", exc)
+                    sent = 0
+                if not sent:
+                    await _wait(self.outbox_changed, self.settings.sync_poll_seconds)
+                    self.outbox_changed.clear()
+        finally:
+            await producer.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the three loops until stop is set."""
+        loops = [
+            asyncio.create_task(_forever("consumer", lambda: self.consume(stop), stop)),
+            asyncio.create_task(_forever("reconciler", lambda: self.reconcile(stop), stop)),
+            asyncio.create_task(_forever("publisher", lambda: self.publish(stop), stop)),
+            asyncio.create_task(_forever("verifier", lambda: self.verify(stop), stop)),
+        ]
+        log.info(
+            "sync worker started: topic %s, group %s, Graph %s",
+            self.settings.contacts_topic,
+            self.settings.sync_consumer_group,
+            self.settings.sync_graph_base_url,
+        )
+        try:
+            await stop.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+
+async def run_worker(settings: KontaktSettings, stop: asyncio.Event) -> None:
+    """Build the worker from settings and run it until stop is set."""
+    store = await SyncStore.open(settings.pg_dsn())
+    graph = GraphClient(settings)
+    contacts = ContactsClient(settings)
+    try:
+        await SyncWorker(settings, store, graph, contacts).run(stop)
+    finally:
+        await graph.aclose()
+        await contacts.aclose()
+        await store.close()

@@ -1,0 +1,179 @@
+"""The pure core of the Outlook sync: snapshots from events, rendering, plans."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+
+from services.sync import domain
+from shared.contract.contacts import (
+    ERASED,
+    ContactEvent,
+    contact_event_adapter,
+    event_id_for,
+)
+
+
+def event(type_: str, contact_id: UUID, person_id: UUID, version: int, **data: Any) -> ContactEvent:
+    """A contact event in the contract's shape."""
+    return contact_event_adapter.validate_python(
+        {
+            "event_id": event_id_for(contact_id, version),
+            "type": type_,
+            "schema_version": 1,
+            "occurred_at": datetime.now(UTC),
+            "actor": "alice",
+            "correlation_id": "c",
+            "contact_id": contact_id,
+            "person_id": person_id,
+            "aggregate_version": version,
+            "global_position": version,
+            "data": data,
+        }
+    )
+
+
+def created(contact_id: UUID, person_id: UUID, **overrides: Any) -> ContactEvent:
+    data: dict[str, Any] = {
+        "company_id": uuid4(),
+        "company_name": "Acme",
+        "first_names": "Sofie",
+        "last_names": "Lund",
+        "job_title": "CTO",
+        "department": None,
+        "work_email": "sofie@acme.example",
+        "private_email": "sofie@home.example",
+        "work_phone": "+45 1",
+        "private_phone": "+45 2",
+        "started_on": None,
+        "predecessor_id": None,
+        "infotags": [],
+        "outlook_sync_users": ["bob"],
+        "photo": None,
+        **overrides,
+    }
+    return event("ContactCreated", contact_id, person_id, 1, **data)
+
+
+def snapshot(**overrides: Any) -> domain.Snapshot:
+    base = domain.Snapshot(
+        contact_id=uuid4(),
+        person_id=uuid4(),
+        version=1,
+        status="current",
+        company_name="Acme",
+        details={
+            "first_names": "Sofie",
+            "last_names": "Lund",
+            "work_email": "sofie@acme.example",
+            "private_email": "SOFIE@acme.example",
+            "work_phone": "+45 1",
+            "private_phone": "+45 2",
+        },
+        infotags=("VIP",),
+        photo_hash=None,
+    )
+    return replace(base, **overrides)
+
+
+def test_creation_switches_on_every_listed_user() -> None:
+    cid, pid = uuid4(), uuid4()
+    snap, intents = domain.apply_event(None, created(cid, pid, outlook_sync_users=["bob", "eve"]))
+    assert snap.status == "current" and snap.details["first_names"] == "Sofie"
+    assert [(i.kind, i.user_id, i.enabled) for i in intents] == [
+        ("switch", "bob", True),
+        ("switch", "eve", True),
+    ]
+
+
+def test_a_new_job_moves_the_links_of_the_former_version() -> None:
+    old, new, pid = uuid4(), uuid4(), uuid4()
+    _, intents = domain.apply_event(None, created(new, pid, predecessor_id=str(old)))
+    assert intents[0].kind == "move" and intents[0].from_contact_id == old
+    assert intents[0].users_on == ("bob",)
+
+
+def test_an_event_before_the_creation_is_a_named_error() -> None:
+    with pytest.raises(domain.OutOfOrderEventError):
+        domain.apply_event(None, event("PhotoRemoved", uuid4(), uuid4(), 2))
+
+
+def test_erasure_keeps_nothing_personal() -> None:
+    cid, pid = uuid4(), uuid4()
+    snap, _ = domain.apply_event(None, created(cid, pid, infotags=[]))
+    erased, intents = domain.apply_event(snap, event("ContactErased", cid, pid, 2, reason="gdpr"))
+    assert erased.status == "erased" and erased.photo_hash is None and erased.infotags == ()
+    assert set(erased.details.values()) == {ERASED}
+    assert intents[0].kind == "touch"
+
+
+def test_a_creation_published_after_the_erasure_never_counts_as_current() -> None:
+    snap, _ = domain.apply_event(
+        None, created(uuid4(), uuid4(), first_names=ERASED, last_names=ERASED)
+    )
+    assert snap.status == "erased"
+
+
+def test_rendering_keeps_graph_limits_and_drops_duplicate_addresses() -> None:
+    body = domain.render_contact(snapshot())
+    assert [e["address"] for e in body["emailAddresses"]] == ["sofie@acme.example"]
+    assert body["businessPhones"] == ["+45 1"] and body["homePhones"] == ["+45 2"]
+    assert len(body["emailAddresses"]) <= domain.MAX_EMAILS
+    assert body["categories"] == ["VIP"]
+    prop = body["singleValueExtendedProperties"][0]
+    assert prop["id"] == domain.CONTACT_ID_PROPERTY
+
+
+def test_the_hash_changes_only_when_what_outlook_shows_changes() -> None:
+    snap = snapshot()
+    h = domain.content_hash(domain.render_contact(snap))
+    assert domain.content_hash(domain.render_contact(replace(snap, version=9))) == h
+    other = replace(snap, details={**snap.details, "job_title": "CEO"})
+    assert domain.content_hash(domain.render_contact(other)) != h
+
+
+def test_plan_creates_updates_skips_and_deletes() -> None:
+    snap = snapshot()
+    link = domain.Link("bob", snap.person_id, snap.contact_id, wanted=True)
+    p = domain.plan(link, snap)
+    assert p.kind == "create"
+    synced = domain.linked(link, "g1", p)
+    assert domain.plan(synced, snap).kind == "noop"
+    changed = replace(snap, infotags=("VIP", "Board"))
+    assert domain.plan(synced, changed).kind == "update"
+    assert domain.plan(synced, replace(snap, status="archived")).kind == "delete"
+    assert domain.plan(replace(synced, wanted=False), snap).kind == "delete"
+    assert domain.plan(synced, replace(snap, status="former")).kind == "hold"
+
+
+def test_a_user_deletion_is_not_undone_by_a_stale_switch_but_by_a_new_one() -> None:
+    snap = snapshot(version=5)
+    link = domain.Link("bob", snap.person_id, snap.contact_id, wanted=True)
+    gone = domain.deleted_by_user(domain.linked(link, "g1", domain.plan(link, snap)))
+    assert domain.plan(gone, snap).kind == "switch_off"
+    off = domain.switched_off(gone, snap.contact_id, 6)
+    assert domain.plan(off, snap).kind == "noop"
+    stale = domain.apply_switch(off, snap.contact_id, True, 4)
+    assert stale.suppressed and domain.plan(stale, snap).kind == "noop"
+    fresh = domain.apply_switch(off, snap.contact_id, True, 7)
+    assert not fresh.suppressed and domain.plan(fresh, snap).kind == "create"
+
+
+def test_a_switch_on_while_our_switch_off_is_pending_stays_suppressed() -> None:
+    snap = snapshot()
+    gone = domain.deleted_by_user(domain.Link("bob", snap.person_id, snap.contact_id, True))
+    assert domain.apply_switch(gone, snap.contact_id, True, 99).suppressed
+
+
+def test_a_stray_item_is_a_duplicate_of_a_linked_one_or_left_from_a_link_now_off() -> None:
+    snap = snapshot()
+    link = domain.Link("bob", snap.person_id, snap.contact_id, wanted=True)
+    synced = domain.linked(link, "g1", domain.plan(link, snap))
+    assert domain.is_stray(synced, "g2") and not domain.is_stray(synced, "g1")
+    assert not domain.is_stray(domain.linking(link), "g2")  # a create in progress may adopt it
+    assert domain.is_stray(replace(link, wanted=False), "g2")
+    assert not domain.is_stray(link, "g2")  # switched on: the next create adopts it
