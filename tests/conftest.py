@@ -97,6 +97,7 @@ def isolated_settings(
             "campaigns_topic": f"campaigns.events.{suffix}",
             "projects_topic": f"projects.events.{suffix}",
             "dead_letter_topic": f"kontakt.dead-letters.{suffix}",
+            "sync_events_topic": f"outlook-sync.events.{suffix}",
         }
     )
     with psycopg.connect(stack.pg_dsn("postgres"), autocommit=True) as conn:

@@ -30,6 +30,7 @@ from services.projections.schemas import (
 from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
+from services.projections.sql import sync_status as sync_sql
 from services.projections.versions import VersionWaiter
 from services.projections.worker import create_pool, create_schemas
 from shared.http import PrincipalDep
@@ -140,6 +141,7 @@ async def details(
     async with pool.acquire() as conn:
         versions = await contacts_sql.versions_of_person(conn, row["person_id"])
         colleagues = await contacts_sql.colleagues(conn, row["company_id"], contact_id)
+        synced = await sync_sql.for_person(conn, row["person_id"], row["outlook_sync_users"])
     return {
         **dict(row),
         "photo": contacts_sql.photo_of(row),
@@ -149,7 +151,12 @@ async def details(
             if v["contact_id"] != contact_id
         ],
         "colleagues": [Relation(**dict(c)) for c in colleagues],
-        "outlook_sync": [SyncUser(user_id=u) for u in row["outlook_sync_users"]],
+        "outlook_sync": [
+            SyncUser(user_id=u, **{k: synced[u][k] for k in ("status", "reason", "updated_at")})
+            if u in synced
+            else SyncUser(user_id=u, status="pending")
+            for u in row["outlook_sync_users"]
+        ],
     }
 
 

@@ -24,8 +24,9 @@ def _fail(message: str) -> None:
 @app.command("worker")
 def worker(
     models: Annotated[
-        str, typer.Option(help="Comma-separated read-model families: contacts,activities,items")
-    ] = "contacts,activities,items",
+        str,
+        typer.Option(help="Comma-separated families: contacts,activities,items,sync-status"),
+    ] = "contacts,activities,items,sync-status",
 ) -> None:
     """Run a projection worker; start more copies to share the partitions."""
     from services.projections.worker import run_worker

@@ -8,9 +8,11 @@ from services.projections import contacts_model as model
 from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
+from services.projections.sql import sync_status as sync_sql
 from shared.addresses import address_hash, normalise_address
 from shared.contract import contacts as c
 from shared.contract import inbound
+from shared.contract.sync import OutlookSyncStatusChanged
 
 #: Advisory-lock key shared by e-mail inserts (shared) and erasures (exclusive), so an
 #: e-mail committed while an erasure runs cannot slip past the redaction.
@@ -108,3 +110,17 @@ async def apply_item_event(conn: asyncpg.Connection, kind: str, event: inbound.I
         await items_sql.set_link(
             conn, kind, event.item_id, event.contact_id, linked=False, role=None, at=at
         )
+
+
+async def apply_sync_status(conn: asyncpg.Connection, event: OutlookSyncStatusChanged) -> bool:
+    """Keep a user's latest Outlook sync outcome for a person."""
+    return await sync_sql.record(
+        conn,
+        user_id=event.user_id,
+        person_id=event.person_id,
+        contact_id=event.contact_id,
+        status=event.status,
+        reason=event.reason,
+        sequence=event.sequence,
+        at=event.occurred_at,
+    )

@@ -26,15 +26,17 @@ from services.projections.contacts_model import UnknownContactError
 from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
+from services.projections.sql import sync_status as sync_sql
 from shared.contract.contacts import parse_contact_event
 from shared.contract.inbound import activity_event_adapter, item_event_adapter
+from shared.contract.sync import parse_sync_event
 from shared.kafka import ensure_topics
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.projections")
 
 #: Read-model families, each its own consumer group.
-FAMILIES = ("contacts", "activities", "items")
+FAMILIES = ("contacts", "activities", "items", "sync-status")
 
 #: Errors that mean "the database is not there": retry the same message, never skip it.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -52,6 +54,7 @@ def topics_of(settings: KontaktSettings, family: str) -> list[str]:
         "contacts": [settings.contacts_topic],
         "activities": [settings.activities_topic],
         "items": [settings.opportunities_topic, settings.campaigns_topic, settings.projects_topic],
+        "sync-status": [settings.sync_events_topic],
     }[family]
 
 
@@ -112,6 +115,13 @@ class Worker:
             raise Poison(f"not an activity event: {exc.errors()[:3]}") from None
         return await handlers.apply_email(conn, event, self.key)
 
+    async def _sync_status(self, conn: asyncpg.Connection, raw: bytes) -> bool:
+        try:
+            event = parse_sync_event(raw)
+        except ValidationError as exc:
+            raise Poison(f"not a sync outcome: {exc.errors()[:3]}") from None
+        return await handlers.apply_sync_status(conn, event)
+
     def _item(self, kind: str) -> Apply:
         async def apply(conn: asyncpg.Connection, raw: bytes) -> bool:
             try:
@@ -133,6 +143,7 @@ class Worker:
             s.opportunities_topic: self._item("opportunity"),
             s.campaigns_topic: self._item("campaign"),
             s.projects_topic: self._item("project"),
+            s.sync_events_topic: self._sync_status,
         }
         for family in self.families:
             topics = topics_of(s, family)
@@ -215,7 +226,12 @@ class Worker:
         async with self.pool.acquire() as conn:
             await create_schemas(conn)
         await ensure_topics(
-            self.settings, [*self.settings.all_topics(), self.settings.dead_letter_topic]
+            self.settings,
+            [
+                *self.settings.all_topics(),
+                self.settings.sync_events_topic,
+                self.settings.dead_letter_topic,
+            ],
         )
         await self.broker.start()
 
@@ -235,6 +251,7 @@ async def create_schemas(conn: asyncpg.Connection) -> None:
         await contacts_sql.create_schema(conn)
         await activities_sql.create_schema(conn)
         await items_sql.create_schema(conn)
+        await sync_sql.create_schema(conn)
 
 
 async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:

@@ -183,6 +183,7 @@ def fresh_settings(base: KontaktSettings) -> KontaktSettings:
             "opportunities_topic": f"opportunities.events.{suffix}",
             "campaigns_topic": f"campaigns.events.{suffix}",
             "dead_letter_topic": f"dlq.{suffix}",
+            "sync_events_topic": f"outlook-sync.events.{suffix}",
         }
     )
 
