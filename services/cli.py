@@ -197,18 +197,12 @@ def serve_contacts(
     port: Annotated[int | None, typer.Option(help="Defaults to KONTAKT_API_PORT.")] = None,
 ) -> None:
     """Run the contacts command API."""
-    import uvicorn
-
     from services.contacts.app import create_app
+    from shared.http import serve
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        log_level="info",
-    )
+    serve(create_app(settings), host or settings.api_host, port or settings.api_port)
 
 
 @app.command("run")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import signal
+from types import FrameType
+from typing import Annotated, Any
 
+import uvicorn
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -29,3 +32,23 @@ def get_principal(
 
 #: Annotated alias for routes that need the authenticated caller.
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+class _GracefulServer(uvicorn.Server):
+    """A uvicorn server that, on SIGTERM or SIGINT, finishes in-flight requests and returns.
+
+    uvicorn re-raises the signal after its shutdown, so the process would end killed by
+    it; operators and supervisors expect a clean stop to exit 0.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Ask the server to stop; a second Ctrl-C stops it at once."""
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
+    """Serve an ASGI app until SIGTERM/SIGINT, then return (exit code 0)."""
+    _GracefulServer(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()

@@ -46,18 +46,12 @@ def query(
     port: Annotated[int | None, typer.Option(help="Defaults to KONTAKT_QUERY_PORT.")] = None,
 ) -> None:
     """Run the query API (every tab of the contact page)."""
-    import uvicorn
-
     from services.projections.api import create_query_app
+    from shared.http import serve
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
-    uvicorn.run(
-        create_query_app(settings),
-        host=host or settings.query_host,
-        port=port or settings.query_port,
-        log_level="info",
-    )
+    serve(create_query_app(settings), host or settings.query_host, port or settings.query_port)
 
 
 @app.command("lag")

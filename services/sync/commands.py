@@ -69,9 +69,8 @@ def graph_server(
     """Run the Graph-compatible server (in memory) for tests and local runs."""
     import logging
 
-    import uvicorn
-
     from services.sync.graph_server import DropConnectionError, Faults, GraphServer, GraphState
+    from shared.http import serve
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
@@ -93,10 +92,10 @@ def graph_server(
     logging.getLogger("uvicorn.error").addFilter(
         lambda record: not (record.exc_info and record.exc_info[0] is DropConnectionError)
     )
-    uvicorn.run(
+    serve(
         GraphServer(state),
-        host=host or settings.sync_graph_server_host,
-        port=port or settings.sync_graph_server_port,
+        host or settings.sync_graph_server_host,
+        port or settings.sync_graph_server_port,
         log_level="warning",
     )
 

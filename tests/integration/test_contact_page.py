@@ -147,14 +147,39 @@ async def test_the_seed_story_on_every_tab(isolated_settings: KontaktSettings) -
             item_event("Closed", proj, t0 + timedelta(days=1), outcome="done"),
             key=proj.encode(),
         )
-        await p.produce(s.sync_events_topic, json.dumps({
-            "event_id": str(uuid4()), "type": "OutlookSyncStatusChanged",
-            "occurred_at": t0.isoformat(), "user_id": "alice", "person_id": karen["person_id"],
-            "contact_id": kid, "status": "linked", "sequence": 2}).encode(), karen["person_id"].encode())
-        await p.produce(s.sync_events_topic, json.dumps({
-            "event_id": str(uuid4()), "type": "OutlookSyncStatusChanged",
-            "occurred_at": t0.isoformat(), "user_id": "alice", "person_id": karen["person_id"],
-            "contact_id": kid, "status": "failed", "reason": "older", "sequence": 1}).encode(), karen["person_id"].encode())
+        await p.produce(
+            s.sync_events_topic,
+            json.dumps(
+                {
+                    "event_id": str(uuid4()),
+                    "type": "OutlookSyncStatusChanged",
+                    "occurred_at": t0.isoformat(),
+                    "user_id": "alice",
+                    "person_id": karen["person_id"],
+                    "contact_id": kid,
+                    "status": "linked",
+                    "sequence": 2,
+                }
+            ).encode(),
+            karen["person_id"].encode(),
+        )
+        await p.produce(
+            s.sync_events_topic,
+            json.dumps(
+                {
+                    "event_id": str(uuid4()),
+                    "type": "OutlookSyncStatusChanged",
+                    "occurred_at": t0.isoformat(),
+                    "user_id": "alice",
+                    "person_id": karen["person_id"],
+                    "contact_id": kid,
+                    "status": "failed",
+                    "reason": "older",
+                    "sequence": 1,
+                }
+            ).encode(),
+            karen["person_id"].encode(),
+        )
         # The seed's job change: a new version; the old one keeps its history.
         moved = await p.command.post(
             f"/contacts/{kid}/job-changes",
