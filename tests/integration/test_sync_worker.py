@@ -503,7 +503,7 @@ async def test_every_folder_converges_to_the_switches_under_faults_and_restarts(
         "PUT",
         "faults",
         json={
-            "rate": 0.25,
+            "rate": 0.3,  # 30% configured, so at least ~20% of calls fault in practice
             "kinds": ["429", "503", "slow", "drop"],
             "retry_after": 0.2,
             "slow_seconds": 1.5,
