@@ -100,13 +100,14 @@ def keys_rotate() -> None:
 def relay() -> None:
     """Run the outbox relay: event store -> Kafka (one active, others hot standby)."""
     import asyncio
-    import logging
 
     from services.contacts.relay import run_relay
+    from shared.observability import configure_logging
     from shared.settings import KontaktSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(run_relay(KontaktSettings()))
+    settings = KontaktSettings()
+    configure_logging("relay", settings.log_level, settings.log_json)
+    asyncio.run(run_relay(settings))
 
 
 @app.command("topics")
@@ -199,9 +200,11 @@ def serve_contacts(
     """Run the contacts command API."""
     from services.contacts.app import create_app
     from shared.http import serve
+    from shared.observability import configure_logging
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
+    configure_logging("contacts-api", settings.log_level, settings.log_json)
     serve(create_app(settings), host or settings.api_host, port or settings.api_port)
 
 

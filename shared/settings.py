@@ -43,6 +43,15 @@ class KontaktSettings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # Health and metrics HTTP ports of the processes without an API (0: none).
+    relay_http_port: int = Field(default=0, ge=0, le=65535)
+    worker_http_port: int = Field(default=0, ge=0, le=65535)
+    sync_http_port: int = Field(default=0, ge=0, le=65535)
+    health_host: str = "127.0.0.1"
+    # Logs: JSON lines (for collectors) or plain text (for people at a terminal).
+    log_json: bool = True
+    log_level: str = "INFO"
+
     # Authentication: HS256 with a shared secret, or RS256 with a public key (PEM).
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -50,6 +51,7 @@ from services.contacts.schemas import (
 )
 from shared.auth import ADMIN_ROLE, OUTLOOK_SYNC_ROLE, Principal
 from shared.http import get_principal
+from shared.observability import correlation_id, metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,14 @@ def get_contacts(request: Request) -> ContactsApp:
 
 
 def get_actor(
+    request: Request,
     principal: Annotated[Principal, Depends(get_principal)],
-    x_correlation_id: Annotated[str | None, Header(max_length=200)] = None,
+    x_correlation_id: Annotated[
+        str | None, Header(max_length=200, description="Given, or made for you")
+    ] = None,
 ) -> domain.Actor:
     """Who acts (the token's subject) and the request's correlation id."""
-    return domain.Actor(principal.user_id, x_correlation_id or str(uuid4()))
+    return domain.Actor(principal.user_id, request.state.correlation_id)
 
 
 def get_expected_version(
@@ -487,14 +492,51 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map named errors to HTTP statuses, in this one place."""
     for exc_type, status in _STATUS:
 
-        def handler(_: Request, exc: Exception, status: int = status) -> JSONResponse:
+        def handler(request: Request, exc: Exception, status: int = status) -> JSONResponse:
+            request.state.error = type(exc).__name__
             return JSONResponse(_error_body(exc), status_code=status)
 
         app.add_exception_handler(exc_type, handler)
 
-    def unavailable(_: Request, exc: Exception) -> JSONResponse:
+    def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        request.state.error = type(exc).__name__
         log.warning("database unavailable: %s", exc)
         return JSONResponse({"detail": "database unavailable, try again"}, status_code=503)
 
     app.add_exception_handler(OperationalError, unavailable)
     app.add_exception_handler(PersistenceError, unavailable)
+
+
+def install_observability(app: FastAPI) -> None:
+    """Give each request a correlation id (logs, events) and count commands by outcome."""
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Any:
+        given = request.headers.get("x-correlation-id", "")
+        cid = given if 0 < len(given) <= 200 else str(uuid4())
+        request.state.correlation_id = cid
+        token = correlation_id.set(cid)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            correlation_id.reset(token)
+        response.headers["X-Correlation-ID"] = cid
+        route = request.scope.get("route")
+        if (
+            request.method != "GET"
+            and route is not None
+            and request.url.path.startswith("/contacts")
+        ):
+            command = getattr(route, "name", "unknown")
+            m = metrics()
+            status = response.status_code
+            outcome = "ok" if status < 400 else "refused" if status < 500 else "failed"
+            m.commands.labels(command=command, outcome=outcome).inc()
+            m.command_seconds.labels(command=command).observe(time.perf_counter() - started)
+            if status >= 400:
+                error = getattr(request.state, "error", None) or (
+                    "InvalidInput" if status == 422 else f"HTTP{status}"
+                )
+                m.command_errors.labels(command=command, error=error).inc()
+        return response

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from psycopg_pool import ConnectionPool
 
-from services.contacts.api import install_error_handlers, router
+from services.contacts.api import install_error_handlers, install_observability, router
 from services.contacts.application import ContactsApp
 from services.contacts.personal_data import (
     MasterKeys,
@@ -22,6 +22,7 @@ from services.contacts.personal_data import (
 )
 from services.contacts.photos import PostgresPhotoStore
 from shared.contract.spec import asyncapi_document, asyncapi_html
+from shared.observability import metrics_response
 from shared.settings import KontaktSettings
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,12 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(router)
     install_error_handlers(app)
+    install_observability(app)
+
+    @app.get("/metrics", tags=["health"])
+    def prometheus() -> Response:
+        """Prometheus metrics: commands and errors by type, latency."""
+        return metrics_response()
 
     @app.get("/asyncapi.json", tags=["contract"])
     def asyncapi_json() -> dict[str, Any]:

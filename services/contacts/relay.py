@@ -28,6 +28,7 @@ from psycopg import sql
 from services.contacts.application import ContactsApp
 from services.contacts.export import StoreReader
 from shared.kafka import ensure_topics
+from shared.observability import HealthServer, health_app, metrics
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.relay")
@@ -161,6 +162,13 @@ class Relay:
                 task.cancel()
                 raise TimeoutError(f"no acknowledgement within {PUBLISH_TIMEOUT_SECONDS}s")
 
+    def _observe(self, published: int) -> None:
+        m = metrics()
+        m.relay_published.inc(published)
+        m.relay_position.set(self.position)
+        newest = self.reader.max_position()
+        m.relay_lag.set(max(0, newest - self.position))
+
     # ------------------------------------------------------------------- loop
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -175,6 +183,7 @@ class Relay:
                 if await _wait(stop, 1.0):
                     return
             self.active = True
+            metrics().relay_active.set(1)
             channel = self.contacts.recorder.channel_name  # type: ignore[attr-defined]
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             self.position = await self._load_position(conn)
@@ -193,6 +202,7 @@ class Relay:
             while not stop.is_set():
                 messages, last = await asyncio.to_thread(self.read_batch)
                 if last is None:
+                    self._observe(0)
                     await self._wait_for_notify(conn, stop)
                     continue
                 try:
@@ -222,6 +232,7 @@ class Relay:
                 self.position = last
                 await self._save_position(conn, self.position)
                 self.published += len(messages)
+                self._observe(len(messages))
         finally:
             if producer is not None:
                 await _close_quietly(producer)
@@ -249,9 +260,22 @@ async def run_relay(settings: KontaktSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     contacts = await asyncio.to_thread(build_contacts_app, settings)
+    relay = Relay(settings, contacts)
+
+    async def ready() -> None:
+        await asyncio.to_thread(contacts.photos.ping)
+
+    async def role() -> dict[str, object]:
+        return {"active": relay.active, "position": relay.position, "published": relay.published}
+
+    health = HealthServer(
+        health_app("relay", ready, {"/relay": role}), settings.health_host, settings.relay_http_port
+    )
+    await health.start()
     try:
-        await Relay(settings, contacts).run(stop)
+        await relay.run(stop)
     finally:
+        await health.stop()
         await asyncio.to_thread(close_contacts_app, contacts)
     log.info("stopped")
 

@@ -34,6 +34,7 @@ from services.projections.sql import sync_status as sync_sql
 from services.projections.versions import VersionWaiter
 from services.projections.worker import create_pool, create_schemas
 from shared.http import PrincipalDep
+from shared.observability import correlation_id, metrics_response
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.query")
@@ -319,6 +320,20 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
     app.add_exception_handler(NotYetError, not_yet)
     for error in (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
         app.add_exception_handler(error, unavailable)
+
+    @app.middleware("http")
+    async def correlate(request: Request, call_next: Any) -> Any:
+        given = request.headers.get("x-correlation-id", "")
+        token = correlation_id.set(given[:200] or None)
+        try:
+            return await call_next(request)
+        finally:
+            correlation_id.reset(token)
+
+    @app.get("/metrics", tags=["health"])
+    async def prometheus() -> Response:
+        """Prometheus metrics of this process."""
+        return metrics_response()
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Annotated
 
 import typer
@@ -30,12 +29,14 @@ def worker(
 ) -> None:
     """Run a projection worker; start more copies to share the partitions."""
     from services.projections.worker import run_worker
+    from shared.observability import configure_logging
     from shared.settings import KontaktSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = KontaktSettings()
+    configure_logging("projections", settings.log_level, settings.log_json)
     families = [m.strip() for m in models.split(",") if m.strip()]
     try:
-        asyncio.run(run_worker(KontaktSettings(), families))
+        asyncio.run(run_worker(settings, families))
     except ValueError as exc:
         _fail(str(exc))
 
@@ -48,9 +49,11 @@ def query(
     """Run the query API (every tab of the contact page)."""
     from services.projections.api import create_query_app
     from shared.http import serve
+    from shared.observability import configure_logging
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
+    configure_logging("query-api", settings.log_level, settings.log_json)
     serve(create_query_app(settings), host or settings.query_host, port or settings.query_port)
 
 

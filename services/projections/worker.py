@@ -9,6 +9,7 @@ e-mail's message id, an item field's time) decides what applies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,14 @@ from shared.contract.contacts import parse_contact_event
 from shared.contract.inbound import activity_event_adapter, item_event_adapter
 from shared.contract.sync import parse_sync_event
 from shared.kafka import ensure_topics
+from shared.lag import group_lag
+from shared.observability import (
+    HealthServer,
+    correlation_id,
+    health_app,
+    metrics,
+    seconds_since,
+)
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.projections")
@@ -76,7 +85,8 @@ class Poison(Exception):
     """A message that cannot be decoded: dead-letter it at once."""
 
 
-Apply = Callable[[asyncpg.Connection, bytes], Awaitable[bool]]
+#: Applies raw bytes in a transaction: (changed anything, when the event happened).
+Apply = Callable[[asyncpg.Connection, bytes], Awaitable[tuple[bool, datetime | None]]]
 
 
 class Worker:
@@ -101,35 +111,36 @@ class Worker:
 
     # ------------------------------------------------------------- decoding
 
-    async def _contact(self, conn: asyncpg.Connection, raw: bytes) -> bool:
+    async def _contact(self, conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
         try:
             event = parse_contact_event(raw)
         except ValidationError as exc:
             raise Poison(f"not a contact event: {exc.errors()[:3]}") from None
-        return await handlers.apply_contact_event(conn, event, self.key)
+        correlation_id.set(event.correlation_id)
+        return await handlers.apply_contact_event(conn, event, self.key), event.occurred_at
 
-    async def _email(self, conn: asyncpg.Connection, raw: bytes) -> bool:
+    async def _email(self, conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
         try:
             event = activity_event_adapter.validate_json(raw)
         except ValidationError as exc:
             raise Poison(f"not an activity event: {exc.errors()[:3]}") from None
-        return await handlers.apply_email(conn, event, self.key)
+        return await handlers.apply_email(conn, event, self.key), event.occurred_at
 
-    async def _sync_status(self, conn: asyncpg.Connection, raw: bytes) -> bool:
+    async def _sync_status(self, conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
         try:
             event = parse_sync_event(raw)
         except ValidationError as exc:
             raise Poison(f"not a sync outcome: {exc.errors()[:3]}") from None
-        return await handlers.apply_sync_status(conn, event)
+        return await handlers.apply_sync_status(conn, event), event.occurred_at
 
     def _item(self, kind: str) -> Apply:
-        async def apply(conn: asyncpg.Connection, raw: bytes) -> bool:
+        async def apply(conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
             try:
                 event = item_event_adapter.validate_json(raw)
             except ValidationError as exc:
                 raise Poison(f"not an item event: {exc.errors()[:3]}") from None
             await handlers.apply_item_event(conn, kind, event)
-            return True
+            return True, event.occurred_at
 
         return apply
 
@@ -176,11 +187,18 @@ class Worker:
         for attempt in range(1, attempts + 1):
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    applied = await apply(conn, raw)
+                    applied, occurred_at = await apply(conn, raw)
+                m = metrics()
                 if applied:
                     self.stats.applied += 1
+                    m.projected.labels(family=family, outcome="applied").inc()
+                    if occurred_at is not None:
+                        m.projection_latency.labels(family=family).observe(
+                            seconds_since(occurred_at)
+                        )
                 else:
                     self.stats.duplicates += 1
+                    m.projected.labels(family=family, outcome="duplicate").inc()
                 return
             except Poison as exc:
                 error = exc
@@ -217,6 +235,7 @@ class Worker:
             },
         )
         self.stats.dead_lettered += 1
+        metrics().projected.labels(family=family, outcome="dead_letter").inc()
         log.error("dead-lettered %s (%s): %s", _where(record), family, error)
 
     # -------------------------------------------------------------- running
@@ -263,6 +282,21 @@ async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:
     return pool
 
 
+async def measure_lag(settings: KontaktSettings, families: Sequence[str]) -> list[dict[str, Any]]:
+    """Each family's group lag per partition; also sets the consumer-lag gauges."""
+    rows: list[dict[str, Any]] = []
+    gauge = metrics().consumer_lag
+    for family in families:
+        for p in await group_lag(
+            settings.kafka_bootstrap, group_id(family), topics_of(settings, family)
+        ):
+            gauge.labels(group=p.group, topic=p.topic, partition=str(p.partition)).set(p.lag)
+            rows.append(
+                {"group": p.group, "topic": p.topic, "partition": p.partition, "lag": p.lag}
+            )
+    return rows
+
+
 async def run_worker(settings: KontaktSettings, families: Sequence[str]) -> None:
     """Run a worker process until SIGTERM or SIGINT."""
     import signal
@@ -273,11 +307,31 @@ async def run_worker(settings: KontaktSettings, families: Sequence[str]) -> None
         loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(settings)
     worker = Worker(settings, pool, families)
+
+    async def ready() -> None:
+        async with pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def lag() -> list[dict[str, Any]]:
+        return await measure_lag(settings, worker.families)
+
+    health = HealthServer(
+        health_app("projections", ready, {"/lag": lag}),
+        settings.health_host,
+        settings.worker_http_port,
+    )
     try:
         await worker.start()
+        await health.start()
         log.info("consuming %s", ", ".join(f"{f} ({group_id(f)})" for f in worker.families))
-        await stop.wait()
+        while not stop.is_set():
+            # Keep the lag gauges fresh for scrapes between requests to /lag.
+            with contextlib.suppress(Exception):
+                await measure_lag(settings, worker.families)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=10)
     finally:
-        await worker.stop()
+        await health.stop()
+        await worker.stop()  # the in-flight message finishes and is committed
         await pool.close()
     log.info("stopped")

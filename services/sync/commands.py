@@ -11,13 +11,12 @@ app = typer.Typer(
 )
 
 
-def _logging() -> None:
-    import logging
+def _logging(service: str) -> None:
+    from shared.observability import configure_logging
+    from shared.settings import KontaktSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # Each poll of aiokafka and each request of httpx would be one line.
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = KontaktSettings()
+    configure_logging(service, settings.log_level, settings.log_json)
 
 
 @app.command("worker")
@@ -29,7 +28,7 @@ def worker() -> None:
     from services.sync.worker import run_worker
     from shared.settings import KontaktSettings
 
-    _logging()
+    _logging("sync")
     settings = KontaktSettings()
 
     async def main() -> None:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import httpx
 
 from services.sync.domain import CONTACT_ID_PROPERTY, SyncError
+from shared.observability import metrics
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.sync.graph")
@@ -222,6 +223,10 @@ class GraphClient:
                 if sent and not retry_ambiguous:
                     raise last from None
             else:
+                m = metrics()
+                m.graph_calls.labels(method=method, status=str(response.status_code)).inc()
+                if response.status_code == 429:
+                    m.graph_throttles.inc()
                 if response.status_code < 400:
                     return response
                 if response.status_code == 401 and attempt == 1:
@@ -236,11 +241,13 @@ class GraphClient:
                         wait = asked + self.rng.uniform(0, min(1.0, asked * 0.1 + 0.05))
                         self.retry_after_waits.append(asked)
                 else:
+                    metrics().graph_failures.inc()
                     _raise_for(response)
             if attempt < self.max_attempts:
                 log.info("graph %s %s: %s; retry in %.2fs", method, path, last, wait)
                 await self.sleep(wait)
         assert last is not None
+        metrics().graph_failures.inc()
         raise last
 
     # ------------------------------------------------------------------ operations

@@ -150,6 +150,11 @@ class SyncStore:
         """Close the pool."""
         await self.pool.close()
 
+    async def ping(self) -> None:
+        """Raise when the database does not answer."""
+        async with self.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
     async def create_schema(self) -> None:
         """Create the tables when missing."""
         async with self.pool.connection() as conn, conn.transaction():

@@ -38,6 +38,7 @@ from services.sync.graph import GraphClient, GraphError
 from services.sync.store import SyncStore
 from shared.contract.contacts import parse_contact_event
 from shared.kafka import ensure_topics
+from shared.observability import HealthServer, health_app
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.sync.worker")
@@ -294,9 +295,16 @@ async def run_worker(settings: KontaktSettings, stop: asyncio.Event) -> None:
     store = await SyncStore.open(settings.pg_dsn())
     graph = GraphClient(settings)
     contacts = ContactsClient(settings)
+
+    async def ready() -> None:
+        await store.ping()
+
+    health = HealthServer(health_app("sync", ready), settings.health_host, settings.sync_http_port)
+    await health.start()
     try:
         await SyncWorker(settings, store, graph, contacts).run(stop)
     finally:
+        await health.stop()
         await graph.aclose()
         await contacts.aclose()
         await store.close()

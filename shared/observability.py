@@ -1,0 +1,236 @@
+"""Logs, metrics and health endpoints every Kontakt process shares.
+
+- JSON logs, one object a line, carrying the correlation id of the command that
+  caused the work (a context variable each adapter sets).
+- Prometheus metrics in one registry per process, made on first use.
+- For processes without an HTTP API of their own (relay, workers), a small HTTP
+  server with /health/live, /health/ready and /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+#: The correlation id of the command whose consequences are being handled.
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object with the service and correlation id."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON line."""
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        cid = getattr(record, "correlation_id", None) or correlation_id.get()
+        if cid:
+            data["correlation_id"] = cid
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        cid = correlation_id.get()
+        return f"{text} [cid={cid}]" if cid else text
+
+
+def configure_logging(service: str, level: int | str = logging.INFO, as_json: bool = True) -> None:
+    """Send every log record to stderr: JSON lines, or plain text for a terminal."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(service)
+        if as_json
+        else _PlainFormatter(f"%(asctime)s {service} %(name)s %(levelname)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries' own chatter stays at WARNING.
+    for noisy in ("aiokafka", "kafka", "uvicorn.access", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+class Metrics:
+    """Every metric of Kontakt, in one registry of this process."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "kontakt_commands", "Commands handled, by command and outcome", ["command", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.command_errors = Counter(
+            "kontakt_command_errors", "Commands refused or failed, by error type",
+            ["command", "error"], registry=r,
+        )  # fmt: skip
+        self.command_seconds = Histogram(
+            "kontakt_command_seconds", "Command latency", ["command"], registry=r
+        )
+        self.relay_position = Gauge(
+            "kontakt_relay_position", "Store position the relay has published up to", registry=r
+        )
+        self.relay_lag = Gauge(
+            "kontakt_relay_lag_events", "Stored notifications not yet published", registry=r
+        )
+        self.relay_published = Counter(
+            "kontakt_relay_published", "Events the relay published", registry=r
+        )
+        self.relay_active = Gauge(
+            "kontakt_relay_active", "1 when this relay holds the lock", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "kontakt_consumer_lag", "Messages not yet committed, per group and partition",
+            ["group", "topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.projected = Counter(
+            "kontakt_projection_messages", "Messages handled by read-model workers",
+            ["family", "outcome"], registry=r,
+        )  # fmt: skip
+        self.projection_latency = Histogram(
+            "kontakt_projection_latency_seconds",
+            "From the event's time to its read-model commit",
+            ["family"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.graph_calls = Counter(
+            "kontakt_graph_calls", "Microsoft Graph requests, by method and status",
+            ["method", "status"], registry=r,
+        )  # fmt: skip
+        self.graph_throttles = Counter(
+            "kontakt_graph_throttles", "Graph answers 429 (throttled)", registry=r
+        )
+        self.graph_failures = Counter(
+            "kontakt_graph_failures", "Graph requests that failed for good", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+_metrics: Metrics | None = None
+
+
+def metrics() -> Metrics:
+    """This process's metrics (made on first use, never at import)."""
+    global _metrics
+    if _metrics is None:
+        _metrics = Metrics()
+    return _metrics
+
+
+def metrics_response() -> Response:
+    """An HTTP response with the Prometheus exposition."""
+    return Response(metrics().exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+Check = Callable[[], Awaitable[None]]
+
+
+def health_app(
+    service: str, ready: Check, extra: dict[str, Callable[[], Any]] | None = None
+) -> FastAPI:
+    """/health/live, /health/ready (ready() raises when not ready), /metrics, and extras."""
+    app = FastAPI(title=f"Kontakt {service} health", docs_url=None, redoc_url=None)
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/health/ready", response_model=None)
+    async def is_ready() -> dict[str, str] | JSONResponse:
+        try:
+            await asyncio.wait_for(ready(), timeout=5)
+        except Exception as exc:  # any failure means not ready
+            return JSONResponse(
+                {"status": "unavailable", "service": service, "detail": str(exc)}, status_code=503
+            )
+        return {"status": "ok", "service": service}
+
+    @app.get("/metrics")
+    async def exposition() -> Response:
+        return metrics_response()
+
+    for path, handler in (extra or {}).items():
+        app.add_api_route(path, handler, methods=["GET"])
+    return app
+
+
+class _QuietServer:
+    """Builds a uvicorn server that leaves the process's signal handlers alone."""
+
+    @staticmethod
+    def make(app: FastAPI, host: str, port: int) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # The process's own handlers stop it (and then this server).
+                yield
+
+        return Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        )
+
+
+class HealthServer:
+    """Serves a health app on a port inside the running event loop (port 0: none)."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self.port = port
+        self._server = _QuietServer.make(app, host, port)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start serving (no-op for port 0)."""
+        if self.port:
+            self._task = asyncio.create_task(self._server.serve())
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._task:
+            self._server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def seconds_since(moment: datetime) -> float:
+    """Seconds from a moment to now (never negative)."""
+    return max(0.0, time.time() - moment.timestamp())
