@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from services import ops
 from services.projections import commands as projections_commands
 from services.stack import launcher
 from services.sync import commands as sync_commands
@@ -21,6 +22,7 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(keys_app, name="keys")
 app.add_typer(projections_commands.app, name="projections")
 app.add_typer(sync_commands.app, name="sync")
+ops.register(app)
 
 
 def _fail(message: str) -> None:
@@ -208,9 +210,24 @@ def serve_contacts(
     serve(create_app(settings), host or settings.api_host, port or settings.api_port)
 
 
+#: Health ports of the processes without an API, when `kontakt run` starts them.
+RUN_PORTS = {
+    "KONTAKT_RELAY_HTTP_PORT": "8011",
+    "KONTAKT_WORKER_HTTP_PORT": "8012",
+    "KONTAKT_SYNC_HTTP_PORT": "8013",
+}
+
+
 @app.command("run")
-def run() -> None:
+def run(
+    demo: Annotated[bool, typer.Option(help="Seed the demo data (idempotent).")] = True,
+) -> None:
     """Start the servers and every Kontakt process; Ctrl-C stops what this started."""
+    import time
+
+    import httpx
+
+    from services.demo import DEMO_USER, seed
     from services.supervisor import Child, Supervisor
     from shared.auth import mint_token
     from shared.settings import KontaktSettings
@@ -222,23 +239,66 @@ def run() -> None:
         info = launcher.up(cfg)
     except launcher.StackError as exc:
         _fail(str(exc))
-    # The launcher's connection settings, unless the environment says otherwise.
+    # The launcher's connection settings and local defaults, unless the environment
+    # says otherwise; Outlook sync talks to the local Graph-compatible server.
     for key, value in info.as_env().items():
         os.environ.setdefault(key, value)
-    env = dict(os.environ)
+    for key, value in RUN_PORTS.items():
+        os.environ.setdefault(key, value)
+    graph_port = os.environ.setdefault("KONTAKT_SYNC_GRAPH_SERVER_PORT", "28080")
+    graph = f"http://127.0.0.1:{graph_port}"
+    os.environ.setdefault("KONTAKT_SYNC_GRAPH_BASE_URL", f"{graph}/v1.0")
+    os.environ.setdefault("KONTAKT_SYNC_GRAPH_AUTHORITY", graph)
+    os.environ.setdefault("KONTAKT_SYNC_GRAPH_CLIENT_ID", "local")
+    os.environ.setdefault("KONTAKT_LOG_JSON", "false")
+    settings = KontaktSettings()
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
+    query_url = f"http://{settings.query_host}:{settings.query_port}"
+    os.environ.setdefault("KONTAKT_CONTACTS_API_URL", api_url)
     settings = KontaktSettings()
     supervisor = Supervisor(
-        [Child("contacts API", ["serve", "contacts"]), Child("relay", ["relay"])],
-        env,
+        [
+            Child("contacts API", ["serve", "contacts"]),
+            Child("relay", ["relay"]),
+            Child("projection worker", ["projections", "worker"]),
+            Child("query API", ["projections", "query"]),
+            Child("Graph-compatible server", ["sync", "graph-server"]),
+            Child("sync worker", ["sync", "worker"]),
+        ],
+        dict(os.environ),
         typer.echo,
     )
     supervisor.start()
-    api_url = f"http://{settings.api_host}:{settings.api_port}"
-    typer.echo(f"contacts API: {api_url}  (docs: {api_url}/docs, events: {api_url}/asyncapi)")
-    typer.echo(f"token for user 'demo': {mint_token(settings, 'demo', [], 12 * 3600)}")
-    typer.echo("Ctrl-C stops everything this command started.")
     code = 1
     try:
+        ready = [f"{api_url}/health/ready", f"{query_url}/health/ready"] + [
+            f"http://{settings.health_host}:{port}/health/ready" for port in RUN_PORTS.values()
+        ]
+        deadline = time.monotonic() + 120
+        for url in ready:
+            while True:
+                try:
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or not supervisor.all_running():
+                    _fail(f"{url} did not become ready")
+                time.sleep(0.3)
+        token = mint_token(settings, DEMO_USER, [], 12 * 3600)
+        if demo:
+            ids = seed(settings, token, api_url)
+            typer.echo(f"demo data seeded: Karen Jensen is {ids.contacts['karen']}")
+        typer.echo(f"contacts API:   {api_url}/docs")
+        typer.echo(f"query API:      {query_url}/docs")
+        typer.echo(f"events (AsyncAPI): {api_url}/asyncapi")
+        typer.echo(f"demo user's Outlook folder: {graph}/_admin/users/{DEMO_USER}/contacts")
+        typer.echo(
+            f"metrics: {api_url}/metrics, {query_url}/metrics, "
+            + ", ".join(f"http://{settings.health_host}:{p}/metrics" for p in RUN_PORTS.values())
+        )
+        typer.echo(f"token for user '{DEMO_USER}': {token}")
+        typer.echo("Ctrl-C stops everything this command started.")
         code = supervisor.wait()
     finally:
         supervisor.stop()

@@ -31,20 +31,24 @@ class Supervisor:
         self._stopping = False
 
     def start(self) -> None:
-        """Start every child."""
+        """Start every child (SIGINT/SIGTERM from now on stop them all)."""
+        # Both handlers set explicitly: a shell may start us with SIGINT ignored.
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
         for child in self.children:
             self.procs[child.name] = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", *child.args], env=self.env
             )
+
+    def all_running(self) -> bool:
+        """True while every child is alive."""
+        return all(p.poll() is None for p in self.procs.values())
 
     def _request_stop(self, *_: object) -> None:
         self._stopping = True
 
     def wait(self) -> int:
         """Block until SIGINT/SIGTERM or a child exits; stop all; 0 for a clean stop."""
-        # Both handlers set explicitly: a shell may start us with SIGINT ignored.
-        signal.signal(signal.SIGTERM, self._request_stop)
-        signal.signal(signal.SIGINT, self._request_stop)
         failed = None
         while not self._stopping:
             for name, proc in self.procs.items():
