@@ -271,8 +271,9 @@ def run(
     supervisor.start()
     code = 1
     try:
+        health = [settings.relay_http_port, settings.worker_http_port, settings.sync_http_port]
         ready = [f"{api_url}/health/ready", f"{query_url}/health/ready"] + [
-            f"http://{settings.health_host}:{port}/health/ready" for port in RUN_PORTS.values()
+            f"http://{settings.health_host}:{port}/health/ready" for port in health
         ]
         deadline = time.monotonic() + 120
         for url in ready:
@@ -295,7 +296,7 @@ def run(
         typer.echo(f"demo user's Outlook folder: {graph}/_admin/users/{DEMO_USER}/contacts")
         typer.echo(
             f"metrics: {api_url}/metrics, {query_url}/metrics, "
-            + ", ".join(f"http://{settings.health_host}:{p}/metrics" for p in RUN_PORTS.values())
+            + ", ".join(f"http://{settings.health_host}:{p}/metrics" for p in health)
         )
         typer.echo(f"token for user '{DEMO_USER}': {token}")
         typer.echo("Ctrl-C stops everything this command started.")

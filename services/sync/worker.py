@@ -96,6 +96,8 @@ class SyncWorker:
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Apply contact events to the store, committing offsets only after they are applied."""
+        # Subscribing to a topic that does not exist yet would wait for a metadata refresh.
+        await ensure_topics(self.settings, [self.settings.contacts_topic])
         consumer = AIOKafkaConsumer(
             self.settings.contacts_topic,
             bootstrap_servers=self.settings.kafka_bootstrap,

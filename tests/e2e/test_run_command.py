@@ -1,59 +1,165 @@
-"""The README's run command: brings the API up on the real servers and stops what it started."""
+"""The README's run command: every process, the demo data on every tab and in Outlook,
+metrics that move, and a clean stop with nothing left behind."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from uuid import uuid4
+from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import ROOT, free_port, wait_ready
+from shared.settings import KontaktSettings
+from tests.conftest import env_of
+from tests.e2e.conftest import ROOT, free_port
 
 
-def test_run_serves_the_api_with_the_printed_token_and_stops_on_ctrl_c(
-    settings_env: dict[str, str], tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    port = free_port()
-    env = {**settings_env, "KONTAKT_API_PORT": str(port)}
-    out = tmp_path / "run.log"
-    with out.open("wb") as sink:
+def samples(url: str) -> dict[str, float]:
+    """A /metrics page as {name{labels}: value}."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}"] = s.value
+    return out
+
+
+def total(metrics: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(prefix))
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids whose environment mentions marker (this test's own database)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return [p for p in found if p != os.getpid()]
+
+
+def wait_until(check, timeout: float = 60, every: float = 0.5):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)
+
+
+def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
+    isolated_settings: KontaktSettings, tmp_path: Path
+) -> None:
+    ports = {name: free_port() for name in ("api", "query", "relay", "worker", "sync", "graph")}
+    env = env_of(isolated_settings)
+    for key in [k for k in env if k.startswith("KONTAKT_")]:
+        if key.endswith(("_PORT", "_URL")) and key != "KONTAKT_PG_PORT" or "_GRAPH_" in key:
+            del env[key]  # let `run` choose its local defaults (ports below)
+    env.update(
+        {
+            "KONTAKT_API_PORT": str(ports["api"]),
+            "KONTAKT_QUERY_PORT": str(ports["query"]),
+            "KONTAKT_RELAY_HTTP_PORT": str(ports["relay"]),
+            "KONTAKT_WORKER_HTTP_PORT": str(ports["worker"]),
+            "KONTAKT_SYNC_HTTP_PORT": str(ports["sync"]),
+            "KONTAKT_SYNC_GRAPH_SERVER_PORT": str(ports["graph"]),
+            "KONTAKT_SYNC_CONSUMER_GROUP": f"sync-{isolated_settings.pg_database}",
+        }
+    )
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "run"],
             env=env,
             cwd=ROOT,
-            stdout=sink,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_ready(f"http://127.0.0.1:{port}/health/ready", proc)
-        printed = out.read_text()
-        assert f"http://127.0.0.1:{port}" in printed
+        printed = wait_until(lambda: "Ctrl-C stops" in log.read_text() and log.read_text(), 120)
         token = re.search(r"token for user 'demo': (\S+)", printed)
-        assert token, printed
-        created = httpx.post(
-            f"http://127.0.0.1:{port}/contacts",
-            headers={"Authorization": f"Bearer {token.group(1)}"},
-            json={
-                "company_id": str(uuid4()),
-                "company_name": "Run Co",
-                "first_names": "R",
-                "last_names": "Un",
-            },
+        karen = re.search(r"Karen Jensen is (\S+)", printed)
+        assert token and karen, printed[-3000:]
+        for url in ("/docs", "/asyncapi", f":{ports['graph']}/_admin/users/demo/contacts"):
+            assert url.lstrip("/") in printed
+        auth = {"Authorization": f"Bearer {token.group(1)}"}
+        q = httpx.Client(base_url=f"http://127.0.0.1:{ports['query']}", headers=auth, timeout=10)
+        kid = karen.group(1)
+
+        def tab(path: str) -> object:
+            response = q.get(f"/contacts/{kid}{path}")
+            return response.json() if response.status_code == 200 else None
+
+        employments = wait_until(lambda: (e := tab("/employments")) and len(e) == 2 and e)
+        assert [(e["company_name"], e["status"]) for e in employments] == [
+            ("Nordlys A/S", "former"),
+            ("Havbro ApS", "current"),
+        ]
+        before = employments[0]["contact_id"]
+        details = tab("")
+        assert (
+            details["job_title"] == "CFO" and details["other_versions"][0]["contact_id"] == before
         )
-        assert created.status_code == 201, created.text
+        wait_until(lambda: (tab("/activities") or {}).get("total") == 1)
+        assert {t["tag"] for t in tab("/infotags")} == {"Kunde/Guld", "Nyhedsbrev"}
+        assert q.get(f"/contacts/{kid}/photo").headers["content-type"] == "image/png"
+        assert wait_until(lambda: (tab("/projects") or {}).get("total") == 1)
+        old = q.get(f"/contacts/{before}/opportunities").json()
+        assert old["items"][0]["title"] == "Nye servere 2027"
+        assert q.get(f"/contacts/{before}/campaigns").json()["total"] == 1
+        assert q.get(f"/contacts/{before}/activities").json()["total"] == 3  # work + private
+        # The demo user's Outlook folder on the Graph-compatible server.
+        folder = f"http://127.0.0.1:{ports['graph']}/_admin/users/demo/contacts"
+        items = wait_until(lambda: (v := httpx.get(folder).json()["value"]) and len(v) == 2 and v)
+        assert {i["displayName"] for i in items} == {"Karen Marie Jensen", "Ole Hansen"}
+
+        # The sync service's outcome reaches the Details tab (linked, or updated since).
+        def sync_statuses() -> set[str]:
+            return {u["status"] for u in (tab("") or {}).get("outlook_sync", [])}
+
+        assert wait_until(lambda: (st := sync_statuses()) and st <= {"linked", "updated"})
+
+        # Metrics of every process, and a command moves the counters.
+        api = f"http://127.0.0.1:{ports['api']}"
+        commands_before = total(samples(f"{api}/metrics"), "kontakt_commands_total")
+        httpx.post(f"{api}/contacts/{kid}/infotags", json={"tag": "Metrics"}, headers=auth)
+        after = samples(f"{api}/metrics")
+        assert total(after, "kontakt_commands_total") == commands_before + 1
+        assert wait_until(
+            lambda: (
+                total(
+                    samples(f"http://127.0.0.1:{ports['relay']}/metrics"),
+                    "kontakt_relay_published_total",
+                )
+                > 0
+            )
+        )
+        worker = samples(f"http://127.0.0.1:{ports['worker']}/metrics")
+        assert total(worker, "kontakt_projection_messages_total") > 0
+        assert total(worker, "kontakt_projection_latency_seconds_count") > 0
+        assert any(k.startswith("kontakt_consumer_lag{") for k in worker)
+        sync = samples(f"http://127.0.0.1:{ports['sync']}/metrics")
+        assert total(sync, "kontakt_graph_calls_total") > 0
+        assert "kontakt_relay_lag_events{}" in samples(f"http://127.0.0.1:{ports['relay']}/metrics")
+        for port in (ports["relay"], ports["worker"], ports["sync"]):
+            assert httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200
+
+        # Seeding again (a second run would) duplicates nothing.
+        from services.demo import seed
+
+        again = seed(isolated_settings, token.group(1), api)
+        assert again.contacts["karen"] == kid
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=0.5)
-        except httpx.HTTPError:
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError("the API still answers after the run command stopped")
+        code = proc.wait(timeout=60)
+    assert code == 0, log.read_text()[-3000:]
+    assert processes_with(isolated_settings.pg_database) == []
