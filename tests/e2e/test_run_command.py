@@ -62,7 +62,7 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
     ports = {name: free_port() for name in ("api", "query", "relay", "worker", "sync", "graph")}
     env = env_of(isolated_settings)
     for key in [k for k in env if k.startswith("KONTAKT_")]:
-        if key.endswith(("_PORT", "_URL")) and key != "KONTAKT_PG_PORT" or "_GRAPH_" in key:
+        if (key.endswith(("_PORT", "_URL")) and key != "KONTAKT_PG_PORT") or "_GRAPH_" in key:
             del env[key]  # let `run` choose its local defaults (ports below)
     env.update(
         {
