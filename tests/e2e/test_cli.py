@@ -1,0 +1,179 @@
+"""The kontakt command line on real data: history, as-of, replay, status, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+
+from services.contacts.app import build_contacts_app, close_contacts_app
+from services.contacts.domain import Actor
+from shared.settings import KontaktSettings
+from tests.conftest import env_of
+from tests.e2e.conftest import ROOT
+
+ALICE = Actor("alice", "cli-corr")
+
+
+def kontakt(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def data(isolated_settings: KontaktSettings) -> Iterator[dict[str, UUID]]:
+    app = build_contacts_app(isolated_settings)
+    try:
+        acme, beta = uuid4(), uuid4()
+        karen = app.create_contact(
+            ALICE,
+            company_id=acme,
+            company_name="Acme",
+            details={"first_names": "Karen", "last_names": "Jensen", "job_title": "Buyer"},
+        )
+        app.change_details(ALICE, karen.contact_id, {"job_title": "Head buyer"})
+        app.add_infotag(Actor("bob", "c2"), karen.contact_id, "VIP")
+        _, new = app.change_job(
+            ALICE,
+            karen.contact_id,
+            company_id=beta,
+            company_name="Beta",
+            job={"job_title": "CFO"},
+            effective_on=date(2026, 2, 1),
+        )
+        ole = app.create_contact(
+            ALICE,
+            company_id=beta,
+            company_name="Beta",
+            details={"first_names": "Ole", "last_names": "Hansen"},
+        )
+        yield {
+            "karen": karen.contact_id,
+            "karen_new": new.contact_id,
+            "ole": ole.contact_id,
+            "person": karen.person_id,
+            "acme": acme,
+            "beta": beta,
+        }
+    finally:
+        close_contacts_app(app)
+
+
+def test_history_lists_every_event_with_who_and_what(isolated_settings, data) -> None:  # type: ignore[no-untyped-def]
+    env = env_of(isolated_settings)
+    out = kontakt(env, "history", str(data["karen"]))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert [line.split()[3] for line in lines] == [
+        "ContactCreated",
+        "ContactDetailsChanged",
+        "InfotagAdded",
+        "JobChanged",
+    ]
+    assert "by bob" in lines[2] and "job_title: Buyer -> Head buyer" in lines[1]
+    as_json = kontakt(env, "history", str(data["karen"]), "--json")
+    assert [json.loads(x)["version"] for x in as_json.stdout.splitlines()] == [1, 2, 3, 4]
+
+
+def test_as_of_a_version_and_a_date(isolated_settings, data) -> None:  # type: ignore[no-untyped-def]
+    env = env_of(isolated_settings)
+    v1 = kontakt(env, "as-of", str(data["karen"]), "1")
+    assert v1.returncode == 0 and json.loads(v1.stdout)["job_title"] == "Buyer"
+    today = kontakt(env, "as-of", str(data["karen"]), "2999-01-01")
+    assert json.loads(today.stdout)["status"] == "former"
+    early = kontakt(env, "as-of", str(data["karen"]), "2000-01-01")
+    assert early.returncode == 1 and "did not exist yet" in early.stderr
+
+
+def test_replay_filters_formats_and_resumes(isolated_settings, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = env_of(isolated_settings)
+    everything = kontakt(env, "replay")
+    events = [json.loads(x) for x in everything.stdout.splitlines()]
+    assert len(events) == 6 and "resume with --from-position" in everything.stderr
+    positions = [e["global_position"] for e in events]
+    assert positions == sorted(positions)
+
+    by_type = kontakt(env, "replay", "--type", "JobChanged", "--type", "InfotagAdded")
+    assert sorted(json.loads(x)["type"] for x in by_type.stdout.splitlines()) == [
+        "InfotagAdded",
+        "JobChanged",
+    ]
+    by_person = kontakt(env, "replay", "--person", str(data["person"]))
+    assert len(by_person.stdout.splitlines()) == 5
+    by_contact = kontakt(env, "replay", "--contact", str(data["ole"]))
+    assert len(by_contact.stdout.splitlines()) == 1
+    by_company = kontakt(env, "replay", "--company", str(data["beta"]))
+    assert {json.loads(x)["contact_id"] for x in by_company.stdout.splitlines()} == {
+        str(data["karen_new"]),
+        str(data["ole"]),
+    }
+    window = kontakt(env, "replay", "--since", "2000-01-01", "--until", "2000-12-31")
+    assert window.stdout == ""
+
+    # CSV, to a file.
+    table = tmp_path / "events.csv"
+    as_csv = kontakt(env, "replay", "--format", "csv", "-o", str(table), "--batch", "3")
+    assert as_csv.returncode == 0, as_csv.stderr
+    rows = list(csv.DictReader(io.StringIO(table.read_text())))
+    assert [int(r["global_position"]) for r in rows] == positions
+    assert json.loads(rows[0]["data"])["first_names"] == "Karen"
+
+    # Resumable: a second run from the first's last position appends only what is new.
+    stream = tmp_path / "events.jsonl"
+    first = kontakt(env, "replay", "-o", str(stream))
+    last = int(first.stderr.rsplit("--from-position", 1)[1])
+    app = build_contacts_app(isolated_settings)
+    try:
+        app.add_infotag(ALICE, data["ole"], "Later")
+    finally:
+        close_contacts_app(app)
+    kontakt(env, "replay", "-o", str(stream), "--from-position", str(last))
+    got = [json.loads(x) for x in stream.read_text().splitlines()]
+    assert len(got) == len(events) + 1 and got[-1]["data"] == {"tag": "Later"}
+    assert len({e["event_id"] for e in got}) == len(got)
+
+
+def test_status_reports_relay_groups_read_models_and_sync(isolated_settings, data) -> None:  # type: ignore[no-untyped-def]
+    out = kontakt(env_of(isolated_settings), "status")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["store"]["newest_position"] >= 6
+    assert report["relay"]["lag"] == report["store"]["newest_position"]  # no relay ran here
+    assert {"read_models", "consumer_lag", "sync"} <= report.keys()
+
+
+def test_errors_are_one_clear_line_and_a_non_zero_exit(isolated_settings, data) -> None:  # type: ignore[no-untyped-def]
+    env = env_of(isolated_settings)
+    cases = [
+        (("history", "not-an-id"), "not an id"),
+        (("history", str(uuid4())), "not found"),
+        (("as-of", str(data["karen"]), "yesterday"), "not a date"),
+        (("as-of", str(data["karen"]), "99"), "not found"),
+        (("replay", "--since", "31/12/2026"), "not a date"),
+        (("replay", "--type", "Nope"), "unknown event type"),
+        (("replay", "--format", "xml"), "unknown format"),
+    ]
+    for args, expected in cases:
+        out = kontakt(env, *args)
+        assert out.returncode == 1, (args, out.stdout)
+        assert out.stderr.startswith("error: ") and expected in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    down = {**env, "KONTAKT_PG_PORT": "1"}
+    for args in (("history", str(data["karen"])), ("status",), ("replay",)):
+        out = kontakt(down, *args)
+        assert out.returncode == 1 and "cannot reach PostgreSQL" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
