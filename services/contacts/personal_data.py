@@ -199,14 +199,18 @@ class PostgresPersonKeyStore(PersonKeyStore):
 
     def get_or_create(self, person_id: UUID) -> bytes:
         """The person's data key, made on first use."""
-        key_id, wrapped = self.master.wrap(person_id, AESGCM.generate_key(256))
+        data_key = AESGCM.generate_key(256)
+        key_id, wrapped = self.master.wrap(person_id, data_key)
         with self._pool.connection() as conn:
+            # One round trip when the key is new (the usual case: a new person).
             # A concurrent first use may win the insert; both then read the same row.
-            conn.execute(
+            inserted = conn.execute(
                 "INSERT INTO person_keys (person_id, master_key_id, wrapped_key)"
-                " VALUES (%s, %s, %s) ON CONFLICT (person_id) DO NOTHING",
+                " VALUES (%s, %s, %s) ON CONFLICT (person_id) DO NOTHING RETURNING person_id",
                 (person_id, key_id, wrapped),
-            )
+            ).fetchone()
+            if inserted is not None:
+                return data_key
             row = self._row(conn, person_id)
         assert row is not None
         if row[1] is None:

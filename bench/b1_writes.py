@@ -1,0 +1,285 @@
+"""B1 writes: commands per second through the HTTP command API with 1, 8 and 32 concurrent
+clients, with p50/p99 latency. Baseline: the eventsourcing library's own save() loop on the
+same database. Also measures, for B6, the API's resident memory idle and under this load,
+and the cost of per-person encryption (the 32-client run again without it).
+
+    python -m bench.b1_writes [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
+from bench.common import (
+    MB,
+    Figure,
+    Proc,
+    Report,
+    Sampler,
+    env_of,
+    free_port,
+    isolated,
+    percentile,
+    processes,
+    progress,
+    spawn,
+    wait_ready,
+)
+from shared.auth import mint_token
+from shared.settings import KontaktSettings
+
+CLIENTS = (1, 8, 32)
+
+
+@dataclass
+class Load:
+    """What a load run measured."""
+
+    commands: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        """Commands per second."""
+        return self.commands / self.seconds
+
+    @property
+    def p50_ms(self) -> float:
+        """Median latency in ms."""
+        return percentile(self.latencies, 50) * 1000
+
+    @property
+    def p99_ms(self) -> float:
+        """99th percentile latency in ms."""
+        return percentile(self.latencies, 99) * 1000
+
+
+# ------------------------------------------------------------------ baseline
+
+
+class Person(Aggregate):
+    """A plain library aggregate with a contact's kind of payload."""
+
+    @event("Created")
+    def __init__(self, first_names: str, last_names: str, company_name: str, email: str) -> None:
+        self.first_names = first_names
+        self.last_names = last_names
+        self.company_name = company_name
+        self.email = email
+
+
+class SaveLoop(Application[uuid.UUID]):
+    """The library's own application, saving one new aggregate per save()."""
+
+    name = "BenchSaveLoop"
+
+
+def library_save_loop(settings: KontaktSettings, seconds: float) -> Load:
+    """save() in a loop, one new aggregate (one event) per call, for `seconds`."""
+    app = SaveLoop(settings.eventsourcing_env())
+    try:
+        for i in range(50):  # warm the pool and the prepared statements
+            app.save(Person(f"W{i}", "Warm", "Acme A/S", f"w{i}@acme.example"))
+        latencies: list[float] = []
+        started = time.perf_counter()
+        deadline = started + seconds
+        n = 0
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= deadline:
+                break
+            n += 1
+            app.save(Person(f"F{n}", f"L{n}", "Acme A/S", f"p{n}@acme.example"))
+            latencies.append(time.perf_counter() - t0)
+        return Load(n, time.perf_counter() - started, latencies, 0)
+    finally:
+        app.close()
+
+
+# ------------------------------------------------------------------ HTTP load
+
+
+_seq = itertools.count()
+
+
+def create_body(run: str) -> dict[str, Any]:
+    """A new, unique contact."""
+    n = next(_seq)
+    return {
+        "company_id": f"6f1c2d2e-0000-4000-8000-{n % 50:012d}",
+        "company_name": f"Company {n % 50}",
+        "first_names": f"Karen{n}",
+        "last_names": f"Jensen-{run}",
+        "job_title": "Buyer",
+        "work_email": f"k{n}.{run}@acme.example",
+    }
+
+
+async def http_load(base_url: str, token: str, clients: int, seconds: float) -> Load:
+    """`clients` concurrent clients, each POSTing new contacts back to back for `seconds`."""
+    run = uuid.uuid4().hex[:8]
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, limits=limits, timeout=60
+    ) as http:
+        # Warm-up: connections open, pools filled, code paths compiled.
+        await asyncio.gather(
+            *(http.post("/contacts", json=create_body(run)) for _ in range(clients))
+        )
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                r = await http.post("/contacts", json=create_body(run))
+                if r.status_code == 201:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return Load(len(latencies), elapsed, latencies, errors)
+
+
+def start_api(settings: KontaktSettings, procs: list[Proc], plain: bool = False) -> str:
+    """Start the contacts API process; return its URL."""
+    port = free_port()
+    env = env_of(settings, KONTAKT_LOG_JSON="true")
+    if plain:
+        proc = spawn(
+            "contacts-api-plain", ["--port", str(port), "--plain"], env, "bench.serve_contacts"
+        )
+    else:
+        proc = spawn("contacts-api", ["serve", "contacts", "--port", str(port)], env)
+    procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(f"{url}/health/ready", proc)
+    return url
+
+
+# ------------------------------------------------------------------ run
+
+
+def run(report: Report, quick: bool = False) -> None:
+    """Run B1 (and B6's API memory and encryption cost)."""
+    seconds = 4.0 if quick else 10.0
+    with isolated("b1") as settings:
+        token = mint_token(settings, "bench")
+        progress(f"baseline: library save() loop for {seconds:.0f}s")
+        base = library_save_loop(settings, seconds)
+        with processes() as procs:
+            url = start_api(settings, procs)
+            api = procs[0]
+            time.sleep(1.0)
+            idle_rss = api.rss()
+            loads: dict[int, Load] = {}
+            with Sampler([api]):
+                for clients in CLIENTS:
+                    progress(f"HTTP: {clients} client(s) for {seconds:.0f}s")
+                    loads[clients] = asyncio.run(http_load(url, token, clients, seconds))
+                peak_rss = max(api.rss_samples, default=api.rss())
+        for clients, load in loads.items():
+            target = ""
+            met = None
+            if clients == 32:
+                target = "≥ 1.0x"
+                met = load.rate >= base.rate
+            report.add(
+                Figure(
+                    "B1",
+                    f"writes, {clients} client(s)",
+                    load.rate,
+                    "cmd/s",
+                    base.rate,
+                    "library save() loop, 1 thread",
+                    target=target,
+                    met=met,
+                    note=f"{load.commands} commands, {load.errors} errors",
+                )
+            )
+            report.add(
+                Figure(
+                    "B1",
+                    f"p50 latency, {clients} client(s)",
+                    load.p50_ms,
+                    "ms",
+                    base.p50_ms,
+                    "library save() p50",
+                    better="lower",
+                )
+            )
+            report.add(
+                Figure(
+                    "B1",
+                    f"p99 latency, {clients} client(s)",
+                    load.p99_ms,
+                    "ms",
+                    base.p99_ms,
+                    "library save() p99",
+                    better="lower",
+                    target="≤ 50 ms" if clients == 32 else "",
+                    met=(load.p99_ms <= 50) if clients == 32 else None,
+                )
+            )
+        for name, value in (("idle", idle_rss), ("under B1 load", peak_rss)):
+            report.add(
+                Figure(
+                    "B6",
+                    f"contacts API resident memory, {name}",
+                    value / MB,
+                    "MB",
+                    target="≤ 200 MB",
+                    met=value / MB <= 200,
+                    better="lower",
+                )
+            )
+        # Encryption cost: the 32-client run again, on an API storing events in plain text.
+        with processes() as procs:
+            url = start_api(settings, procs, plain=True)
+            progress(f"HTTP without per-person encryption: 32 clients for {seconds:.0f}s")
+            plain = asyncio.run(http_load(url, token, 32, seconds))
+        report.add(
+            Figure(
+                "B6",
+                "writes with encryption, 32 clients",
+                loads[32].rate,
+                "cmd/s",
+                plain.rate,
+                "same API without encryption",
+                note=(
+                    f"p50 {loads[32].p50_ms:.1f} vs {plain.p50_ms:.1f} ms;"
+                    f" p99 {loads[32].p99_ms:.1f} vs {plain.p99_ms:.1f} ms"
+                ),
+            )
+        )
+
+
+def main() -> None:
+    """Run B1 alone."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    run(Report(), args.quick)
+
+
+if __name__ == "__main__":
+    main()

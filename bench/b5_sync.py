@@ -1,0 +1,314 @@
+"""B5 sync: Graph calls per contact change, and contacts converged per second, against the
+Graph-compatible server. Processes: `kontakt sync graph-server`, `kontakt serve contacts`,
+`kontakt relay`, `kontakt sync worker`; commands go through the contacts application.
+
+Phases (Graph's counters reset before each):
+1. link: N contacts switched on (half per user) -> N items created.
+2. visible: each synced contact's job title changes -> N items updated (target 1 write each);
+   at the same time N contacts nobody syncs change too (target 0 writes).
+3. invisible only: N unsynced contacts change again, the worker catches up -> 0 writes.
+
+Baseline for converged/s: the same N updates sent straight to the Graph-compatible server
+(PATCH of each item, 4 in flight per mailbox as the worker may), so the figure is the sync
+pipeline's rate against what the server itself sustains. Also the sync worker's resident
+memory idle and under load (B6).
+
+    python -m bench.b5_sync [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+
+from bench.common import (
+    MB,
+    Figure,
+    Proc,
+    Report,
+    Sampler,
+    env_of,
+    free_port,
+    isolated,
+    processes,
+    spawn,
+    wait_ready,
+)
+from services.contacts.app import build_contacts_app, close_contacts_app
+from services.contacts.application import ContactsApp
+from services.contacts.domain import Actor
+from shared.lag import group_lag
+from shared.settings import KontaktSettings
+
+ALICE = Actor("alice", "bench")
+SECRET = "bench-graph-secret"
+GROUP = "bench-sync"
+
+
+class Graph:
+    """The Graph-compatible server's admin endpoints."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the last reset."""
+        return dict(self.http.get("/_admin/stats").json())
+
+    def reset_stats(self) -> None:
+        """Zero the counters."""
+        self.http.post("/_admin/stats/reset").raise_for_status()
+
+    def items(self, user: str) -> list[dict[str, Any]]:
+        """Everything in a user's mailbox."""
+        return list(self.http.get(f"/_admin/users/{user}/contacts").json()["value"])
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 180, what: str = "") -> float:
+    """Poll check() until true; seconds it took."""
+    started = time.perf_counter()
+    while not check():
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"no convergence after {timeout}s: {what}")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+def caught_up(settings: KontaktSettings) -> bool:
+    """The sync worker's group committed everything on the contacts topic."""
+    lags = asyncio.run(group_lag(settings.kafka_bootstrap, GROUP, [settings.contacts_topic]))
+    return bool(lags) and all(p.lag == 0 for p in lags)
+
+
+def relayed(settings: KontaktSettings, contacts: ContactsApp) -> bool:
+    """The relay published everything stored so far."""
+    import psycopg
+
+    target = contacts.recorder.max_notification_id() or 0
+    with psycopg.connect(settings.pg_dsn()) as conn:
+        row = conn.execute(
+            "SELECT position FROM relay_positions WHERE name = %s", (settings.contacts_topic,)
+        ).fetchone()
+    return row is not None and int(row[0]) >= target
+
+
+def start(settings: KontaktSettings, procs: list[Proc]) -> tuple[str, dict[str, str]]:
+    """The processes; returns (graph url, env)."""
+    graph_port, api_port = free_port(), free_port()
+    graph_url = f"http://127.0.0.1:{graph_port}"
+    env = env_of(
+        settings,
+        KONTAKT_SYNC_GRAPH_BASE_URL=f"{graph_url}/v1.0",
+        KONTAKT_SYNC_GRAPH_AUTHORITY=graph_url,
+        KONTAKT_SYNC_GRAPH_CLIENT_ID="kontakt-bench",
+        KONTAKT_SYNC_GRAPH_CLIENT_SECRET=SECRET,
+        KONTAKT_SYNC_CONSUMER_GROUP=GROUP,
+        KONTAKT_SYNC_POLL_SECONDS="0.1",
+        KONTAKT_CONTACTS_API_URL=f"http://127.0.0.1:{api_port}",
+    )
+    env.pop("KONTAKT_SYNC_SERVICE_TOKEN", None)
+    graph = spawn(
+        "graph-server",
+        ["sync", "graph-server", "--port", str(graph_port), "--client-secret", SECRET],
+        env,
+    )
+    procs.append(graph)
+    api = spawn("contacts-api", ["serve", "contacts", "--port", str(api_port)], env)
+    procs.append(api)
+    procs.append(spawn("relay", ["relay"], env))
+    wait_ready(f"{graph_url}/_admin/stats", graph)
+    wait_ready(f"http://127.0.0.1:{api_port}/health/ready", api)
+    procs.append(spawn("sync-worker", ["sync", "worker"], env))
+    return graph_url, env
+
+
+async def direct_updates(graph_url: str, plan: dict[str, list[str]]) -> float:
+    """PATCH every listed item straight to the server, 4 in flight per mailbox; seconds."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(
+            f"{graph_url}/common/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "kontakt-bench",
+                "client_secret": SECRET,
+                "scope": "https://graph.microsoft.com/.default",
+            },
+        )
+        r.raise_for_status()
+        headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        async def mailbox(user: str, ids: list[str]) -> None:
+            limit = asyncio.Semaphore(4)
+
+            async def patch(item: str) -> None:
+                async with limit:
+                    resp = await http.patch(
+                        f"{graph_url}/v1.0/users/{user}/contacts/{item}",
+                        json={"jobTitle": "Direct"},
+                        headers=headers,
+                    )
+                    resp.raise_for_status()
+
+            await asyncio.gather(*(patch(i) for i in ids))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(mailbox(u, ids) for u, ids in plan.items()))
+        return time.perf_counter() - started
+
+
+def new_contact(contacts: ContactsApp, n: int) -> UUID:
+    """A contact with a unique name."""
+    result = contacts.create_contact(
+        ALICE,
+        company_id=uuid4(),
+        company_name=f"Company {n}",
+        details={"first_names": f"Sync{n}", "last_names": f"Bench{uuid4().hex[:6]}"},
+    )
+    return result.contact_id  # type: ignore[no-any-return]
+
+
+def run(report: Report, quick: bool = False) -> None:
+    """Run B5 (and B6's sync worker memory)."""
+    n = 40 if quick else 200
+    users = [f"bob-{uuid4().hex[:6]}", f"eve-{uuid4().hex[:6]}"]
+    with isolated("b5") as settings:
+        contacts = build_contacts_app(settings)
+        try:
+            with processes() as procs:
+                graph_url, _ = start(settings, procs)
+                graph = Graph(graph_url)
+                worker = next(p for p in procs if p.name == "sync-worker")
+                synced = [new_contact(contacts, i) for i in range(n)]
+                unsynced = [new_contact(contacts, n + i) for i in range(n)]
+                wait_until(lambda: relayed(settings, contacts), what="relay")
+                wait_until(lambda: caught_up(settings), what="worker on creates")
+                time.sleep(1.0)
+                idle_rss = worker.rss()
+                owner = {cid: users[i % 2] for i, cid in enumerate(synced)}
+
+                def count(user: str, field: str = "", value: str = "") -> int:
+                    return sum(1 for it in graph.items(user) if not field or it.get(field) == value)
+
+                with Sampler([worker]):
+                    # 1. link
+                    graph.reset_stats()
+                    t0 = time.perf_counter()
+                    for cid, user in owner.items():
+                        contacts.toggle_outlook_sync(
+                            Actor(user, "bench"), cid, user_id=user, enabled=True
+                        )
+                    wait_until(lambda: all(count(u) == n // 2 for u in users), what="links")
+                    link_s = time.perf_counter() - t0
+                    wait_until(lambda: caught_up(settings), what="worker on links")
+                    link_stats = graph.stats()
+                    # 2. visible and invisible changes together
+                    time.sleep(1.0)
+                    graph.reset_stats()
+                    t0 = time.perf_counter()
+                    for cid in synced:
+                        contacts.change_details(ALICE, cid, {"job_title": "Changed"})
+                    for cid in unsynced:
+                        contacts.change_details(ALICE, cid, {"job_title": "Changed"})
+                    wait_until(
+                        lambda: all(count(u, "jobTitle", "Changed") == n // 2 for u in users),
+                        what="updates",
+                    )
+                    update_s = time.perf_counter() - t0
+                    wait_until(lambda: relayed(settings, contacts), what="relay")
+                    wait_until(lambda: caught_up(settings), what="worker on updates")
+                    time.sleep(1.0)
+                    update_stats = graph.stats()
+                    # 3. invisible only
+                    graph.reset_stats()
+                    for cid in unsynced:
+                        contacts.change_details(ALICE, cid, {"job_title": "Again"})
+                    wait_until(lambda: relayed(settings, contacts), what="relay")
+                    wait_until(lambda: caught_up(settings), what="worker on invisible")
+                    time.sleep(2.0)
+                    invisible_stats = graph.stats()
+                    peak_rss = max(worker.rss_samples, default=worker.rss())
+                # Baseline: the same updates straight to the server.
+                plan: dict[str, list[str]] = {u: [it["id"] for it in graph.items(u)] for u in users}
+                direct_s = asyncio.run(direct_updates(graph_url, plan))
+        finally:
+            close_contacts_app(contacts)
+    report.add(
+        Figure(
+            "B5",
+            "Graph writes per visible change",
+            update_stats.get("writes", 0) / n,
+            "writes",
+            1.0,
+            "target: exactly 1",
+            better="lower",
+            target="= 1",
+            met=update_stats.get("writes", 0) == n,
+            note=f"{n} visible + {n} invisible changes; all Graph calls: "
+            f"{update_stats.get('requests', 0) / n:.2f} per visible change",
+        )
+    )
+    report.add(
+        Figure(
+            "B5",
+            "Graph writes for invisible changes",
+            float(invisible_stats.get("writes", 0)),
+            "writes",
+            target="= 0",
+            better="lower",
+            met=invisible_stats.get("writes", 0) == 0,
+            note=f"{n} changes of contacts nobody syncs; Graph calls "
+            f"{invisible_stats.get('requests', 0)}",
+        )
+    )
+    report.add(
+        Figure(
+            "B5",
+            "Graph calls per link (switch on -> item created)",
+            link_stats.get("requests", 0) / n,
+            "calls",
+            note=f"writes {link_stats.get('writes', 0) / n:.2f} per link",
+            better="lower",
+        )
+    )
+    report.add(
+        Figure(
+            "B5",
+            "contacts converged (updates)",
+            n / update_s,
+            "contacts/s",
+            n / direct_s,
+            "same PATCHes straight to the server, 4 per mailbox",
+            note=f"links converged at {n / link_s:.0f}/s (command -> item in Outlook)",
+        )
+    )
+    for label, value in (("idle", idle_rss), ("under B5 load", peak_rss)):
+        report.add(
+            Figure(
+                "B6",
+                f"sync worker resident memory, {label}",
+                value / MB,
+                "MB",
+                better="lower",
+                target="≤ 200 MB",
+                met=value / MB <= 200,
+            )
+        )
+
+
+def main() -> None:
+    """Run B5 alone."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    run(Report(), parser.parse_args().quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""What every benchmark shares: the stack, a database and topics of its own, processes,
+figures (each beside its baseline) and small statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from services.stack import launcher
+from shared.settings import KontaktSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = Path(tempfile.gettempdir()) / "kontakt-bench-logs"
+
+#: Secrets of the benchmark's own (not the development defaults, so nothing warns).
+JWT_SECRET = "bench-jwt-secret-0123456789-0123456789"
+KEY_SECRET = "bench-key-secret-0123456789-0123456789"
+
+
+# ------------------------------------------------------------------ figures
+
+
+@dataclass
+class Figure:
+    """One measured figure beside the baseline measured in the same run."""
+
+    bench: str
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    #: "higher" (rates) or "lower" (latencies, bytes): how the ratio reads.
+    better: str = "higher"
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """value / baseline (for latencies: how many times the baseline's)."""
+        if self.baseline is None or self.baseline == 0:
+            return None
+        return self.value / self.baseline
+
+    def line(self) -> str:
+        """One printed line: figure, baseline, ratio, target."""
+        parts = [f"{self.bench} {self.name}: {fmt(self.value)} {self.unit}"]
+        if self.baseline is not None:
+            parts.append(f"baseline {fmt(self.baseline)} {self.unit} ({self.baseline_name})")
+        if self.ratio is not None:
+            parts.append(f"ratio {self.ratio:.2f}x")
+        if self.target:
+            verdict = {True: "met", False: "MISSED", None: "-"}[self.met]
+            parts.append(f"target {self.target}: {verdict}")
+        if self.note:
+            parts.append(self.note)
+        return " | ".join(parts)
+
+
+def fmt(value: float) -> str:
+    """A number for people: integers plainly, small ones with a few decimals."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+class Report:
+    """Collects figures and prints each as it is added."""
+
+    def __init__(self) -> None:
+        self.figures: list[Figure] = []
+        self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def add(self, figure: Figure) -> Figure:
+        """Record a figure and print it at once."""
+        self.figures.append(figure)
+        print("  " + figure.line(), flush=True)
+        return figure
+
+    def note(self, text: str) -> None:
+        """Record (and print) a remark that belongs beside the table."""
+        self.notes.append(text)
+        print("  note: " + text, flush=True)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def progress(text: str) -> None:
+    """A progress line."""
+    print(f"    {time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
+# ------------------------------------------------------------------ the stack
+
+
+def stack() -> launcher.StackInfo:
+    """The running servers (started when missing; never stopped by the benchmarks)."""
+    return launcher.up(launcher.StackConfig.from_env(), progress=lambda _: None)
+
+
+def base_settings(info: launcher.StackInfo, database: str, suffix: str) -> KontaktSettings:
+    """Settings on a database and topics of a benchmark's own."""
+    return KontaktSettings(
+        pg_host=info.pg_host,
+        pg_port=info.pg_port,
+        pg_user=info.pg_user,
+        pg_password=info.pg_password,
+        pg_database=database,
+        kafka_bootstrap=info.kafka_bootstrap,
+        jwt_secret=JWT_SECRET,
+        key_secret=KEY_SECRET,
+        contacts_topic=f"bench.contacts.{suffix}",
+        activities_topic=f"bench.activities.{suffix}",
+        opportunities_topic=f"bench.opportunities.{suffix}",
+        campaigns_topic=f"bench.campaigns.{suffix}",
+        projects_topic=f"bench.projects.{suffix}",
+        dead_letter_topic=f"bench.dead-letters.{suffix}",
+        sync_events_topic=f"bench.outlook-sync.{suffix}",
+    )
+
+
+@contextlib.contextmanager
+def isolated(name: str) -> Iterator[KontaktSettings]:
+    """Settings on a fresh database `kontakt_bench_<name>_<id>` and topics of their own;
+    both are dropped afterwards."""
+    info = stack()
+    suffix = f"{name}.{uuid.uuid4().hex[:8]}"
+    database = f"kontakt_bench_{name}_{suffix.split('.')[1]}"
+    launcher.ensure_database(info, database)
+    settings = base_settings(info, database, suffix)
+    try:
+        yield settings
+    finally:
+        drop_database(info, database)
+        asyncio.run(delete_topics(settings))
+
+
+def drop_database(info: launcher.StackInfo, database: str) -> None:
+    """DROP DATABASE ... WITH (FORCE)."""
+    with psycopg.connect(info.pg_dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+async def delete_topics(settings: KontaktSettings) -> None:
+    """Delete the benchmark's own topics (those that exist)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    ours = {
+        *settings.all_topics(),
+        settings.dead_letter_topic,
+        settings.sync_events_topic,
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = sorted(ours & existing)
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+def env_of(settings: KontaktSettings, **extra: str) -> dict[str, str]:
+    """Settings as KONTAKT_* environment variables, for the service processes."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"KONTAKT_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+# ------------------------------------------------------------------ processes
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A service process the benchmark started."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    rss_samples: list[int] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.popen.pid
+
+    def rss(self) -> int:
+        """Resident set size now, in bytes (0 once gone)."""
+        return rss_of(self.pid)
+
+    def sample(self) -> None:
+        """Remember the resident set size now."""
+        self.rss_samples.append(self.rss())
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+
+
+def rss_of(pid: int) -> int:
+    """VmRSS of a process, in bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def spawn(name: str, args: list[str], env: dict[str, str], module: str = "services.cli") -> Proc:
+    """Start `python -m <module> <args>` (the project's CLI by default), logging to a file."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Proc(name, popen, log)
+
+
+def wait_ready(url: str, proc: Proc, timeout: float = 60) -> None:
+    """Wait until url answers 200; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{proc.name} exited ({proc.popen.returncode}) before {url} was ready;"
+                f" log {proc.log}:\n{proc.log.read_text(errors='replace')[-3000:]}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s (log {proc.log})")
+
+
+@contextlib.contextmanager
+def processes() -> Iterator[list[Proc]]:
+    """A list to put started processes in; all are stopped at the end."""
+    procs: list[Proc] = []
+    try:
+        yield procs
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+class Sampler:
+    """Samples the resident memory of processes every `interval` seconds, in a thread."""
+
+    def __init__(self, procs: Sequence[Proc], interval: float = 0.25) -> None:
+        import threading
+
+        self.procs = list(procs)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for p in self.procs:
+                p.sample()
+
+    def __enter__(self) -> Sampler:
+        for p in self.procs:
+            p.rss_samples.clear()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """(fn(), seconds it took)."""
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+MB = 1024 * 1024
