@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -122,19 +123,20 @@ def _record(row: ContactRow) -> tuple[Any, ...]:
 
 
 async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> ContactRow | None:
-    """A contact's row with its infotags and addresses, locked for update."""
+    """A contact's row with its infotags and addresses (one round trip), locked for update."""
     s = _s(schema)
     rec = await conn.fetchrow(
-        f"SELECT * FROM {s}.contacts WHERE contact_id = $1 FOR UPDATE", contact_id
+        f"SELECT c.*,"
+        f" (SELECT coalesce(json_agg(json_build_array(t.tag, t.added_by, t.added_at)), '[]')"
+        f"  FROM {s}.infotags t WHERE t.contact_id = c.contact_id) AS tag_rows,"
+        f" (SELECT coalesce(array_agg(a.address), '{{}}')"
+        f"  FROM {s}.contact_addresses a WHERE a.contact_id = c.contact_id) AS address_rows"
+        f" FROM {s}.contacts c WHERE c.contact_id = $1 FOR UPDATE OF c",
+        contact_id,
     )
     if rec is None:
         return None
-    tags = await conn.fetch(
-        f"SELECT tag, added_by, added_at FROM {s}.infotags WHERE contact_id = $1", contact_id
-    )
-    addresses = await conn.fetch(
-        f"SELECT address FROM {s}.contact_addresses WHERE contact_id = $1", contact_id
-    )
+    tags = json.loads(rec["tag_rows"])
     return ContactRow(
         contact_id=rec["contact_id"],
         person_id=rec["person_id"],
@@ -158,8 +160,8 @@ async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> C
         erased=rec["erased"],
         photo=PhotoRef.model_validate_json(rec["photo"]) if rec["photo"] else None,
         outlook_sync_users=tuple(rec["outlook_sync_users"]),
-        infotags={t["tag"]: Infotag(t["added_by"], t["added_at"]) for t in tags},
-        addresses=frozenset(a["address"] for a in addresses),
+        infotags={tag: Infotag(by, datetime.fromisoformat(at)) for tag, by, at in tags},
+        addresses=frozenset(rec["address_rows"]),
         created_at=rec["created_at"],
         updated_at=rec["updated_at"],
     )
