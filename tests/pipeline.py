@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,13 +20,7 @@ from services.projections.worker import FAMILIES, Worker, create_pool, group_id,
 from shared.auth import mint_token
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.processes import free_port
 
 
 class Server:

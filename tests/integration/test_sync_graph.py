@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from services.sync.domain import Snapshot, render_contact
 from services.sync.graph import GraphClient, GraphPermanentError
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
-from tests.e2e.conftest import free_port, wait_ready
+from tests.processes import free_port, kontakt_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,21 +28,10 @@ def graph_url(
     """`kontakt sync graph-server` as its own process; yields its base URL."""
     port = free_port()
     log = tmp_path_factory.mktemp("graph") / "graph-server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "sync", "graph-server", "--port", str(port)],
-            env=settings_env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(f"{base}/_admin/stats", proc)
+    args = ["sync", "graph-server", "--port", str(port)]
+    with kontakt_process(args, settings_env, log, f"{base}/_admin/stats"):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture
