@@ -58,11 +58,17 @@ class Supervisor:
                     self._stopping = True
                     break
             time.sleep(0.2)
-        self.stop()
-        return 1 if failed else 0
+        codes = self.stop()
+        unclean = {name: code for name, code in codes.items() if code != 0 and name != failed}
+        for name, code in unclean.items():
+            self.say(f"{name} did not stop cleanly (exit code {code})")
+        return 1 if failed or unclean else 0
 
-    def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM every child still running, then SIGKILL what outlives the grace period."""
+    def stop(self, grace: float = 20.0) -> dict[str, int]:
+        """SIGTERM every child still running, SIGKILL what outlives the grace period.
+
+        Returns each child's exit code (0: it finished its work and stopped cleanly).
+        """
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -74,3 +80,4 @@ class Supervisor:
                 self.say(f"{name} did not stop in {grace:.0f}s; killing it")
                 proc.kill()
                 proc.wait()
+        return {name: proc.returncode for name, proc in self.procs.items()}
