@@ -44,6 +44,9 @@ from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.projections")
 
+#: Most records applied in one transaction.
+BATCH_RECORDS = 200
+
 #: Read-model families, each its own consumer group.
 FAMILIES = ("contacts", "activities", "items", "sync-status")
 
@@ -164,23 +167,57 @@ class Worker:
     def _route(self, family: str, topics: list[str], routes: dict[str, Apply]) -> None:
         # Only the message: a body parameter would make FastStream decode (and judge) it.
         async def handle(msg: KafkaMessage) -> None:
-            record: Any = msg.raw_message  # one record: these subscribers are not batched
-            await self.process(family, msg, routes[record.topic])
+            raw: Any = msg.raw_message
+            records = raw if isinstance(raw, tuple) else (raw,)
+            await self.process_batch(family, records, routes)
 
-        # One consumer per family, whatever its topics (no rebalancing among siblings).
-        # NACK on an unhandled error rewinds to this message: nothing later in the
-        # partition is committed before it is applied or dead-lettered.
+        # One consumer per family, whatever its topics (no rebalancing among siblings),
+        # taking what is there in batches (one transaction each). NACK on an unhandled
+        # error rewinds every partition of the batch to its first record: nothing later
+        # in a partition is committed before its earlier records are applied or
+        # dead-lettered.
         self.broker.subscriber(
             *topics,
             group_id=group_id(family),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
+            batch=True,
+            max_records=BATCH_RECORDS,
+            batch_timeout_ms=20,
             title=f"{family}:consume",
         )(handle)
 
-    async def process(self, family: str, msg: Any, apply: Apply) -> None:
-        """Apply one message in a transaction, retrying; dead-letter it when it keeps failing."""
-        record = msg.raw_message
+    async def process_batch(
+        self, family: str, records: Sequence[Any], routes: dict[str, Apply]
+    ) -> None:
+        """Apply a batch in one transaction; if any record fails, apply them one by one."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                outcomes = [await routes[r.topic](conn, r.value or b"") for r in records]
+        except _UNAVAILABLE as exc:
+            log.warning("database unavailable (%s); the batch will be redelivered", exc)
+            await asyncio.sleep(1.0)
+            raise
+        except Exception:  # one bad record spoils the batch: isolate it
+            for record in records:
+                await self.process(family, record, routes[record.topic])
+            return
+        for applied, occurred_at in outcomes:
+            self._count(family, applied, occurred_at)
+
+    def _count(self, family: str, applied: bool, occurred_at: datetime | None) -> None:
+        m = metrics()
+        if applied:
+            self.stats.applied += 1
+            m.projected.labels(family=family, outcome="applied").inc()
+            if occurred_at is not None:
+                m.projection_latency.labels(family=family).observe(seconds_since(occurred_at))
+        else:
+            self.stats.duplicates += 1
+            m.projected.labels(family=family, outcome="duplicate").inc()
+
+    async def process(self, family: str, record: Any, apply: Apply) -> None:
+        """Apply one record in a transaction, retrying; dead-letter it when it keeps failing."""
         raw: bytes = record.value or b""
         attempts = self.settings.projection_max_attempts
         error: BaseException | None = None
@@ -188,17 +225,7 @@ class Worker:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     applied, occurred_at = await apply(conn, raw)
-                m = metrics()
-                if applied:
-                    self.stats.applied += 1
-                    m.projected.labels(family=family, outcome="applied").inc()
-                    if occurred_at is not None:
-                        m.projection_latency.labels(family=family).observe(
-                            seconds_since(occurred_at)
-                        )
-                else:
-                    self.stats.duplicates += 1
-                    m.projected.labels(family=family, outcome="duplicate").inc()
+                self._count(family, applied, occurred_at)
                 return
             except Poison as exc:
                 error = exc
@@ -212,9 +239,7 @@ class Worker:
                 raise
             except (UnknownContactError, asyncpg.PostgresError, ValueError) as exc:
                 error = exc
-                log.warning(
-                    "attempt %d/%d failed for %s: %s", attempt, attempts, _where(record), exc
-                )
+                log.warning("attempt %d/%d at %s: %s", attempt, attempts, _where(record), exc)
                 await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
         assert error is not None
         await self.dead_letter(family, record, error)
