@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ from shared.observability import HealthServer, health_app, metrics
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.relay")
+
+#: How often the relay looks at the store's newest position for its lag gauge.
+LAG_EVERY_SECONDS = 2.0
 
 #: How often the relay says why it waits, and when it gives a batch up (to retry it).
 WAIT_LOG_SECONDS = 2.0
@@ -70,6 +74,8 @@ class Relay:
         self.position = 0
         self.published = 0
         self.active = False
+        self._lag_observed_at = 0.0
+        self._lag_task: asyncio.Task[None] | None = None  # kept: a task needs a reference
         digest = hashlib.sha256(f"kontakt-relay:{self.name}".encode()).digest()
         self._lock_id = int.from_bytes(digest[:8], "big", signed=True)
 
@@ -166,8 +172,15 @@ class Relay:
         m = metrics()
         m.relay_published.inc(published)
         m.relay_position.set(self.position)
-        newest = self.reader.max_position()
-        m.relay_lag.set(max(0, newest - self.position))
+        now = time.monotonic()
+        if now - self._lag_observed_at >= LAG_EVERY_SECONDS:
+            # The store's newest position costs a query: look now and then, not per batch.
+            self._lag_observed_at = now
+            self._lag_task = asyncio.get_running_loop().create_task(self._observe_lag())
+
+    async def _observe_lag(self) -> None:
+        newest = await asyncio.to_thread(self.reader.max_position)
+        metrics().relay_lag.set(max(0, newest - self.position))
 
     # ------------------------------------------------------------------- loop
 
@@ -202,7 +215,7 @@ class Relay:
             while not stop.is_set():
                 messages, last = await asyncio.to_thread(self.read_batch)
                 if last is None:
-                    self._observe(0)
+                    await self._observe_lag()
                     await self._wait_for_notify(conn, stop)
                     continue
                 try:
