@@ -36,6 +36,10 @@ def build_master_keys(settings: KontaktSettings) -> MasterKeys:
     )
 
 
+#: Advisory-lock key serialising the contacts service's table creation.
+SCHEMA_LOCK = 0x4B6F6E74_00000001
+
+
 def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
     """Build the application on PostgreSQL, creating its tables when missing."""
     key_secret = settings.key_secret.get_secret_value().encode()
@@ -43,13 +47,20 @@ def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
         settings.pg_dsn(), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
     )
     keys = PostgresPersonKeyStore(build_master_keys(settings), pool)
-    keys.create_schema()
     cipher = PersonCipher(keys, ttl_seconds=settings.key_cache_ttl_seconds)
     photos = PostgresPhotoStore(pool, cipher, key_secret, settings.photo_max_bytes)
-    photos.create_schema()
-    return ContactsApp(
-        settings.eventsourcing_env(), key_secret=key_secret, photos=photos, cipher=cipher
-    )
+    # Processes starting together on a new database (API, relay) would race to create
+    # the same tables; CREATE TABLE IF NOT EXISTS is not safe against that.
+    with pool.connection() as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:
+            keys.create_schema()
+            photos.create_schema()
+            return ContactsApp(
+                settings.eventsourcing_env(), key_secret=key_secret, photos=photos, cipher=cipher
+            )
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
 
 def close_contacts_app(contacts: ContactsApp) -> None:

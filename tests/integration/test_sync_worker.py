@@ -529,7 +529,10 @@ async def test_every_folder_converges_to_the_switches_under_faults_and_restarts(
         f"{stats['faults']} faults ({share:.0%}), {stats['writes']} writes, "
         f"restarts so far {world.restarts}"
     )
-    assert share >= 0.15 or stats["requests"] < 20  # the dice do inject faults
+    # The dice do inject faults: at 30% per call, fewer than 3 standard deviations below
+    # that is practically impossible (a lower realised share in a small run is chance).
+    rate, n = 0.3, max(stats["requests"], 1)
+    assert share >= rate - 3 * (rate * (1 - rate) / n) ** 0.5
 
 
 async def test_a_rerun_of_the_same_events_makes_zero_graph_writes(
