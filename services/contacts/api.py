@@ -463,6 +463,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (domain.NoPhotoError, 404),
     (PhotoNotStoredError, 404),
     (domain.VersionConflictError, 409),
+    (domain.ConcurrentModificationError, 409),
     (domain.DuplicateContactError, 409),
     (domain.ContactArchivedError, 409),
     (domain.ContactNotArchivedError, 409),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -16,6 +18,7 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, RecordConflictErro
 from services.contacts.domain import (
     ERASED,
     Actor,
+    ConcurrentModificationError,
     Contact,
     ContactErasedError,
     ContactNotFoundError,
@@ -37,7 +40,7 @@ _ENVELOPE_FIELDS = frozenset(
 )
 
 #: How often a command is retried when a concurrent writer saved first.
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 10
 
 
 class DateAsISO(Transcoding):
@@ -137,12 +140,14 @@ class ContactsApp(Application[UUID]):
         # running the command again on fresh state either succeeds, or raises
         # the domain's own error (a duplicate, a version conflict). The first
         # attempt claims uniqueness keys optimistically (see _key_events).
-        for n in range(MAX_ATTEMPTS - 1):
+        for n in range(MAX_ATTEMPTS):
             try:
                 return attempt(n == 0)
             except RecordConflictError:
-                continue
-        return attempt(False)
+                # Writers of one aggregate that collided back off at random, so that
+                # they do not collide again in lockstep.
+                time.sleep(random.uniform(0, min(0.1, 0.002 * 2**n)))
+        raise ConcurrentModificationError(MAX_ATTEMPTS)
 
     def _key_events(
         self,

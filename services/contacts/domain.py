@@ -41,6 +41,13 @@ class VersionConflictError(ContactError):
         self.actual = actual
 
 
+class ConcurrentModificationError(ContactError):
+    """Other writers kept changing the same contact while this command ran."""
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"the contact kept changing under {attempts} attempts; try again")
+
+
 class ContactErasedError(ContactError):
     """The person was erased: the contact refuses every command."""
 

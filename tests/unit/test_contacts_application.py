@@ -176,3 +176,19 @@ def test_photo_is_sniffed_size_limited_and_stored(app: ContactsApp) -> None:
         app.change_photo(ALICE, first.contact_id, image_bytes(fmt))
         current = app.get_contact(first.contact_id).photo
         assert current is not None and current["media_type"] == media
+
+
+def test_a_command_that_keeps_colliding_gives_up_with_a_named_error(app: ContactsApp) -> None:
+    from eventsourcing.persistence import RecordConflictError
+
+    from services.contacts.domain import ConcurrentModificationError
+
+    calls: list[bool] = []
+
+    def always_collides(first: bool) -> None:
+        calls.append(first)
+        raise RecordConflictError("moved on")
+
+    with pytest.raises(ConcurrentModificationError):
+        app._retrying(always_collides)
+    assert calls[0] is True and not any(calls[1:]) and len(calls) == 10
