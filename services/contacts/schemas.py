@@ -9,6 +9,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from shared.views import ContactFields
+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{1,38}[0-9]$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -170,27 +172,10 @@ class PhotoView(BaseModel):
     height: int
 
 
-class ContactView(BaseModel):
+class ContactView(ContactFields):
     """A contact's state, read from the event store."""
 
     id: UUID
-    person_id: UUID
-    version: int
-    status: str
-    company_id: UUID
-    company_name: str
-    first_names: str
-    last_names: str
-    job_title: str | None
-    department: str | None
-    work_email: str | None
-    private_email: str | None
-    work_phone: str | None
-    private_phone: str | None
-    started_on: date | None
-    ended_on: date | None
-    predecessor_id: UUID | None
-    successor_id: UUID | None
     archived: bool
     erased: bool
     infotags: list[InfotagView]

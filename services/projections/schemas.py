@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from shared.views import ContactFields
+
 T = TypeVar("T")
 
 
@@ -65,27 +67,10 @@ class PhotoMeta(BaseModel):
     height: int
 
 
-class ContactDetails(BaseModel):
+class ContactDetails(ContactFields):
     """The Details tab."""
 
     contact_id: UUID
-    person_id: UUID
-    version: int
-    status: str
-    company_id: UUID
-    company_name: str
-    first_names: str
-    last_names: str
-    job_title: str | None
-    department: str | None
-    work_email: str | None
-    private_email: str | None
-    work_phone: str | None
-    private_phone: str | None
-    started_on: date | None
-    ended_on: date | None
-    predecessor_id: UUID | None
-    successor_id: UUID | None
     photo: PhotoMeta | None
     other_versions: list[Relation]
     colleagues: list[Relation]

@@ -53,28 +53,31 @@ async def _ensure_item(conn: asyncpg.Connection, kind: str, item_id: UUID) -> No
     )
 
 
+async def _set_if_newer(
+    conn: asyncpg.Connection, kind: str, item_id: UUID, field: str, value: str, at: datetime
+) -> None:
+    if field not in ("title", "status"):
+        raise ValueError(f"not an item field: {field}")
+    await _ensure_item(conn, kind, item_id)
+    await conn.execute(
+        f"UPDATE ledger.items SET {field} = $3, {field}_at = $4 WHERE kind = $1"
+        f" AND item_id = $2 AND ({field}_at IS NULL OR {field}_at <= $4)",
+        kind, item_id, value, at,
+    )  # fmt: skip
+
+
 async def set_title(
     conn: asyncpg.Connection, kind: str, item_id: UUID, title: str, at: datetime
 ) -> None:
     """Set the title unless a newer one is known."""
-    await _ensure_item(conn, kind, item_id)
-    await conn.execute(
-        "UPDATE ledger.items SET title = $3, title_at = $4 WHERE kind = $1 AND item_id = $2"
-        " AND (title_at IS NULL OR title_at <= $4)",
-        kind, item_id, title, at,
-    )  # fmt: skip
+    await _set_if_newer(conn, kind, item_id, "title", title, at)
 
 
 async def set_status(
     conn: asyncpg.Connection, kind: str, item_id: UUID, status: str, at: datetime
 ) -> None:
     """Set the status unless a newer one is known."""
-    await _ensure_item(conn, kind, item_id)
-    await conn.execute(
-        "UPDATE ledger.items SET status = $3, status_at = $4 WHERE kind = $1 AND item_id = $2"
-        " AND (status_at IS NULL OR status_at <= $4)",
-        kind, item_id, status, at,
-    )  # fmt: skip
+    await _set_if_newer(conn, kind, item_id, "status", status, at)
 
 
 async def close(
