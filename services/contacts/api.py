@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 
 from services.contacts import domain
 from services.contacts.application import CommandResult, ContactsApp
+from services.contacts.export import StoreReader
 from services.contacts.personal_data import PersonErasedError
 from services.contacts.photos import (
     PhotoNotStoredError,
@@ -452,6 +453,25 @@ def employments(
             version=c.version,
         )
         for c in contacts.employments(contact_id)
+    ]
+
+
+@router.get("/{contact_id}/events", responses=_ERRORS)
+def contract_events(
+    contact_id: UUID,
+    contacts: Contacts,
+    _: Annotated[Principal, Depends(get_principal)],
+    after_version: Annotated[int, Query(ge=0, description="Only events after this version")] = 0,
+) -> list[dict[str, Any]]:
+    """The contact's events in the shape of the public contract, as published on Kafka.
+
+    A consumer that missed some of a contact's events (dead-lettered, say) repairs
+    its copy from these. Oldest first; personal fields read [erased] after an erasure.
+    """
+    contacts.get_contact(contact_id)  # 404 for an unknown id
+    return [
+        e.model_dump(mode="json")
+        for e in StoreReader(contacts).contact_events(contact_id, after_version)
     ]
 
 

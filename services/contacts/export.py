@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import Notification
+from psycopg.sql import SQL, Identifier
+
 from services.contacts.application import ContactsApp
 from services.contacts.integration import PUBLISHED_STORE_TOPICS, to_integration_event
 from shared.contract.contacts import ContactEventBase
@@ -43,3 +46,36 @@ class StoreReader:
             event: Any = self.contacts.mapper.to_domain_event(n)
             events.append(to_integration_event(event, n.id))
         return events, notifications[-1].id
+
+    def contact_events(self, contact_id: UUID, after_version: int = 0) -> list[ContactEventBase]:
+        """One contact's events after a version, as the relay publishes them (oldest first).
+
+        Consumers that missed an event (dead-lettered, or never received) repair the
+        contact from this.
+        """
+        recorder: Any = self.contacts.recorder
+        statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM {schema}.{table} WHERE originator_id = %s AND originator_version > %s"
+            " ORDER BY originator_version"
+        ).format(
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name),
+        )
+        with recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(statement, (contact_id, after_version))
+            rows = [
+                Notification(
+                    id=r["notification_id"],
+                    originator_id=r["originator_id"],
+                    originator_version=r["originator_version"],
+                    topic=r["topic"],
+                    state=bytes(r["state"]),
+                )
+                for r in curs.fetchall()
+                if r["topic"] in PUBLISHED_STORE_TOPICS
+            ]
+        if rows:
+            decode = self.contacts.mapper.transcoder.decode
+            self.contacts.cipher.refresh({UUID(str(decode(rows[0].state)["person_id"]))})
+        return [to_integration_event(self.contacts.mapper.to_domain_event(n), n.id) for n in rows]

@@ -1,0 +1,72 @@
+"""Characters Kontakt refuses in text at the edge, and cleans out of text it consumes.
+
+One definition serves both sides: the APIs refuse a value that holds any of these
+characters (422 naming the field), and consumers clean values that reached the
+event store or another service's topic before the rule existed, so a read model
+or the sync worker never chokes on them (PostgreSQL refuses NUL in text and jsonb).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: C0 controls, DEL and C1 controls.
+_CONTROL = "\x00-\x1f\x7f-\x9f"
+#: Lone (unpaired) UTF-16 surrogates: they cannot be encoded as UTF-8.
+_SURROGATE = "\ud800-\udfff"
+#: Bidirectional embedding, override and isolate controls (a pair opens and closes).
+_BIDI_OPEN = "\u202a\u202b\u202d\u202e\u2066\u2067\u2068"
+_BIDI_CLOSE = "\u202c\u2069"
+#: Invisible formatting characters that make look-alikes: zero-width space, joiners,
+#: word joiner, soft hyphen, BOM, directional marks, invisible math operators.
+_INVISIBLE = "\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff"
+
+_FORBIDDEN = re.compile(f"[{_CONTROL}{_SURROGATE}]")
+_REMOVED = re.compile(f"[{_CONTROL}{_SURROGATE}{_BIDI_OPEN}{_BIDI_CLOSE}{_INVISIBLE}]")
+
+
+def forbidden_character(value: str, *, allow_newlines: bool = False) -> str | None:
+    """A description of the first character the edge refuses in value, or None."""
+    for match in _FORBIDDEN.finditer(value):
+        ch = match.group()
+        if allow_newlines and ch in "\n\t":
+            continue
+        if "\ud800" <= ch <= "\udfff":
+            return f"a lone surrogate (U+{ord(ch):04X})"
+        return f"a control character (U+{ord(ch):04X})"
+    if _unbalanced_bidi(value):
+        return "an unpaired bidirectional control"
+    return None
+
+
+def _unbalanced_bidi(value: str) -> bool:
+    depth = 0
+    for ch in value:
+        if ch in _BIDI_OPEN:
+            depth += 1
+        elif ch in _BIDI_CLOSE:
+            depth -= 1
+            if depth < 0:
+                return True
+    return depth != 0
+
+
+def strip_invisible(value: str) -> str:
+    """Value without invisible formatting characters (zero-width, BOM, soft hyphen, ...)."""
+    return re.sub(f"[{_INVISIBLE}]", "", value)
+
+
+def clean_text(value: str) -> str:
+    """Value with every refused or invisible character removed (for consumed data)."""
+    return _REMOVED.sub("", value)
+
+
+def clean_value(value: object) -> object:
+    """A JSON-like value with every string in it cleaned (dicts, lists and tuples walked)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_value(k): clean_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(clean_value(v) for v in value)
+    return value
