@@ -560,7 +560,7 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-correlation-id", b"").decode(errors="replace")
+        given = dict(scope["headers"]).get(b"x-correlation-id", b"").decode("latin-1")
         # A refused id is answered 422 by the route; it is never echoed or logged.
         usable = 0 < len(given) <= 200 and forbidden_character(given) is None
         cid = given if usable else str(uuid4())
@@ -574,7 +574,7 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 message["headers"] = [
                     *message.get("headers", []),
-                    (b"x-correlation-id", cid.encode()),
+                    (b"x-correlation-id", cid.encode("latin-1")),
                 ]
             await send(message)
 
