@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from shared.auth import AuthError, Principal, verify_token
 from shared.settings import KontaktSettings
@@ -180,6 +181,16 @@ def validation_body(errors: Sequence[Any]) -> tuple[int, dict[str, Any]]:
     return 422, {"detail": f"invalid input: {summary}{more}", "errors": fields}
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route of this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install_error_body(app: FastAPI, name: str) -> None:
     """Give every error of this app the one error body: validation, HTTP and unexpected ones."""
     logger = logging.getLogger(name)
@@ -193,6 +204,8 @@ def install_error_body(app: FastAPI, name: str) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         if exc.status_code == 304 or exc.status_code < 200:
             return Response(status_code=exc.status_code, headers=headers)
         return JSONResponse(

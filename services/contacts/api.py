@@ -63,7 +63,8 @@ from shared.text import forbidden_character
 log = logging.getLogger(__name__)
 
 _IMAGES = ("image/jpeg", "image/png", "image/webp")
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+_IF_MATCH = r'^\s*(?:\*|(?:W/)?"?[0-9]{1,18}"?)\s*$'
 
 
 def get_contacts(request: Request) -> ContactsApp:
@@ -84,11 +85,19 @@ def get_actor(
 
 
 def get_expected_version(
-    if_match: Annotated[str | None, Header()] = None,
+    # Not "str | None": the document would call the header nullable, and "null" is no version.
+    if_match: Annotated[
+        str,
+        Header(
+            max_length=40,
+            pattern=_IF_MATCH,
+            description='The version you saw: "3", W/"3" or *',
+        ),
+    ] = "",
     expected_version: Annotated[int | None, Query(ge=1)] = None,
 ) -> int | None:
     """The version the client saw: If-Match ("3" or W/"3") or ?expected_version=3."""
-    if if_match is None or if_match.strip() == "*":
+    if not if_match or if_match.strip() == "*":
         return expected_version
     match = _ETAG.match(if_match)
     if not match:
