@@ -77,7 +77,8 @@ def query_url(settings: KontaktSettings, contacts_url: str) -> Iterator[str]:
 def schemathesis_run(url: str, auth: dict[str, str], report: Path) -> None:
     """Run schemathesis (its CLI, every check) against a served API; fail with its report."""
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", f"{url}/openapi.json",
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG),
+        "run", f"{url}/openapi.json",
         "--checks", "all",
         "--max-examples", str(EXAMPLES),
         "--seed", "11",
