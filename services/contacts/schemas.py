@@ -7,8 +7,15 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from shared.http import ErrorBody as ErrorBody
 from shared.text import VISIBLE_TEXT_PATTERN, edge_text
@@ -17,6 +24,11 @@ from shared.views import ContactFields
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{1,38}[0-9]$")
 #: RFC 5321 bounds a local part to 64 octets; email-validator leaves that to the caller.
 _LOCAL_PART_MAX = 64
+
+
+#: Domains email-validator refuses (RFC 6761 special-use names), said in the schema too.
+_SPECIAL_USE = "|".join(SPECIAL_USE_DOMAIN_NAMES)
+_NOT_SPECIAL_USE = f"^[^@]+@(?!(?:.*\\.)?(?:{_SPECIAL_USE})$)[^@]+$"
 
 
 def _text(value: str) -> str:
@@ -55,7 +67,7 @@ Tag = Annotated[str, StringConstraints(max_length=100), _VISIBLE, AfterValidator
 Email = Annotated[
     str,
     StringConstraints(max_length=254),
-    Field(json_schema_extra={"format": "email"}),
+    Field(json_schema_extra={"format": "email", "pattern": _NOT_SPECIAL_USE}),
     AfterValidator(_email),
 ]
 Phone = Annotated[
@@ -86,8 +98,21 @@ class ContactCreate(_Strict):
     started_on: date | None = None
 
 
+def _required_names_schema(schema: dict[str, Any]) -> None:
+    schema["minProperties"] = 1
+    for name in ("first_names", "last_names"):
+        prop = schema["properties"][name]
+        text = next(s for s in prop.pop("anyOf") if s.get("type") == "string")
+        prop.update(text)
+        prop.pop("default", None)
+
+
 class ContactDetailsChange(_Strict):
     """Change detail fields; only the fields sent change (null clears an optional one)."""
+
+    # A change names at least one field (an empty one is 422), and the names cannot be
+    # cleared: the schema says both, so clients generating requests from it are told.
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_required_names_schema)
 
     first_names: Text | None = None
     last_names: Text | None = None
@@ -97,6 +122,13 @@ class ContactDetailsChange(_Strict):
     private_email: Email | None = None
     work_phone: Phone | None = None
     private_phone: Phone | None = None
+
+    @field_validator("first_names", "last_names", mode="before")
+    @classmethod
+    def _names_are_not_cleared(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be cleared (null)")
+        return value
 
     def changes(self) -> dict[str, str | None]:
         """The fields the client sent, with their values."""

@@ -246,3 +246,20 @@ def test_a_json_body_over_the_limit_is_413(client: TestClient, settings: Any) ->
 def test_unknown_routes_and_methods_answer_the_error_body(client: TestClient) -> None:
     assert_error_body(client.get("/nowhere"), 404)
     assert_error_body(client.request("TRACE", "/contacts"), 405)
+
+
+def test_an_unexpected_failure_is_500_with_the_error_body_and_no_detail_leaked(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from services.contacts.app import create_app
+
+    app = create_app(settings)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals \x00")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.get("/boom")
+    assert assert_error_body(response, 500) == {"detail": "internal error"}
+    assert "secret internals" in caplog.text  # logged, not sent
