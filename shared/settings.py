@@ -115,6 +115,8 @@ class KontaktSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     photo_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    # Request bodies of both APIs (JSON); photo uploads are bounded by photo_max_bytes.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
     def _check_keys(self) -> KontaktSettings:

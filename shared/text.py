@@ -51,6 +51,33 @@ def _unbalanced_bidi(value: str) -> bool:
     return depth != 0
 
 
+def refuse_forbidden(value: str, *, allow_newlines: bool = False) -> str:
+    """Value unchanged when it holds no refused character; ValueError naming the first one."""
+    problem = forbidden_character(value, allow_newlines=allow_newlines)
+    if problem is not None:
+        raise ValueError(f"must not contain {problem}")
+    return value
+
+
+def edge_text(value: str, *, allow_newlines: bool = False) -> str:
+    """Value checked for refused characters, invisible ones removed, whitespace trimmed."""
+    return strip_invisible(refuse_forbidden(value, allow_newlines=allow_newlines)).strip()
+
+
+def _escaped(chars: str) -> str:
+    """A character-class body with each character written as a \\uXXXX escape."""
+    return "".join(c if c == "-" else f"\\u{ord(c):04x}" for c in chars)
+
+
+_NOT_SHOWN = _escaped("\x00-\x1f\x7f-\x9f" + _BIDI_OPEN + _BIDI_CLOSE + _INVISIBLE)
+
+#: A regular expression (JSON Schema ``pattern``) of text the edge accepts: no control,
+#: bidirectional or invisible character, and at least one visible one. Stricter than the
+#: validator (which allows balanced bidi pairs and strips invisibles), so values generated
+#: from the schema are never refused; written with escapes so the document stays ASCII.
+VISIBLE_TEXT_PATTERN = f"^[^{_NOT_SHOWN}]*[^{_NOT_SHOWN}\\s][^{_NOT_SHOWN}]*$"
+
+
 def strip_invisible(value: str) -> str:
     """Value without invisible formatting characters (zero-width, BOM, soft hyphen, ...)."""
     return re.sub(f"[{_INVISIBLE}]", "", value)

@@ -42,7 +42,6 @@ from services.contacts.schemas import (
     EmploymentView,
     EraseRequest,
     ErasureResponse,
-    ErrorBody,
     HistoryEntry,
     InfotagPlace,
     JobChange,
@@ -51,12 +50,21 @@ from services.contacts.schemas import (
     OutlookSyncSwitchOff,
 )
 from shared.auth import ADMIN_ROLE, OUTLOOK_SYNC_ROLE, Principal
-from shared.http import get_principal
+from shared.http import (
+    EdgeText,
+    StrictJSONRoute,
+    error_responses,
+    get_principal,
+    install_error_body,
+)
 from shared.observability import correlation_id, metrics
+from shared.text import forbidden_character
 
 log = logging.getLogger(__name__)
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_IMAGES = ("image/jpeg", "image/png", "image/webp")
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+_IF_MATCH = r'^\s*(?:\*|(?:W/)?"?[0-9]{1,18}"?)\s*$'
 
 
 def get_contacts(request: Request) -> ContactsApp:
@@ -69,7 +77,7 @@ def get_actor(
     request: Request,
     principal: Annotated[Principal, Depends(get_principal)],
     x_correlation_id: Annotated[
-        str | None, Header(max_length=200, description="Given, or made for you")
+        EdgeText | None, Header(max_length=200, description="Given, or made for you")
     ] = None,
 ) -> domain.Actor:
     """Who acts (the token's subject) and the request's correlation id."""
@@ -77,11 +85,19 @@ def get_actor(
 
 
 def get_expected_version(
-    if_match: Annotated[str | None, Header()] = None,
+    # Not "str | None": the document would call the header nullable, and "null" is no version.
+    if_match: Annotated[
+        str,
+        Header(
+            max_length=40,
+            pattern=_IF_MATCH,
+            description='The version you saw: "3", W/"3" or *',
+        ),
+    ] = "",
     expected_version: Annotated[int | None, Query(ge=1)] = None,
 ) -> int | None:
     """The version the client saw: If-Match ("3" or W/"3") or ?expected_version=3."""
-    if if_match is None or if_match.strip() == "*":
+    if not if_match or if_match.strip() == "*":
         return expected_version
     match = _ETAG.match(if_match)
     if not match:
@@ -93,14 +109,20 @@ Contacts = Annotated[ContactsApp, Depends(get_contacts)]
 ActorDep = Annotated[domain.Actor, Depends(get_actor)]
 ExpectedVersion = Annotated[int | None, Depends(get_expected_version)]
 
-router = APIRouter(prefix="/contacts", tags=["contacts"])
+# Every operation can answer these (a bad token, a refused parameter, a failure, an outage).
+router = APIRouter(
+    prefix="/contacts",
+    tags=["contacts"],
+    route_class=StrictJSONRoute,
+    responses=error_responses(401, 422, 500, 503),
+)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
-    404: {"model": ErrorBody, "description": "Unknown contact"},
-    409: {"model": ErrorBody, "description": "Conflict: duplicate, version, or state"},
-    410: {"model": ErrorBody, "description": "The person was erased"},
-}
+#: Reads of one contact.
+_READ = error_responses(404, 410)
+#: Commands with a JSON body.
+_ERRORS = error_responses(400, 404, 409, 410, 413)
+#: Commands without a body.
+_BODILESS = error_responses(404, 409, 410)
 
 
 def _result(response: Response, result: CommandResult) -> CommandResponse:
@@ -200,11 +222,11 @@ def switch_my_outlook_sync(
 @router.put(
     "/{contact_id}/outlook-sync/users/{user_id}",
     response_model=CommandResponse,
-    responses={**_ERRORS, 403: {"model": ErrorBody, "description": "Not the sync service"}},
+    responses={**_ERRORS, **error_responses(403)},
 )
 def switch_users_outlook_sync_off(
     contact_id: UUID,
-    user_id: Annotated[str, Path(min_length=1, max_length=200)],
+    user_id: Annotated[EdgeText, Path(max_length=200)],
     body: OutlookSyncSwitchOff,
     contacts: Contacts,
     principal: Annotated[Principal, Depends(get_principal)],
@@ -244,10 +266,10 @@ def add_infotag(
     return _result(response, contacts.add_infotag(actor, contact_id, body.tag, expected))
 
 
-@router.delete("/{contact_id}/infotags/{tag}", response_model=CommandResponse, responses=_ERRORS)
+@router.delete("/{contact_id}/infotags/{tag}", response_model=CommandResponse, responses=_BODILESS)
 def remove_infotag(
     contact_id: UUID,
-    tag: str,
+    tag: Annotated[EdgeText, Path(max_length=100)],
     contacts: Contacts,
     actor: ActorDep,
     expected: ExpectedVersion,
@@ -273,11 +295,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 @router.put(
     "/{contact_id}/photo",
     response_model=CommandResponse,
-    responses={
-        **_ERRORS,
-        413: {"model": ErrorBody, "description": "Photo too large"},
-        415: {"model": ErrorBody, "description": "Not a JPEG, PNG or WebP image"},
-    },
+    responses={**_BODILESS, **error_responses(413, 415)},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -302,7 +320,7 @@ async def upload_photo(
     return _result(response, result)
 
 
-@router.delete("/{contact_id}/photo", response_model=CommandResponse, responses=_ERRORS)
+@router.delete("/{contact_id}/photo", response_model=CommandResponse, responses=_BODILESS)
 def remove_photo(
     contact_id: UUID,
     contacts: Contacts,
@@ -316,7 +334,13 @@ def remove_photo(
 
 @router.get(
     "/{contact_id}/photo",
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
+    responses={
+        200: {
+            "description": "The photo's bytes (sent with X-Content-Type-Options: nosniff)",
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _IMAGES},
+        },
+        **_READ,
+    },
 )
 def get_photo(
     contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
@@ -329,7 +353,8 @@ def get_photo(
     return Response(
         stored.data,
         media_type=stored.media_type,
-        headers={"ETag": f'"{contact.photo["content_hash"]}"'},
+        # The type was judged from the bytes; browsers must not guess another one.
+        headers={"ETag": f'"{contact.photo["content_hash"]}"', "X-Content-Type-Options": "nosniff"},
     )
 
 
@@ -347,7 +372,7 @@ def archive(
     return _result(response, contacts.archive(actor, contact_id, reason, expected))
 
 
-@router.post("/{contact_id}/restore", response_model=CommandResponse, responses=_ERRORS)
+@router.post("/{contact_id}/restore", response_model=CommandResponse, responses=_BODILESS)
 def restore(
     contact_id: UUID,
     contacts: Contacts,
@@ -362,7 +387,7 @@ def restore(
 @router.post(
     "/{contact_id}/erase",
     response_model=ErasureResponse,
-    responses={**_ERRORS, 403: {"model": ErrorBody, "description": "Not an admin"}},
+    responses={**_ERRORS, **error_responses(403)},
 )
 def erase_person(
     contact_id: UUID,
@@ -388,7 +413,7 @@ def erase_person(
     )
 
 
-@router.get("/{contact_id}", response_model=ContactView, responses=_ERRORS)
+@router.get("/{contact_id}", response_model=ContactView, responses=_READ)
 def get_contact(
     contact_id: UUID,
     contacts: Contacts,
@@ -401,7 +426,7 @@ def get_contact(
     return contact.state()
 
 
-@router.get("/{contact_id}/history", response_model=list[HistoryEntry], responses=_ERRORS)
+@router.get("/{contact_id}/history", response_model=list[HistoryEntry], responses=_READ)
 def history(
     contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
 ) -> list[dict[str, Any]]:
@@ -409,7 +434,7 @@ def history(
     return contacts.history(contact_id)
 
 
-@router.get("/{contact_id}/as-of", response_model=ContactView, responses=_ERRORS)
+@router.get("/{contact_id}/as-of", response_model=ContactView, responses=_READ)
 def as_of(
     contact_id: UUID,
     contacts: Contacts,
@@ -435,7 +460,7 @@ def as_of(
     return contact.state()
 
 
-@router.get("/{contact_id}/employments", response_model=list[EmploymentView], responses=_ERRORS)
+@router.get("/{contact_id}/employments", response_model=list[EmploymentView], responses=_READ)
 def employments(
     contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
 ) -> list[EmploymentView]:
@@ -456,7 +481,7 @@ def employments(
     ]
 
 
-@router.get("/{contact_id}/events", responses=_ERRORS)
+@router.get("/{contact_id}/events", responses=_READ)
 def contract_events(
     contact_id: UUID,
     contacts: Contacts,
@@ -510,7 +535,8 @@ def _error_body(exc: Exception) -> dict[str, Any]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map named errors to HTTP statuses, in this one place."""
+    """Map named errors to HTTP statuses, in this one place; every body has the one shape."""
+    install_error_body(app, "kontakt.contacts")
     for exc_type, status in _STATUS:
 
         def handler(request: Request, exc: Exception, status: int = status) -> JSONResponse:
@@ -543,8 +569,10 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-correlation-id", b"").decode(errors="replace")
-        cid = given if 0 < len(given) <= 200 else str(uuid4())
+        given = dict(scope["headers"]).get(b"x-correlation-id", b"").decode("latin-1")
+        # A refused id is answered 422 by the route; it is never echoed or logged.
+        usable = 0 < len(given) <= 200 and forbidden_character(given) is None
+        cid = given if usable else str(uuid4())
         state = scope.setdefault("state", {})
         state["correlation_id"] = cid
         status = 500
@@ -555,7 +583,7 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 message["headers"] = [
                     *message.get("headers", []),
-                    (b"x-correlation-id", cid.encode()),
+                    (b"x-correlation-id", cid.encode("latin-1")),
                 ]
             await send(message)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from psycopg_pool import ConnectionPool
 
 from services.contacts.api import install_error_handlers, install_observability, router
@@ -22,6 +22,7 @@ from services.contacts.personal_data import (
 )
 from services.contacts.photos import PostgresPhotoStore
 from shared.contract.spec import asyncapi_document, asyncapi_html
+from shared.http import METRICS_RESPONSES, BodyLimitMiddleware, error_responses
 from shared.observability import metrics_response
 from shared.settings import KontaktSettings
 
@@ -93,8 +94,19 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
     app.include_router(router)
     install_error_handlers(app)
     install_observability(app)
+    # Outermost, so an oversized body is refused before any other work.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        overrides=[("PUT", r"/contacts/[^/]+/photo", settings.photo_max_bytes)],
+    )
 
-    @app.get("/metrics", tags=["health"])
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        responses=METRICS_RESPONSES,
+    )
     def prometheus() -> Response:
         """Prometheus metrics: commands and errors by type, latency."""
         return metrics_response()
@@ -114,7 +126,7 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/health/ready", tags=["health"], response_model=None)
+    @app.get("/health/ready", tags=["health"], response_model=None, responses=error_responses(503))
     def ready() -> dict[str, str] | JSONResponse:
         """Readiness: the event store answers."""
         try:

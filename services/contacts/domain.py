@@ -16,6 +16,7 @@ from eventsourcing.domain import Aggregate
 # What personal data reads as once the person was erased: the same in the contract.
 from shared.addresses import normalise_address
 from shared.contract.contacts import ERASED
+from shared.text import strip_invisible
 
 # --------------------------------------------------------------------------- errors
 
@@ -156,13 +157,22 @@ class PhotoInfo:
 
 
 def normalise_text(value: str) -> str:
-    """Normalise for comparison: NFKC, case-folded, whitespace collapsed."""
+    """Normalise for comparison: invisible characters ignored, NFKC, case-folded, spaces collapsed.
+
+    Text free of invisible characters normalises as it always did, so uniqueness keys
+    claimed before invisibles were ignored keep their key material and still release.
+    """
+    return legacy_normalise_text(strip_invisible(value))
+
+
+def legacy_normalise_text(value: str) -> str:
+    """Normalise as before invisible characters were ignored: NFKC, case-folded, collapsed."""
     return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
 
 
 def normalise_email(value: str) -> str:
-    """Normalise an e-mail address for uniqueness: trimmed, NFKC, case-folded."""
-    return normalise_address(value)
+    """Normalise an address for uniqueness as shared/addresses.py does, invisibles ignored."""
+    return normalise_address(strip_invisible(value))
 
 
 # ------------------------------------------------------------------------ aggregate
@@ -715,10 +725,16 @@ def uniqueness_keys(contact: Contact) -> dict[str, str]:
     """The keys a contact holds while current: {key material: field name}."""
     if not contact.is_current:
         return {}
-    first, last = normalise_text(contact.first_names), normalise_text(contact.last_names)
-    keys = {f"name\x1f{contact.company_id}\x1f{first}\x1f{last}": "name"}
+    keys: dict[str, str] = {}
+    # A name stored with invisible characters (accepted before the edge removed them)
+    # holds its old key as well, so a look-alike cannot claim the visible one beside it
+    # and the old key is released with it.
+    for normalise in (normalise_text, legacy_normalise_text):
+        first, last = normalise(contact.first_names), normalise(contact.last_names)
+        keys.setdefault(f"name\x1f{contact.company_id}\x1f{first}\x1f{last}", "name")
     for field in ("work_email", "private_email"):
         value = getattr(contact, field)
         if value:
             keys.setdefault("email\x1f" + normalise_email(value), field)
+            keys.setdefault("email\x1f" + normalise_address(value), field)
     return keys

@@ -75,6 +75,11 @@ def sniff(data: bytes) -> tuple[str, int, int]:
                     if width * height > MAX_PIXELS:
                         raise UnsupportedPhotoTypeError(f"{width}x{height} pixels is too many")
                     img.verify()
+            if fmt in MEDIA_TYPES:
+                # verify() checks structure only (a truncated JPEG passes); decoding every
+                # pixel, on a fresh image since verify() leaves it unusable, proves the rest.
+                with Image.open(io.BytesIO(data)) as img:
+                    img.load()
     except UnsupportedPhotoTypeError:
         raise
     except Exception as exc:  # Pillow raises many types for undecodable input

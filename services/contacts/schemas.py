@@ -7,48 +7,74 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
+from shared.http import ErrorBody as ErrorBody
+from shared.text import VISIBLE_TEXT_PATTERN, edge_text
 from shared.views import ContactFields
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{1,38}[0-9]$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: RFC 5321 bounds a local part to 64 octets; email-validator leaves that to the caller.
+_LOCAL_PART_MAX = 64
 
 
-def _no_control_chars(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
+#: Domains email-validator refuses (RFC 6761 special-use names), said in the schema too.
+_SPECIAL_USE = "|".join(SPECIAL_USE_DOMAIN_NAMES)
+_NOT_SPECIAL_USE = f"^[^@]+@(?!(?:.*\\.)?(?:{_SPECIAL_USE})$)[^@]+$"
+
+
+def _text(value: str) -> str:
+    value = edge_text(value)
+    if not value:
+        raise ValueError("must not be empty (or only invisible characters)")
     return value
 
 
 def _email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError("is not an e-mail address")
+    value = edge_text(value)
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"is not an e-mail address: {exc}") from None
+    if len(checked.local_part.encode()) > _LOCAL_PART_MAX:
+        raise ValueError(f"is not an e-mail address: the part before @ is over {_LOCAL_PART_MAX}")
     return value
 
 
 def _phone(value: str) -> str:
+    value = edge_text(value)
     if not _PHONE.match(value):
         raise ValueError("is not a phone number (digits, spaces, + ( ) . / -)")
     return value
 
 
-Text = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_control_chars),
-]
+#: The JSON Schema of a text field: values generated from it are never refused.
+_VISIBLE = Field(json_schema_extra={"pattern": VISIBLE_TEXT_PATTERN})
+
+#: A required one-line text field: refused characters give 422, invisible ones are removed,
+#: whitespace is trimmed, and what is left must not be empty.
+Text = Annotated[str, StringConstraints(max_length=200), _VISIBLE, AfterValidator(_text)]
+Reason = Annotated[str, StringConstraints(max_length=500), _VISIBLE, AfterValidator(_text)]
+Tag = Annotated[str, StringConstraints(max_length=100), _VISIBLE, AfterValidator(_text)]
 Email = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=254), AfterValidator(_email)
+    str,
+    StringConstraints(max_length=254),
+    Field(json_schema_extra={"format": "email", "pattern": _NOT_SPECIAL_USE}),
+    AfterValidator(_email),
 ]
 Phone = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=40), AfterValidator(_phone)
-]
-Tag = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_no_control_chars),
+    StringConstraints(max_length=40),
+    Field(json_schema_extra={"pattern": _PHONE.pattern}),
+    AfterValidator(_phone),
 ]
 
 
@@ -72,8 +98,21 @@ class ContactCreate(_Strict):
     started_on: date | None = None
 
 
+def _required_names_schema(schema: dict[str, Any]) -> None:
+    schema["minProperties"] = 1
+    for name in ("first_names", "last_names"):
+        prop = schema["properties"][name]
+        text = next(s for s in prop.pop("anyOf") if s.get("type") == "string")
+        prop.update(text)
+        prop.pop("default", None)
+
+
 class ContactDetailsChange(_Strict):
     """Change detail fields; only the fields sent change (null clears an optional one)."""
+
+    # A change names at least one field (an empty one is 422), and the names cannot be
+    # cleared: the schema says both, so clients generating requests from it are told.
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_required_names_schema)
 
     first_names: Text | None = None
     last_names: Text | None = None
@@ -83,6 +122,13 @@ class ContactDetailsChange(_Strict):
     private_email: Email | None = None
     work_phone: Phone | None = None
     private_phone: Phone | None = None
+
+    @field_validator("first_names", "last_names", mode="before")
+    @classmethod
+    def _names_are_not_cleared(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be cleared (null)")
+        return value
 
     def changes(self) -> dict[str, str | None]:
         """The fields the client sent, with their values."""
@@ -105,14 +151,14 @@ class OutlookSyncSwitch(_Strict):
     """Switch the caller's own Outlook sync for a contact."""
 
     enabled: bool
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    reason: Reason | None = None
 
 
 class OutlookSyncSwitchOff(_Strict):
     """Switch a named user's Outlook sync off, saying why (the sync service's principal)."""
 
     enabled: Literal[False]
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    reason: Reason
 
 
 class InfotagPlace(_Strict):
@@ -124,13 +170,13 @@ class InfotagPlace(_Strict):
 class ArchiveRequest(_Strict):
     """Archive a contact, optionally saying why."""
 
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    reason: Reason | None = None
 
 
 class EraseRequest(_Strict):
     """Erase a person. The reason is kept after the erasure: it must name no personal data."""
 
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    reason: Reason
 
 
 class CommandResponse(BaseModel):
@@ -209,12 +255,3 @@ class EmploymentView(BaseModel):
     ended_on: date | None
     status: str
     version: int
-
-
-class ErrorBody(BaseModel):
-    """An error: a message, and for conflicts the field and the existing contact."""
-
-    detail: str
-    field: str | None = None
-    existing_contact_id: UUID | None = None
-    current_version: int | None = None

@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from services.projections.schemas import (
     Activity,
@@ -21,7 +21,6 @@ from services.projections.schemas import (
     Employment,
     InfotagEntry,
     LinkedItem,
-    NotYet,
     Page,
     PhotoMeta,
     Relation,
@@ -33,9 +32,19 @@ from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from services.projections.versions import VersionWaiter
 from services.projections.worker import create_pool, create_schemas
-from shared.http import PrincipalDep
+from shared.http import (
+    METRICS_RESPONSES,
+    BodyLimitMiddleware,
+    EdgeText,
+    ErrorBody,
+    PrincipalDep,
+    StrictJSONRoute,
+    error_responses,
+    install_error_body,
+)
 from shared.observability import correlation_id, metrics_response
 from shared.settings import KontaktSettings
+from shared.text import forbidden_character
 
 log = logging.getLogger("kontakt.query")
 
@@ -81,12 +90,16 @@ MinVersion = Annotated[
 Limit = Annotated[int, Query(ge=1, le=200)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
-router = APIRouter(prefix="/contacts", tags=["query"])
+# Every query can answer these (a bad token, a refused parameter, a failure, an outage).
+router = APIRouter(
+    prefix="/contacts",
+    tags=["query"],
+    route_class=StrictJSONRoute,
+    responses=error_responses(401, 422, 500, 503),
+)
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"description": "Unknown contact"},
-    412: {"model": NotYet, "description": "The read model does not reflect min_version yet"},
-}
+#: Queries of one contact.
+_RESPONSES = error_responses(404, 412)
 
 
 async def _row(request: Request, pool: asyncpg.Pool, contact_id: UUID, min_version: int | None):  # type: ignore[no-untyped-def]
@@ -107,9 +120,12 @@ async def _row(request: Request, pool: asyncpg.Pool, contact_id: UUID, min_versi
 async def list_contacts(
     pool: Pool,
     _: PrincipalDep,
-    name: Annotated[str | None, Query(max_length=200, description="Name prefix")] = None,
+    name: Annotated[
+        EdgeText | None,
+        Query(max_length=200, description="Name prefix (% and _ are plain characters)"),
+    ] = None,
     company_id: UUID | None = None,
-    infotag: Annotated[str | None, Query(max_length=100)] = None,
+    infotag: Annotated[EdgeText | None, Query(max_length=100)] = None,
     status: Annotated[list[Status] | None, Query()] = None,
     sort: Sort = Sort.name,
     limit: Limit = 50,
@@ -203,7 +219,13 @@ async def infotags(
     "/{contact_id}/photo",
     responses={
         **_RESPONSES,
-        200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+        200: {
+            "description": "The photo's bytes (sent with X-Content-Type-Options: nosniff)",
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}}
+                for t in ("image/jpeg", "image/png", "image/webp")
+            },
+        },
         304: {"description": "Not modified (If-None-Match)"},
     },
 )
@@ -217,7 +239,12 @@ async def photo(
         raise HTTPException(404, "contact has no photo")
     info = PhotoMeta(**meta)
     etag = f'"{info.content_hash}"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=300"}
+    # The type was judged from the bytes on upload; browsers must not guess another one.
+    headers = {
+        "ETag": etag,
+        "Cache-Control": "private, max-age=300",
+        "X-Content-Type-Options": "nosniff",
+    }
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     # The bytes live with the contacts service; ask it with the caller's own token.
@@ -307,11 +334,16 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(router)
+    install_error_body(app, "kontakt.query")
+    # Queries take no body; the limit only keeps a careless client's upload out of memory.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     async def not_yet(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, NotYetError)
-        body = NotYet(detail=str(exc), wanted_version=exc.wanted, current_version=exc.current)
-        return JSONResponse(body.model_dump(), status_code=412, headers={"Retry-After": "1"})
+        body = ErrorBody(detail=str(exc), wanted_version=exc.wanted, current_version=exc.current)
+        return JSONResponse(
+            body.model_dump(exclude_none=True), status_code=412, headers={"Retry-After": "1"}
+        )
 
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         log.warning("read models unavailable: %s", exc)
@@ -323,14 +355,20 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def correlate(request: Request, call_next: Any) -> Any:
-        given = request.headers.get("x-correlation-id", "")
-        token = correlation_id.set(given[:200] or None)
+        given = request.headers.get("x-correlation-id", "")[:200]
+        # An id with refused characters is not logged: it would carry them into the logs.
+        token = correlation_id.set(given if given and forbidden_character(given) is None else None)
         try:
             return await call_next(request)
         finally:
             correlation_id.reset(token)
 
-    @app.get("/metrics", tags=["health"])
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        responses=METRICS_RESPONSES,
+    )
     async def prometheus() -> Response:
         """Prometheus metrics of this process."""
         return metrics_response()
@@ -340,7 +378,7 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/health/ready", tags=["health"], response_model=None)
+    @app.get("/health/ready", tags=["health"], response_model=None, responses=error_responses(503))
     async def ready() -> dict[str, str] | JSONResponse:
         """Readiness: the read models' database answers."""
         try:

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from shared.http import ErrorBody
 from shared.views import ContactFields
 
 T = TypeVar("T")
@@ -124,9 +125,5 @@ class Employment(BaseModel):
     version: int
 
 
-class NotYet(BaseModel):
-    """The read model does not reflect the requested version yet."""
-
-    detail: str
-    wanted_version: int
-    current_version: int | None
+#: The one error body (412 included: it carries wanted_version and current_version).
+NotYet = ErrorBody

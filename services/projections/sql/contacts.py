@@ -253,6 +253,11 @@ _SORTS = {
 }
 
 
+def like_prefix(text: str) -> str:
+    """Text with LIKE's wildcards escaped, so a search for "%" or "_" means those characters."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 async def search(
     conn: asyncpg.Connection,
     *,
@@ -268,9 +273,12 @@ async def search(
     where = ["status = ANY($1)"]
     args: list[Any] = [list(statuses)]
     if name:
-        args.append(name)
+        args.append(like_prefix(name))
         n = len(args)
-        where.append(f"(search_text LIKE ${n} || '%' OR search_text LIKE '% ' || ${n} || '%')")
+        where.append(
+            f"(search_text LIKE ${n} || '%' ESCAPE '\\'"
+            f" OR search_text LIKE '% ' || ${n} || '%' ESCAPE '\\')"
+        )
     if company_id:
         args.append(company_id)
         where.append(f"company_id = ${len(args)}")
