@@ -113,6 +113,14 @@ async def set_link(
     )  # fmt: skip
 
 
+async def forget_roles(conn: asyncpg.Connection, contact_id: UUID) -> None:
+    """Blank the roles (free text) of every link of an erased contact."""
+    await conn.execute(
+        "UPDATE ledger.item_links SET role = NULL WHERE contact_id = $1 AND role IS NOT NULL",
+        contact_id,
+    )
+
+
 async def for_contact(
     conn: asyncpg.Connection, contact_id: UUID, kind: str, limit: int, offset: int
 ) -> tuple[int, list[asyncpg.Record]]:
