@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,10 +55,20 @@ BATCH_RECORDS = 200
 #: Read-model families, each its own consumer group.
 FAMILIES = ("contacts", "activities", "items", "sync-status")
 
+
+class Poison(Exception):
+    """A message that cannot be decoded: dead-letter it at once."""
+
+
+class DatabaseUnavailableError(Exception):
+    """No connection to PostgreSQL could be had: an outage, whatever PostgreSQL answered."""
+
+
 #: Errors that mean "a server is not there": wait, retry the same message, never skip it.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused or reset connections, timeouts
     asyncpg.InterfaceError,  # a connection closed under us
+    DatabaseUnavailableError,
     ContactEventsUnavailableError,
 )
 #: SQLSTATE classes of PostgreSQL errors that are the server's state, not the message's:
@@ -134,10 +144,6 @@ class Stats:
     outages: int = 0
     #: Contacts whose missing events were fetched from the store.
     repairs: int = 0
-
-
-class Poison(Exception):
-    """A message that cannot be decoded: dead-letter it at once."""
 
 
 #: Applies raw bytes in a transaction: (changed anything, when the event happened).
@@ -274,7 +280,7 @@ class Worker:
         An outage raises (after a backoff), so the batch is not committed and comes again.
         """
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 outcomes = [await routes[r.topic](conn, r.value or b"") for r in records]
         except Exception as exc:
             if is_outage(exc):
@@ -287,6 +293,19 @@ class Worker:
         self._outages_in_a_row = 0
         for applied, occurred_at in outcomes:
             self._count(family, applied, occurred_at)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        # Failing to get a connection is never the message's fault, whatever the error
+        # (refused, "not accepting connections", too many clients, bad startup state).
+        try:
+            conn = await self.pool.acquire()
+        except Exception as exc:
+            raise DatabaseUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)
 
     async def _wait_out(self, exc: BaseException, what: str) -> None:
         # Exponential backoff across consecutive outages, capped by the setting.
@@ -325,7 +344,7 @@ class Worker:
         error: BaseException | None = None
         for attempt in range(1, attempts + 1):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with self._connection() as conn, conn.transaction():
                     applied, occurred_at = await apply(conn, raw)
                 self._outages_in_a_row = 0
                 self._count(family, applied, occurred_at)
@@ -401,7 +420,7 @@ class Worker:
 def _server_of(exc: BaseException) -> str:
     if isinstance(exc, ContactEventsUnavailableError):
         return "the contacts API"
-    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | DatabaseUnavailableError):
         return "PostgreSQL"
     if type(exc).__module__.startswith(("aiokafka", "kafka", "faststream")):
         return "Kafka"

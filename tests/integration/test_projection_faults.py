@@ -2,7 +2,7 @@
 
 Values the edge refuses today but the store may hold are applied cleaned; a
 lost or skipped contact event is repaired from the store; an outage of the
-contacts API is waited out; poison on every consumed topic costs that message
+contacts API or of PostgreSQL is waited out; poison on every consumed topic costs that message
 alone.
 """
 
@@ -14,11 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
+
 from services.contacts.app import create_app
 from services.contacts.domain import Actor
 from services.contacts.export import StoreReader
 from services.projections.rebuild import rebuild_contacts
 from services.projections.sql import contacts as contacts_sql
+from services.stack import launcher
 from shared.kafka import read_topic
 from shared.settings import KontaktSettings
 from tests.integration.test_projection_rebuild import dump
@@ -329,3 +332,46 @@ async def test_poison_on_every_consumed_topic_costs_that_message_alone(
                 "SELECT status FROM ledger.outlook_sync_status WHERE person_id = $1",
                 created.person_id,
             )
+
+
+async def test_postgresql_refusing_connections_is_waited_out_and_nothing_dead_lettered(
+    isolated_settings: KontaktSettings, stack: launcher.StackInfo
+) -> None:
+    async with pipeline(isolated_settings) as p:
+        assert p.worker is not None
+        s = p.settings
+        worker = p.worker
+        await p.settle()
+        admin = await asyncpg.connect(stack.pg_dsn("postgres"))
+        database = s.pg_database
+        try:
+            # The database goes away under the worker: its connections are cut and new
+            # ones refused.
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+            await p.produce(
+                s.activities_topic, email("<outage@x>", "a@us.example", [], "During"), b"k"
+            )
+
+            async def waited() -> bool:
+                return worker.stats.outages >= 3
+
+            await until(waited, "the worker to meet the outage")
+            assert worker.stats.dead_lettered == 0
+        finally:
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            await admin.close()
+        await wait_no_lag(s, ["activities"], timeout=120)
+        async with p.pool.acquire() as conn:
+            assert (
+                await conn.fetchval(
+                    "SELECT subject FROM ledger.emails WHERE message_id = '<outage@x>'"
+                )
+                == "During"
+            )
+        assert worker.stats.dead_lettered == 0
+        assert await read_topic(s.kafka_bootstrap, s.dead_letter_topic) == []

@@ -15,7 +15,13 @@ import asyncpg
 import pytest
 
 from services.projections import contacts_model as model
-from services.projections.worker import Poison, Worker, decode, is_outage
+from services.projections.worker import (
+    DatabaseUnavailableError,
+    Poison,
+    Worker,
+    decode,
+    is_outage,
+)
 from shared.contact_events import ContactEventsUnavailableError
 from shared.contract import contacts as c
 from shared.contract.inbound import activity_event_adapter
@@ -130,21 +136,29 @@ def test_the_model_cleans_text_of_stored_events_the_same_on_every_path() -> None
 class _Pool:
     """A pool whose connections do nothing (the apply function is faked)."""
 
-    @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[Any]:
-        conn = SimpleNamespace(transaction=lambda: contextlib.nullcontext())
-
+    async def acquire(self) -> Any:
         @contextlib.asynccontextmanager
         async def transaction() -> AsyncIterator[None]:
             yield
 
-        conn.transaction = transaction
-        yield conn
+        return SimpleNamespace(transaction=transaction)
+
+    async def release(self, conn: Any) -> None:
+        pass
 
 
-def _worker(publish_fails: bool = False) -> tuple[Worker, list[Any]]:
+class _DownPool(_Pool):
+    """A pool PostgreSQL refuses to give connections to."""
+
+    async def acquire(self) -> Any:
+        raise asyncpg.exceptions.ObjectInPrerequisiteStateError(
+            'database "x" is not currently accepting connections'
+        )
+
+
+def _worker(publish_fails: bool = False, pool: _Pool | None = None) -> tuple[Worker, list[Any]]:
     settings = KontaktSettings(projection_max_attempts=3, projection_backoff_max_seconds=0.01)
-    worker = Worker(settings, _Pool(), ["items"])  # type: ignore[arg-type]
+    worker = Worker(settings, pool or _Pool(), ["items"])  # type: ignore[arg-type]
     published: list[Any] = []
 
     async def publish(value: bytes, **kwargs: Any) -> None:
@@ -200,3 +214,14 @@ def test_a_dead_letter_kafka_cannot_take_leaves_the_message_uncommitted() -> Non
     with pytest.raises(ConnectionError):
         asyncio.run(worker.process("items", RECORD, apply))
     assert worker.stats.dead_lettered == 0 and worker.stats.outages == 1
+
+
+def test_no_connection_to_be_had_is_an_outage_whatever_postgresql_answers() -> None:
+    worker, published = _worker(pool=_DownPool())
+
+    async def apply(conn: Any, raw: bytes) -> tuple[bool, datetime | None]:
+        raise AssertionError("never reached")
+
+    with pytest.raises(DatabaseUnavailableError):
+        asyncio.run(worker.process("items", RECORD, apply))
+    assert published == [] and worker.stats.outages == 1 and worker.stats.retries == 0
