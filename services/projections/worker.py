@@ -30,7 +30,7 @@ from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
-from shared.auth import mint_token
+from shared.auth import AuthError, mint_token
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, ContactEventBase, contact_event_adapter
 from shared.contract.inbound import activity_event_adapter, item_event_adapter
@@ -394,6 +394,12 @@ class Worker:
 
     async def start(self) -> None:
         """Create the read-model tables if missing, then start consuming."""
+        try:
+            self._token()  # a worker that could never repair a contact should not start
+        except AuthError as exc:
+            raise ValueError(
+                f"{exc}; or set KONTAKT_PROJECTION_SERVICE_TOKEN for repairs from the store"
+            ) from None
         async with self.pool.acquire() as conn:
             await create_schemas(conn)
         await ensure_topics(

@@ -225,3 +225,10 @@ def test_no_connection_to_be_had_is_an_outage_whatever_postgresql_answers() -> N
     with pytest.raises(DatabaseUnavailableError):
         asyncio.run(worker.process("items", RECORD, apply))
     assert published == [] and worker.stats.outages == 1 and worker.stats.retries == 0
+
+
+def test_a_worker_that_could_never_authenticate_a_repair_refuses_to_start() -> None:
+    settings = KontaktSettings(jwt_algorithm="RS256", jwt_public_key="not used here")
+    worker = Worker(settings, _Pool(), ["contacts"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="KONTAKT_PROJECTION_SERVICE_TOKEN"):
+        asyncio.run(worker.start())
