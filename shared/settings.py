@@ -76,6 +76,12 @@ class KontaktSettings(BaseSettings):
     read_your_writes_timeout_seconds: float = Field(default=2.0, ge=0, le=30)
     dead_letter_topic: str = "kontakt.dead-letters"
     projection_max_attempts: int = Field(default=5, ge=1, le=100)
+    # Longest wait between tries while a server (PostgreSQL, Kafka, contacts API) is down.
+    projection_backoff_max_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Token the projection worker sends to the contacts API when it repairs a contact from
+    # the store; minted from the JWT key for projection_service_subject if unset.
+    projection_service_token: SecretStr | None = None
+    projection_service_subject: str = "kontakt-projections"
 
     # Outlook sync (services/sync): its fields are kept together in this block.
     # Graph: the authority and base URL are configuration only (the real ones by default).

@@ -108,7 +108,8 @@ def dlq_list() -> None:
         return [
             f"{d.id}\t{d.original_topic}[{d.original_partition}]@{d.original_offset}\t{d.family}"
             f"\t{'resubmitted ' + d.resubmitted_at.isoformat() if d.resubmitted_at else 'open'}"
-            f"\t{d.error}"
+            # One line per letter: a database error's DETAIL comes on a line of its own.
+            f"\t{' '.join(d.error.split())}"
             for d in letters
         ]
 

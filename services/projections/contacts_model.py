@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from shared.contract import contacts as c
+from shared.text import clean_text, clean_value
 
 #: Contact fields that hold e-mail addresses (matched against activities).
 ADDRESS_FIELDS = ("work_email", "private_email")
@@ -20,6 +21,10 @@ ADDRESS_FIELDS = ("work_email", "private_email")
 
 class UnknownContactError(Exception):
     """An event for a contact the read model has never seen created."""
+
+
+class VersionGapError(Exception):
+    """An event whose earlier versions the read model lacks and could not recover."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,19 @@ def normalise_address(address: str) -> str:
     return unicodedata.normalize("NFKC", address).strip().casefold()
 
 
+def _t(value: str | None) -> str | None:
+    # Events stored before the edge refused such characters still carry them; PostgreSQL
+    # refuses NUL and lone surrogates, so every path into a row (worker, repair, rebuild)
+    # cleans here, where they all meet.
+    return None if value is None else clean_text(value)
+
+
+def _photo(photo: c.PhotoRef | None) -> c.PhotoRef | None:
+    if photo is None:
+        return None
+    return c.PhotoRef.model_validate(clean_value(photo.model_dump()))
+
+
 def _addresses(row: ContactRow) -> frozenset[str]:
     current = {
         normalise_address(v) for v in (row.work_email, row.private_email) if v and v != c.ERASED
@@ -106,24 +124,26 @@ def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
             version=event.aggregate_version,
             position=event.global_position,
             company_id=d.company_id,
-            company_name=d.company_name,
-            first_names=d.first_names,
-            last_names=d.last_names,
-            job_title=d.job_title,
-            department=d.department,
-            work_email=d.work_email,
-            private_email=d.private_email,
-            work_phone=d.work_phone,
-            private_phone=d.private_phone,
+            company_name=clean_text(d.company_name),
+            first_names=clean_text(d.first_names),
+            last_names=clean_text(d.last_names),
+            job_title=_t(d.job_title),
+            department=_t(d.department),
+            work_email=_t(d.work_email),
+            private_email=_t(d.private_email),
+            work_phone=_t(d.work_phone),
+            private_phone=_t(d.private_phone),
             started_on=d.started_on,
             ended_on=None,
             predecessor_id=d.predecessor_id,
             successor_id=None,
             archived=False,
             erased=False,
-            photo=d.photo,
-            outlook_sync_users=tuple(sorted(d.outlook_sync_users)),
-            infotags={t.tag: Infotag(t.added_by, t.added_at) for t in d.infotags},
+            photo=_photo(d.photo),
+            outlook_sync_users=tuple(sorted(clean_text(u) for u in d.outlook_sync_users)),
+            infotags={
+                clean_text(t.tag): Infotag(clean_text(t.added_by), t.added_at) for t in d.infotags
+            },
             created_at=event.occurred_at,
             updated_at=event.occurred_at,
         )
@@ -137,25 +157,28 @@ def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
         updated_at=event.occurred_at,
     )
     if isinstance(event, c.ContactDetailsChanged):
-        changes: dict[str, Any] = {str(k): v for k, v in event.data.changes.items()}
+        changes: dict[str, Any] = {str(k): _t(v) for k, v in event.data.changes.items()}
         row = replace(row, **changes)
         return replace(row, addresses=_addresses(row))
     if isinstance(event, c.JobChanged):
         return replace(row, ended_on=event.data.ended_on, successor_id=event.data.successor_id)
     if isinstance(event, c.OutlookSyncToggled):
         users = set(row.outlook_sync_users)
+        user = clean_text(event.data.user_id)
         if event.data.enabled:
-            users.add(event.data.user_id)
+            users.add(user)
         else:
-            users.discard(event.data.user_id)
+            users.discard(user)
         return replace(row, outlook_sync_users=tuple(sorted(users)))
     if isinstance(event, c.InfotagAdded):
-        tags = {**row.infotags, event.data.tag: Infotag(event.actor, event.occurred_at)}
+        tag = clean_text(event.data.tag)
+        tags = {**row.infotags, tag: Infotag(clean_text(event.actor), event.occurred_at)}
         return replace(row, infotags=tags)
     if isinstance(event, c.InfotagRemoved):
-        return replace(row, infotags={k: v for k, v in row.infotags.items() if k != event.data.tag})
+        gone = clean_text(event.data.tag)
+        return replace(row, infotags={k: v for k, v in row.infotags.items() if k != gone})
     if isinstance(event, c.PhotoChanged):
-        return replace(row, photo=event.data)
+        return replace(row, photo=_photo(event.data))
     if isinstance(event, c.PhotoRemoved):
         return replace(row, photo=None)
     if isinstance(event, c.ContactArchived):

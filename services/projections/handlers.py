@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from uuid import UUID
+
 import asyncpg
 
 from services.projections import contacts_model as model
@@ -18,22 +21,67 @@ from shared.contract.sync import OutlookSyncStatusChanged
 #: e-mail committed while an erasure runs cannot slip past the redaction.
 ERASURE_LOCK = 0x6B6F6E74616B74
 
+#: A contact's stored events after a version, oldest first (the event store, via its API).
+History = Callable[[UUID, int], Awaitable[Sequence[c.ContactEventBase]]]
+
 
 async def apply_contact_event(
     conn: asyncpg.Connection,
     event: c.ContactEventBase,
     key: bytes,
     schema: str = contacts_sql.LIVE,
+    history: History | None = None,
 ) -> bool:
-    """Apply a contact event once (by aggregate version); False for a duplicate."""
+    """Apply a contact event once (by aggregate version); False for a duplicate.
+
+    With `history`, a contact the model never saw, or a gap before this version, is
+    first filled from the store, so one lost event never hides the contact's later ones.
+    """
     before = await contacts_sql.load_row(conn, schema, event.contact_id)
     if before is not None and event.aggregate_version <= before.version:
         return False
+    if history is not None and _missing_before(before, event):
+        known = before.version if before else 0
+        for earlier in await history(event.contact_id, known):
+            if known < earlier.aggregate_version < event.aggregate_version:
+                before = await _apply(conn, before, earlier, key, schema)
+                known = earlier.aggregate_version
+        if _missing_before(before, event):
+            raise model.VersionGapError(
+                f"{event.type} v{event.aggregate_version} of contact {event.contact_id}:"
+                f" the store has it only up to v{known}"
+            )
+    await _apply(conn, before, event, key, schema)
+    return True
+
+
+def _missing_before(before: model.ContactRow | None, event: c.ContactEventBase) -> bool:
+    if before is None:
+        return not isinstance(event, c.ContactCreated)
+    return event.aggregate_version > before.version + 1
+
+
+async def _apply(
+    conn: asyncpg.Connection,
+    before: model.ContactRow | None,
+    event: c.ContactEventBase,
+    key: bytes,
+    schema: str,
+) -> model.ContactRow:
     after = model.apply(before, event)
     if isinstance(event, c.ContactErased):
         await forget_addresses(conn, event, before, key, schema)
+        await forget_free_text(conn, event)
     await contacts_sql.save_row(conn, schema, before, after)
-    return True
+    return after
+
+
+async def forget_free_text(conn: asyncpg.Connection, event: c.ContactErased) -> None:
+    """Blank what other services wrote about the erased contact (link roles, sync reasons)."""
+    # Runs under the exclusive erasure lock (taken by the redaction before it), so a link
+    # or outcome committed meanwhile is either blanked here or sees the erasure.
+    await items_sql.forget_roles(conn, event.contact_id)
+    await sync_sql.forget_reasons(conn, event.person_id)
 
 
 async def forget_addresses(
@@ -78,6 +126,9 @@ async def apply_email(conn: asyncpg.Connection, event: inbound.EmailLogged, key:
         norm = normalise_address(address)
         return c.ERASED if norm in erased else norm
 
+    # A subject is free text about whoever the e-mail is from or to: with an erased
+    # person among them, it is not kept.
+
     return await activities_sql.insert_email(
         conn,
         message_id=event.message_id,
@@ -85,7 +136,7 @@ async def apply_email(conn: asyncpg.Connection, event: inbound.EmailLogged, key:
         from_address=shown(event.from_address),
         to=[shown(a) for a in event.to if a.strip()],
         cc=[shown(a) for a in event.cc if a.strip()],
-        subject=event.subject,
+        subject=c.ERASED if erased else event.subject,
         sent_at=event.sent_at,
     )
 
@@ -103,8 +154,11 @@ async def apply_item_event(conn: asyncpg.Connection, kind: str, event: inbound.I
     elif isinstance(event, inbound.ItemClosed):
         await items_sql.close(conn, kind, event.item_id, event.outcome, at)
     elif isinstance(event, inbound.ContactLinked):
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
+        # The role is free text about the contact: an erased one keeps none.
+        role = None if await contacts_sql.is_erased(conn, event.contact_id) else event.role
         await items_sql.set_link(
-            conn, kind, event.item_id, event.contact_id, linked=True, role=event.role, at=at
+            conn, kind, event.item_id, event.contact_id, linked=True, role=role, at=at
         )
     else:
         await items_sql.set_link(
@@ -113,14 +167,16 @@ async def apply_item_event(conn: asyncpg.Connection, kind: str, event: inbound.I
 
 
 async def apply_sync_status(conn: asyncpg.Connection, event: OutlookSyncStatusChanged) -> bool:
-    """Keep a user's latest Outlook sync outcome for a person."""
+    """Keep a user's latest Outlook sync outcome for a person (no reason for an erased one)."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
+    erased = await contacts_sql.person_erased(conn, event.person_id)
     return await sync_sql.record(
         conn,
         user_id=event.user_id,
         person_id=event.person_id,
         contact_id=event.contact_id,
         status=event.status,
-        reason=event.reason,
+        reason=None if erased else event.reason,
         sequence=event.sequence,
         at=event.occurred_at,
     )

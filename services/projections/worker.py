@@ -10,27 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.projections import handlers
-from services.projections.contacts_model import UnknownContactError
 from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
-from shared.contract.contacts import parse_contact_event
+from shared.auth import AuthError, mint_token
+from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
+from shared.contract.contacts import ContactEvent, ContactEventBase, contact_event_adapter
 from shared.contract.inbound import activity_event_adapter, item_event_adapter
-from shared.contract.sync import parse_sync_event
+from shared.contract.sync import OutlookSyncStatusChanged
 from shared.kafka import ensure_topics
 from shared.lag import group_lag
 from shared.observability import (
@@ -41,6 +45,7 @@ from shared.observability import (
     seconds_since,
 )
 from shared.settings import KontaktSettings
+from shared.text import clean_text, clean_value
 
 log = logging.getLogger("kontakt.projections")
 
@@ -50,14 +55,65 @@ BATCH_RECORDS = 200
 #: Read-model families, each its own consumer group.
 FAMILIES = ("contacts", "activities", "items", "sync-status")
 
-#: Errors that mean "the database is not there": retry the same message, never skip it.
+
+class Poison(Exception):
+    """A message that cannot be decoded: dead-letter it at once."""
+
+
+class DatabaseUnavailableError(Exception):
+    """No connection to PostgreSQL could be had: an outage, whatever PostgreSQL answered."""
+
+
+#: Errors that mean "a server is not there": wait, retry the same message, never skip it.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
+    OSError,  # refused or reset connections, timeouts
+    asyncpg.InterfaceError,  # a connection closed under us
+    DatabaseUnavailableError,
+    ContactEventsUnavailableError,
 )
+#: SQLSTATE classes of PostgreSQL errors that are the server's state, not the message's:
+#: connection exceptions, insufficient resources, operator intervention (shutdown,
+#: starting up), system errors; and rollbacks (serialization failure, deadlock).
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_sync_event_adapter = TypeAdapter(OutlookSyncStatusChanged)
+#: How long a repair may wait for the contacts API before it counts as unreachable.
+REPAIR_TIMEOUT_SECONDS = 10.0
+#: Lifetime of the token the worker mints for its repairs (a new one well before expiry).
+REPAIR_TOKEN_TTL_SECONDS = 3600
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when an error means a server is unreachable or busy, not that the message is bad."""
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    return False
+
+
+def decode(raw: bytes, adapter: TypeAdapter[Any], what: str) -> Any:
+    """A message's event, every string in it cleaned; Poison when it is not one."""
+    try:
+        if b"\\" not in raw and clean_text(text := raw.decode()) == text:
+            # Nothing escaped, nothing to clean (nearly every message): the fast parser.
+            return adapter.validate_json(raw)
+        # The standard parser, not pydantic's: it accepts a lone surrogate escape, which
+        # is then cleaned out like the other characters PostgreSQL would refuse.
+        data = json.loads(raw)
+    except ValueError as exc:  # not UTF-8, not JSON (ValidationError is one too)
+        if isinstance(exc, ValidationError):
+            raise Poison(f"not {what}: {_errors(exc)}") from None
+        raise Poison(f"not JSON: {exc}") from None
+    try:
+        return adapter.validate_python(clean_value(data))
+    except ValidationError as exc:
+        raise Poison(f"not {what}: {_errors(exc)}") from None
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    # Where and what, without the input (it may be what made the message poison).
+    return [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()[:3]]
 
 
 def topics_of(settings: KontaktSettings, family: str) -> list[str]:
@@ -82,10 +138,12 @@ class Stats:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
-
-
-class Poison(Exception):
-    """A message that cannot be decoded: dead-letter it at once."""
+    #: Failed attempts at a message that were retried (not counting outages).
+    retries: int = 0
+    #: Times a server was unreachable and the worker waited before trying again.
+    outages: int = 0
+    #: Contacts whose missing events were fetched from the store.
+    repairs: int = 0
 
 
 #: Applies raw bytes in a transaction: (changed anything, when the event happened).
@@ -110,42 +168,69 @@ class Worker:
         broker_log = logging.getLogger("kontakt.projections.kafka")
         broker_log.setLevel(logging.WARNING)
         self.broker = KafkaBroker(settings.kafka_bootstrap, logger=broker_log)
+        self._http: httpx.AsyncClient | None = None
+        self._minted: tuple[float, str] | None = None
+        #: Outages in a row, for the backoff (reset by any success).
+        self._outages_in_a_row = 0
         self._subscribe()
 
     # ------------------------------------------------------------- decoding
 
     async def _contact(self, conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
-        try:
-            event = parse_contact_event(raw)
-        except ValidationError as exc:
-            raise Poison(f"not a contact event: {exc.errors()[:3]}") from None
+        event: ContactEventBase = decode(raw, contact_event_adapter, "a contact event")
         correlation_id.set(event.correlation_id)
-        return await handlers.apply_contact_event(conn, event, self.key), event.occurred_at
+        applied = await handlers.apply_contact_event(
+            conn, event, self.key, history=self.contact_history
+        )
+        return applied, event.occurred_at
 
     async def _email(self, conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
-        try:
-            event = activity_event_adapter.validate_json(raw)
-        except ValidationError as exc:
-            raise Poison(f"not an activity event: {exc.errors()[:3]}") from None
+        event = decode(raw, activity_event_adapter, "an activity event")
         return await handlers.apply_email(conn, event, self.key), event.occurred_at
 
     async def _sync_status(self, conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
-        try:
-            event = parse_sync_event(raw)
-        except ValidationError as exc:
-            raise Poison(f"not a sync outcome: {exc.errors()[:3]}") from None
+        event = decode(raw, _sync_event_adapter, "a sync outcome")
         return await handlers.apply_sync_status(conn, event), event.occurred_at
 
     def _item(self, kind: str) -> Apply:
         async def apply(conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
-            try:
-                event = item_event_adapter.validate_json(raw)
-            except ValidationError as exc:
-                raise Poison(f"not an item event: {exc.errors()[:3]}") from None
+            event = decode(raw, item_event_adapter, "an item event")
             await handlers.apply_item_event(conn, kind, event)
             return True, event.occurred_at
 
         return apply
+
+    # ------------------------------------------------------------- repairing
+
+    async def contact_history(self, contact_id: Any, after_version: int) -> list[ContactEvent]:
+        """The contact's stored events after a version, from the contacts API."""
+        if self._http is None:
+            raise ContactEventsUnavailableError("the worker is not started")
+        self._http.headers["Authorization"] = f"Bearer {self._token()}"
+        events = await fetch_contact_events(self._http, contact_id, after_version)
+        self.stats.repairs += 1
+        log.warning(
+            "repairing contact %s from the store: %d events after v%d",
+            contact_id,
+            len(events),
+            after_version,
+        )
+        # Cleaned like consumed messages: the same rules whichever way an event comes.
+        return [contact_event_adapter.validate_python(clean_value(e.model_dump())) for e in events]
+
+    def _token(self) -> str:
+        configured = self.settings.projection_service_token
+        if configured is not None:
+            return configured.get_secret_value()
+        now = time.monotonic()
+        if self._minted is None or now - self._minted[0] > REPAIR_TOKEN_TTL_SECONDS / 2:
+            token = mint_token(
+                self.settings,
+                self.settings.projection_service_subject,
+                ttl_seconds=REPAIR_TOKEN_TTL_SECONDS,
+            )
+            self._minted = (now, token)
+        return self._minted[1]
 
     # ------------------------------------------------------------ consuming
 
@@ -190,20 +275,52 @@ class Worker:
     async def process_batch(
         self, family: str, records: Sequence[Any], routes: dict[str, Apply]
     ) -> None:
-        """Apply a batch in one transaction; if any record fails, apply them one by one."""
+        """Apply a batch in one transaction; if any record fails, apply them one by one.
+
+        An outage raises (after a backoff), so the batch is not committed and comes again.
+        """
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 outcomes = [await routes[r.topic](conn, r.value or b"") for r in records]
-        except _UNAVAILABLE as exc:
-            log.warning("database unavailable (%s); the batch will be redelivered", exc)
-            await asyncio.sleep(1.0)
-            raise
-        except Exception:  # one bad record spoils the batch: isolate it
+        except Exception as exc:
+            if is_outage(exc):
+                await self._wait_out(exc, f"a batch of {len(records)} ({family})")
+                raise
+            # One bad record spoils the batch: isolate it.
             for record in records:
                 await self.process(family, record, routes[record.topic])
             return
+        self._outages_in_a_row = 0
         for applied, occurred_at in outcomes:
             self._count(family, applied, occurred_at)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        # Failing to get a connection is never the message's fault, whatever the error
+        # (refused, "not accepting connections", too many clients, bad startup state).
+        try:
+            conn = await self.pool.acquire()
+        except Exception as exc:
+            raise DatabaseUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)
+
+    async def _wait_out(self, exc: BaseException, what: str) -> None:
+        # Exponential backoff across consecutive outages, capped by the setting.
+        self.stats.outages += 1
+        delay = min(self.settings.projection_backoff_max_seconds, 0.25 * 2**self._outages_in_a_row)
+        self._outages_in_a_row += 1
+        log.warning(
+            "%s unreachable (%s: %s); %s comes again in %.1fs",
+            _server_of(exc),
+            type(exc).__name__,
+            exc,
+            what,
+            delay,
+        )
+        await asyncio.sleep(delay)
 
     def _count(self, family: str, applied: bool, occurred_at: datetime | None) -> None:
         m = metrics()
@@ -217,32 +334,42 @@ class Worker:
             m.projected.labels(family=family, outcome="duplicate").inc()
 
     async def process(self, family: str, record: Any, apply: Apply) -> None:
-        """Apply one record in a transaction, retrying; dead-letter it when it keeps failing."""
+        """Apply one record in a transaction, retrying; dead-letter it when it keeps failing.
+
+        An outage (a server unreachable) raises after a backoff: the record is neither
+        counted against its attempts nor dead-lettered, and comes again.
+        """
         raw: bytes = record.value or b""
         attempts = self.settings.projection_max_attempts
         error: BaseException | None = None
         for attempt in range(1, attempts + 1):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with self._connection() as conn, conn.transaction():
                     applied, occurred_at = await apply(conn, raw)
+                self._outages_in_a_row = 0
                 self._count(family, applied, occurred_at)
                 return
             except Poison as exc:
                 error = exc
                 break
-            except _UNAVAILABLE as exc:
-                # Not this message's fault: wait, then let the message come again.
-                log.warning(
-                    "database unavailable (%s); %s will be redelivered", exc, _where(record)
-                )
-                await asyncio.sleep(1.0)
-                raise
-            except (UnknownContactError, asyncpg.PostgresError, ValueError) as exc:
+            except Exception as exc:
+                if is_outage(exc):
+                    await self._wait_out(exc, _where(record))
+                    raise
+                # This message's own failure: the database refused a value, or a
+                # handler raised on it. Bounded retries, then the dead letters.
                 error = exc
                 log.warning("attempt %d/%d at %s: %s", attempt, attempts, _where(record), exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+                if attempt < attempts:
+                    self.stats.retries += 1
+                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
         assert error is not None
-        await self.dead_letter(family, record, error)
+        try:
+            await self.dead_letter(family, record, error)
+        except Exception as exc:
+            # Kafka could not take the dead letter: keep the record uncommitted instead.
+            await self._wait_out(exc, f"the dead letter of {_where(record)}")
+            raise
 
     async def dead_letter(self, family: str, record: Any, error: BaseException) -> None:
         """Publish the original bytes with the error to the dead-letter topic."""
@@ -267,6 +394,12 @@ class Worker:
 
     async def start(self) -> None:
         """Create the read-model tables if missing, then start consuming."""
+        try:
+            self._token()  # a worker that could never repair a contact should not start
+        except AuthError as exc:
+            raise ValueError(
+                f"{exc}; or set KONTAKT_PROJECTION_SERVICE_TOKEN for repairs from the store"
+            ) from None
         async with self.pool.acquire() as conn:
             await create_schemas(conn)
         await ensure_topics(
@@ -277,11 +410,27 @@ class Worker:
                 self.settings.dead_letter_topic,
             ],
         )
+        self._http = httpx.AsyncClient(
+            base_url=self.settings.contacts_api_url, timeout=REPAIR_TIMEOUT_SECONDS
+        )
         await self.broker.start()
 
     async def stop(self) -> None:
         """Stop consuming (the in-flight message finishes first)."""
         await self.broker.stop()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+def _server_of(exc: BaseException) -> str:
+    if isinstance(exc, ContactEventsUnavailableError):
+        return "the contacts API"
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | DatabaseUnavailableError):
+        return "PostgreSQL"
+    if type(exc).__module__.startswith(("aiokafka", "kafka", "faststream")):
+        return "Kafka"
+    return "a server"
 
 
 def _where(record: Any) -> str:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from services.contacts.domain import Actor
 from services.contacts.export import StoreReader
@@ -115,7 +115,7 @@ async def test_malformed_messages_are_dead_lettered_and_good_ones_still_applied(
             await p.produce(topic, b"\x00not json at all", b"k")
             await p.produce(topic, json.dumps({"type": "Nonsense", "x": 1}).encode(), b"k")
         # Well-formed, but for a contact the read model does not know yet (its events are
-        # not relayed): it fails every retry and is dead-lettered too.
+        # not relayed): the worker repairs the contact from the store, then applies it.
         orphan = {
             "event_id": str(uuid4()),
             "type": "InfotagAdded",
@@ -125,13 +125,30 @@ async def test_malformed_messages_are_dead_lettered_and_good_ones_still_applied(
             "correlation_id": "c",
             "contact_id": cid,
             "person_id": good.json()["person_id"],
-            "aggregate_version": 99,
+            "aggregate_version": 2,
             "global_position": 99999,
             "data": {"tag": "late"},
         }
         await p.produce(s.contacts_topic, json.dumps(orphan).encode(), b"k")
+        # A value the database refuses (here: a constraint an operator will lift) fails
+        # every attempt and is dead-lettered.
+        async with p.pool.acquire() as conn:
+            await conn.execute(
+                "ALTER TABLE ledger.items ADD CONSTRAINT refused_title"
+                " CHECK (title IS NULL OR title <> 'Refused')"
+            )
+        item_id = str(uuid4())
+        refused = {
+            "event_id": str(uuid4()),
+            "type": "Created",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "item_id": item_id,
+            "title": "Refused",
+            "status": "open",
+        }
+        await p.produce(s.projects_topic, json.dumps(refused).encode(), b"r")
         await wait_no_lag(s, ["contacts", "activities", "items", "sync-status"])
-        await p.settle()  # now the contact's own events arrive, and are applied
+        await p.settle()  # now the contact's own events arrive: duplicates of the repair
         letters = await read_topic(s.kafka_bootstrap, s.dead_letter_topic)
         assert len(letters) == 9
         assert {r.header("x-original-topic") for r in letters} == {
@@ -142,7 +159,8 @@ async def test_malformed_messages_are_dead_lettered_and_good_ones_still_applied(
         }
         assert all(r.header("x-error") for r in letters)
         assert (await p.query.get(f"/contacts/{cid}")).json()["first_names"] == "Good"
-        assert (await p.query.get(f"/contacts/{cid}/infotags")).json() == []
+        tags = (await p.query.get(f"/contacts/{cid}/infotags")).json()
+        assert [t["tag"] for t in tags] == ["late"]
 
         env = env_of(s)
         listed = subprocess.run(
@@ -155,8 +173,10 @@ async def test_malformed_messages_are_dead_lettered_and_good_ones_still_applied(
         assert listed.returncode == 0, listed.stderr
         assert len(listed.stdout.strip().splitlines()) == 1 + len(letters)
         assert "open" in listed.stdout
-        # The cause is gone (the contact exists now): re-submitting applies it.
-        (late,) = [r for r in letters if "unknown contact" in (r.header("x-error") or "")]
+        # The cause is gone (the constraint is lifted): re-submitting applies it.
+        (late,) = [r for r in letters if "refused_title" in (r.header("x-error") or "")]
+        async with p.pool.acquire() as conn:
+            await conn.execute("ALTER TABLE ledger.items DROP CONSTRAINT refused_title")
         fixed = subprocess.run(
             [
                 sys.executable,
@@ -174,8 +194,11 @@ async def test_malformed_messages_are_dead_lettered_and_good_ones_still_applied(
         )
         assert fixed.returncode == 0 and "re-submitted 1" in fixed.stdout, fixed.stderr
         await wait_no_lag(s, ["contacts", "activities", "items", "sync-status"])
-        tags = (await p.query.get(f"/contacts/{cid}/infotags")).json()
-        assert [t["tag"] for t in tags] == ["late"]
+        async with p.pool.acquire() as conn:
+            title = await conn.fetchval(
+                "SELECT title FROM ledger.items WHERE item_id = $1", UUID(item_id)
+            )
+        assert title == "Refused"
         # A still-malformed one goes back to the dead letters when re-submitted.
         rest = subprocess.run(
             [sys.executable, "-m", "services.cli", "projections", "dlq", "resubmit"],
@@ -238,13 +261,37 @@ async def test_erasure_leaves_nothing_of_the_person_in_any_table_read_models_inc
                         "from": sender,
                         "to": to,
                         "cc": [],
-                        "subject": "Møde",
+                        "subject": f"Fortroligt møde {tag}-{i}",
                         "sent_at": sent,
                     }
                 ).encode(),
             )
+        # Free text other services wrote about the contact: a link role, a sync reason.
+        link = {
+            "event_id": str(uuid4()),
+            "type": "ContactLinked",
+            "occurred_at": sent,
+            "item_id": str(uuid4()),
+            "contact_id": cid,
+            "role": f"Beslutningstager {tag}",
+        }
+        await p.produce(s.projects_topic, json.dumps(link).encode())
+        outcome = {
+            "event_id": str(uuid4()),
+            "type": "OutlookSyncStatusChanged",
+            "occurred_at": sent,
+            "user_id": "alice",
+            "person_id": created["person_id"],
+            "contact_id": cid,
+            "status": "unlinked",
+            "reason": f"slettet i Outlook af {tag}",
+            "sequence": 1,
+        }
+        await p.produce(s.sync_events_topic, json.dumps(outcome).encode())
         await p.settle()
         assert (await p.query.get(f"/contacts/{cid}/activities")).json()["total"] == 3
+        before_subjects = rawscan.find(s.pg_dsn(), [f"Fortroligt møde {tag}-0"])
+        assert "ledger.emails" in before_subjects[f"Fortroligt møde {tag}-0"], before_subjects
         before = rawscan.find(s.pg_dsn(), [secret["last_names"], secret["work_email"]])
         assert any(t.startswith("rm.") for t in before[secret["last_names"]]), before
 
@@ -266,14 +313,21 @@ async def test_erasure_leaves_nothing_of_the_person_in_any_table_read_models_inc
                     "from": secret["work_email"],
                     "to": ["a@us.example"],
                     "cc": [],
-                    "subject": "Sent",
+                    "subject": f"Sendt efter sletning {tag}",
                     "sent_at": sent,
                 }
             ).encode(),
         )
+        # So is a link arriving after the erasure: kept, without its role.
+        late_link = {**link, "event_id": str(uuid4()), "item_id": str(uuid4())}
+        late_link["role"] = f"Sponsor {tag}"
+        await p.produce(s.projects_topic, json.dumps(late_link).encode())
         await p.settle()
 
         values = [*secret.values(), f"new{tag}@home.example", f"Ærlige-{tag} Sørensen{tag}"]
+        values += [f"Fortroligt møde {tag}-{i}" for i in range(3)]
+        values += [f"Sendt efter sletning {tag}", f"Beslutningstager {tag}", f"Sponsor {tag}"]
+        values += [f"slettet i Outlook af {tag}"]
         leaks = rawscan.find(
             s.pg_dsn(), [v for v in values if v != "+45 33 12 34 56"] + ["33 12 34 56"]
         )
@@ -281,5 +335,7 @@ async def test_erasure_leaves_nothing_of_the_person_in_any_table_read_models_inc
         details = (await p.query.get(f"/contacts/{cid}")).json()
         assert details["status"] == "erased" and details["first_names"] == "[erased]"
         assert (await p.query.get(f"/contacts/{cid}/activities")).json()["total"] == 0
+        projects = (await p.query.get(f"/contacts/{cid}/projects")).json()
+        assert projects["total"] == 2 and all(i["role"] is None for i in projects["items"])
         found = rawscan.find(s.pg_dsn(), ["keep@us.example"])
         assert "ledger.emails" in found["keep@us.example"]  # other people's data stays

@@ -84,7 +84,7 @@ async def known_addresses(conn: asyncpg.Connection) -> list[str]:
 
 
 async def redact(conn: asyncpg.Connection, addresses: Collection[str]) -> None:
-    """Replace erased addresses in stored e-mails by the erased placeholder."""
+    """Replace erased addresses, and the subjects of their e-mails, by the erased placeholder."""
     if not addresses:
         return
     await conn.execute(
@@ -93,7 +93,9 @@ async def redact(conn: asyncpg.Connection, addresses: Collection[str]) -> None:
         " to_addresses = ARRAY(SELECT CASE WHEN a = ANY($1) THEN $2 ELSE a END"
         "   FROM unnest(to_addresses) AS a),"
         " cc_addresses = ARRAY(SELECT CASE WHEN a = ANY($1) THEN $2 ELSE a END"
-        "   FROM unnest(cc_addresses) AS a)"
+        "   FROM unnest(cc_addresses) AS a),"
+        # The subject is free text about the people in the e-mail: an erased one's go.
+        " subject = $2"
         " WHERE message_id IN"
         "   (SELECT message_id FROM ledger.email_addresses WHERE address = ANY($1))",
         list(addresses),

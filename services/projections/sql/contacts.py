@@ -221,6 +221,22 @@ async def erased_among(conn: asyncpg.Connection, hashes: Sequence[str]) -> set[s
     return {r["address_hash"] for r in rows}
 
 
+async def is_erased(conn: asyncpg.Connection, contact_id: UUID) -> bool:
+    """True when the contact is known and erased."""
+    return bool(
+        await conn.fetchval(f"SELECT erased FROM {LIVE}.contacts WHERE contact_id = $1", contact_id)
+    )
+
+
+async def person_erased(conn: asyncpg.Connection, person_id: UUID) -> bool:
+    """True when any known contact of the person is erased."""
+    return bool(
+        await conn.fetchval(
+            f"SELECT bool_or(erased) FROM {LIVE}.contacts WHERE person_id = $1", person_id
+        )
+    )
+
+
 async def copy_rows(conn: asyncpg.Connection, schema: str, rows: Sequence[ContactRow]) -> None:
     """Bulk-load rows into an empty schema (the rebuild's first pass)."""
     s = _s(schema)

@@ -113,6 +113,14 @@ async def set_link(
     )  # fmt: skip
 
 
+async def forget_roles(conn: asyncpg.Connection, contact_id: UUID) -> None:
+    """Blank the roles (free text) of every link of an erased contact."""
+    await conn.execute(
+        "UPDATE ledger.item_links SET role = NULL WHERE contact_id = $1 AND role IS NOT NULL",
+        contact_id,
+    )
+
+
 async def for_contact(
     conn: asyncpg.Connection, contact_id: UUID, kind: str, limit: int, offset: int
 ) -> tuple[int, list[asyncpg.Record]]:
@@ -123,7 +131,9 @@ async def for_contact(
         kind,
     )
     rows = await conn.fetch(
-        "SELECT l.item_id, l.role, l.changed_at AS linked_at, i.title, i.status, i.closed,"
+        # A link can arrive before its item's first event: no item row yet, so not closed.
+        "SELECT l.item_id, l.role, l.changed_at AS linked_at, i.title, i.status,"
+        " coalesce(i.closed, false) AS closed,"
         " i.outcome FROM ledger.item_links l"
         " LEFT JOIN ledger.items i ON i.kind = l.kind AND i.item_id = l.item_id"
         " WHERE l.contact_id = $1 AND l.kind = $2 AND l.linked"

@@ -58,6 +58,15 @@ async def record(
     return bool(kept)
 
 
+async def forget_reasons(conn: asyncpg.Connection, person_id: UUID) -> None:
+    """Blank the reasons (free text) of an erased person's outcomes."""
+    await conn.execute(
+        "UPDATE ledger.outlook_sync_status SET reason = NULL"
+        " WHERE person_id = $1 AND reason IS NOT NULL",
+        person_id,
+    )
+
+
 async def for_person(
     conn: asyncpg.Connection, person_id: UUID, users: Sequence[str]
 ) -> dict[str, asyncpg.Record]:
