@@ -105,6 +105,8 @@ class KontaktSettings(BaseSettings):
     # A link claimed by a worker that died is taken over after this long.
     sync_lease_seconds: float = Field(default=60.0, gt=0)
     sync_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # A message that keeps failing while the database answers is dead-lettered after this.
+    sync_max_attempts: int = Field(default=5, ge=1, le=100)
     # How often each user's folder is listed to notice items the user deleted in Outlook.
     sync_verify_seconds: float = Field(default=300.0, gt=0)
     # The Graph-compatible server for tests and local runs (`kontakt sync graph-server`).

@@ -67,14 +67,9 @@ CREATE TABLE IF NOT EXISTS sync_outbox (
     person_id uuid NOT NULL,
     payload jsonb NOT NULL
 );
-CREATE TABLE IF NOT EXISTS sync_parked_messages (
-    id bigserial PRIMARY KEY,
-    topic text NOT NULL,
-    partition integer NOT NULL,
-    "offset" bigint NOT NULL,
-    error text NOT NULL,
-    parked_at timestamptz NOT NULL DEFAULT now()
-);
+-- Unreadable messages go to the dead-letter topic now; the old table held error
+-- texts that could quote personal data.
+DROP TABLE IF EXISTS sync_parked_messages;
 """
 
 #: Serialises schema creation of concurrently starting workers.
@@ -163,8 +158,12 @@ class SyncStore:
 
     # ------------------------------------------------------------------ events
 
-    async def apply(self, event: ContactEvent) -> bool:
-        """Apply one contact event (snapshot and links) in one transaction; False if seen."""
+    async def apply(self, event: ContactEvent, *, repairing: bool = False) -> bool:
+        """Apply one contact event (snapshot and links) in one transaction; False if seen.
+
+        Raises OutOfOrderEventError or VersionGapError when earlier events of the
+        contact are missing, unless `repairing` (applying the store's own history).
+        """
         async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "SELECT * FROM sync_contacts WHERE contact_id = %s FOR UPDATE",
@@ -174,6 +173,7 @@ class SyncStore:
             before = _snapshot(row) if row else None
             if before is not None and event.aggregate_version <= before.version:
                 return False  # a re-delivery: its effects are already recorded
+            domain.check_continuous(before, event, repairing=repairing)
             snap, intents = domain.apply_event(before, event)
             if before is None:
                 cur = await conn.execute(
@@ -477,15 +477,6 @@ class SyncStore:
                 (contact_ids,),
             )
             return {r["contact_id"]: r["version"] for r in await cur.fetchall()}
-
-    async def park_message(self, topic: str, partition: int, offset: int, error: str) -> None:
-        """Record a message that cannot be applied (unparseable), so later offsets may commit."""
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                'INSERT INTO sync_parked_messages (topic, partition, "offset", error)'
-                " VALUES (%s, %s, %s, %s)",
-                (topic, partition, offset, error[:2000]),
-            )
 
     # ------------------------------------------------------------------ outbox
 
