@@ -197,15 +197,20 @@ def apply_event(before: Snapshot | None, event: ContactEvent) -> tuple[Snapshot,
         snap = replace(snap, status="current")
     elif isinstance(event, ContactErased):
         # Keep nothing personal: the Outlook items go, and so does our copy.
-        snap = replace(
-            snap,
-            status="erased",
-            company_name="",
-            details=dict.fromkeys(DETAIL_FIELDS, ERASED),
-            infotags=(),
-            photo_hash=None,
-        )
+        snap = erased_snapshot(snap)
     return snap, [touch]
+
+
+def erased_snapshot(snap: Snapshot) -> Snapshot:
+    """The snapshot with nothing personal left: what an erased person reads as."""
+    return replace(
+        snap,
+        status="erased",
+        company_name="",
+        details=dict.fromkeys(DETAIL_FIELDS, ERASED),
+        infotags=(),
+        photo_hash=None,
+    )
 
 
 # ------------------------------------------------------------------ Outlook rendering

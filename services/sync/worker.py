@@ -36,10 +36,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from services.sync.contacts_api import ContactsClient
+from services.sync.contacts_api import ContactsClient, ContactsUnavailableError, PersonUnknownError
 from services.sync.domain import OutOfOrderEventError, VersionGapError, clean_event
 from services.sync.engine import Engine, Work
 from services.sync.graph import GraphClient, GraphError
+from services.sync.sealing import PersonKeys
 from services.sync.store import SyncStore
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, parse_contact_event
@@ -177,7 +178,7 @@ class SyncWorker:
                 return
             except asyncio.CancelledError:
                 raise
-            except ContactEventsUnavailableError as exc:
+            except (ContactEventsUnavailableError, ContactsUnavailableError) as exc:
                 error: BaseException = exc
                 outage = True
             except Exception as exc:
@@ -334,6 +335,35 @@ class SyncWorker:
         while not await _wait(stop, self.settings.sync_verify_seconds):
             await self.verify_once()
 
+    # ------------------------------------------------------------------ erasures
+
+    async def shred_once(self) -> int:
+        """Check the keys of persons held here; purge those erased. Returns how many."""
+        keys = self.store.keys
+        keys.evict_expired()
+        purged = 0
+        for person_id in await self.store.unerased_persons():
+            try:
+                key = await keys.get(person_id)
+            except ContactsUnavailableError as exc:
+                log.info("cannot check sync keys now: %s", exc)
+                break
+            except PersonUnknownError:
+                continue
+            if key is None:
+                await self.store.purge_erased(person_id)
+                purged += 1
+        if purged:
+            log.info("%d erased persons purged; their Outlook items go", purged)
+            self.links_changed.set()
+        return purged
+
+    async def shred(self, stop: asyncio.Event) -> None:
+        """Notice erasures through the keys, independently of the consumer's progress."""
+        interval = min(max(self.settings.sync_key_cache_ttl_seconds / 2, 0.5), 30.0)
+        while not await _wait(stop, interval):
+            await self.shred_once()
+
     # ------------------------------------------------------------------ publisher
 
     async def publish(self, stop: asyncio.Event) -> None:
@@ -370,12 +400,13 @@ class SyncWorker:
             await producer.stop()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run the three loops until stop is set."""
+        """Run the loops until stop is set."""
         loops = [
             asyncio.create_task(_forever("consumer", lambda: self.consume(stop), stop)),
             asyncio.create_task(_forever("reconciler", lambda: self.reconcile(stop), stop)),
             asyncio.create_task(_forever("publisher", lambda: self.publish(stop), stop)),
             asyncio.create_task(_forever("verifier", lambda: self.verify(stop), stop)),
+            asyncio.create_task(_forever("shredder", lambda: self.shred(stop), stop)),
         ]
         log.info(
             "sync worker started: topic %s, group %s, Graph %s",
@@ -393,9 +424,10 @@ class SyncWorker:
 
 async def run_worker(settings: KontaktSettings, stop: asyncio.Event) -> None:
     """Build the worker from settings and run it until stop is set."""
-    store = await SyncStore.open(settings.pg_dsn())
     graph = GraphClient(settings)
     contacts = ContactsClient(settings)
+    keys = PersonKeys(contacts.sync_key, settings.sync_key_cache_ttl_seconds)
+    store = await SyncStore.open(settings.pg_dsn(), keys=keys)
 
     async def ready() -> None:
         await store.ping()

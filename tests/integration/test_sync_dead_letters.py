@@ -30,11 +30,14 @@ from services.contacts.export import StoreReader
 from services.sync.contacts_api import ContactsClient
 from services.sync.domain import CONTACT_ID_PROPERTY
 from services.sync.graph import GraphClient
+from services.sync.sealing import PersonKeys
 from services.sync.store import SyncStore
 from services.sync.worker import DEAD_LETTER_FAMILY, SyncWorker, _forever
 from shared.kafka import Record, ensure_topics, read_topic
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
+from tests import rawscan
+from tests.conftest import MEASURED
 from tests.processes import free_port, kontakt_process
 
 ALICE = Actor("alice", "sync-dlq-test")
@@ -96,8 +99,9 @@ def sync_settings(rig: Rig, isolated_settings: KontaktSettings) -> KontaktSettin
 @asynccontextmanager
 async def running_worker(s: KontaktSettings, *, consume: bool = True) -> AsyncIterator[SyncWorker]:
     """A sync worker in this process; without `consume`, its consumer never runs (stalled)."""
-    store = await SyncStore.open(s.pg_dsn())
     graph, contacts = GraphClient(s), ContactsClient(s)
+    keys = PersonKeys(contacts.sync_key, s.sync_key_cache_ttl_seconds)
+    store = await SyncStore.open(s.pg_dsn(), keys=keys)
     worker = SyncWorker(s, store, graph, contacts)
     stop = asyncio.Event()
     if consume:
@@ -106,6 +110,7 @@ async def running_worker(s: KontaktSettings, *, consume: bool = True) -> AsyncIt
         tasks = [
             asyncio.create_task(_forever("reconciler", lambda: worker.reconcile(stop), stop)),
             asyncio.create_task(_forever("publisher", lambda: worker.publish(stop), stop)),
+            asyncio.create_task(_forever("shredder", lambda: worker.shred(stop), stop)),
         ]
     try:
         yield worker
@@ -363,3 +368,64 @@ async def test_a_lost_contact_created_is_repaired_from_the_event_store(
         await until(lambda: caught_up(s), "the worker's offsets at the end")
     assert items(rig, bob)[str(cid)]["jobTitle"] == "Repaired"
     assert await dead_letters(s) == []
+
+
+async def test_an_erased_persons_copy_is_gone_within_the_key_bound_while_the_consumer_stalls(
+    rig: Rig, sync_settings: KontaktSettings, contacts: ContactsApp
+) -> None:
+    s = sync_settings.model_copy(update={"sync_key_cache_ttl_seconds": 3.0})
+    [bob] = users(1)
+    tag = uuid4().hex[:8]
+    personal = {
+        "first_names": f"Shred{tag}",
+        "last_names": f"Person{tag}",
+        "work_email": f"shred.{tag}@acme.example",
+        "job_title": f"Keeper of {tag}",
+    }
+    company = f"Shredding {tag} GmbH"
+    cid = new_contact(contacts, company=company, **personal)
+    contacts.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
+    person = contacts.get_contact(cid).person_id
+    values = [*personal.values(), company]
+    await produce(s, events_of(contacts, cid))
+    async with running_worker(s):
+        await until(in_outlook(rig, bob, cid), "the contact in bob's Outlook")
+        await until(lambda: caught_up(s), "the worker's offsets at the end")
+    # Held, but sealed: no value of the person readable in the worker's tables.
+    assert rawscan.find(s.pg_dsn(), values) == {}
+    with psycopg.connect(s.pg_dsn()) as conn:
+        sealed = conn.execute(
+            "SELECT count(*) FROM sync_contacts WHERE person_id = %s AND sealed IS NOT NULL",
+            (person,),
+        ).fetchone()
+    assert sealed == (1,)
+
+    # The consumer is stalled from here on: the ContactErased event never reaches it.
+    async with running_worker(s, consume=False) as worker:
+        await until(in_outlook(rig, bob, cid), "the stalled worker up")
+        loop = asyncio.get_running_loop()
+        contacts.erase_person(Actor("dpo", "t"), cid, "gdpr")
+        erased_at = loop.time()
+
+        async def purged() -> bool:
+            with psycopg.connect(s.pg_dsn()) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM sync_contacts WHERE person_id = %s"
+                    " AND (sealed IS NOT NULL OR status <> 'erased')",
+                    (person,),
+                ).fetchone()
+            return row == (0,)
+
+        await until(purged, "the erased person's sealed copy purged")
+        purged_after = loop.time() - erased_at
+        await until(
+            lambda: asyncio.sleep(0, result=str(cid) not in items(rig, bob)),
+            "the erased person's item removed from bob's Outlook",
+        )
+        removed_after = loop.time() - erased_at
+        assert await worker.store.keys.get(person) is None
+    assert rawscan.find(s.pg_dsn(), values) == {}
+    MEASURED.append(
+        f"sync erasure with a stalled consumer (key TTL {s.sync_key_cache_ttl_seconds}s):"
+        f" copy purged after {purged_after:.1f}s, Outlook item removed after {removed_after:.1f}s"
+    )
