@@ -261,18 +261,22 @@ async def test_a_value_the_database_refuses_is_dead_lettered_after_bounded_attem
     await store.close()
     with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
         conn.execute(
-            "ALTER TABLE sync_contacts ADD CONSTRAINT refuse_for_test"
-            " CHECK (company_name <> 'Refused Ltd')"
+            "ALTER TABLE sync_links ADD CONSTRAINT refuse_for_test"
+            " CHECK (user_id NOT LIKE 'refused-%')"
         )
-    refused = new_contact(contacts, company="Refused Ltd")
+    refused = new_contact(contacts)
+    contacts.toggle_outlook_sync(
+        Actor("refused-u", "t"), refused, user_id="refused-u", enabled=True
+    )
     later = new_contact(contacts)
     contacts.toggle_outlook_sync(Actor(bob, "t"), later, user_id=bob, enabled=True)
-    await produce(s, events_of(contacts, refused)[:1] + events_of(contacts, later))
+    # The refused contact's switch-on (offset 1) is what the database refuses.
+    await produce(s, events_of(contacts, refused) + events_of(contacts, later))
     async with running_worker(s):
         await until(in_outlook(rig, bob, later), "the later contact in bob's Outlook")
         await until(lambda: caught_up(s), "the worker's offsets at the end")
     [letter] = await dead_letters(s)
-    assert letter.header("x-original-offset") == "0"
+    assert letter.header("x-original-offset") == "1"
     assert "CheckViolation" in (letter.header("x-error") or "")
     retries = [r for r in caplog.records if r.getMessage().startswith("attempt ")]
     assert len(retries) == s.sync_max_attempts - 1
