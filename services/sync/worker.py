@@ -189,7 +189,7 @@ class SyncWorker:
                     "outage applying %s (%s); again in %.1fs", _where(message), error, outage_delay
                 )
                 await _wait(stop, outage_delay)
-                outage_delay = min(outage_delay * 2, self.settings.sync_retry_max_seconds)
+                outage_delay = min(outage_delay * 2, 30.0)
                 continue
             attempt += 1
             if attempt >= attempts:

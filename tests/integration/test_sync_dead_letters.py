@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,8 +39,8 @@ from shared.kafka import Record, ensure_topics, read_topic
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
 from tests import rawscan
-from tests.conftest import MEASURED
-from tests.processes import free_port, kontakt_process
+from tests.conftest import MEASURED, env_of
+from tests.processes import ROOT, free_port, kontakt_process
 
 ALICE = Actor("alice", "sync-dlq-test")
 #: A liveness bound, not a timing threshold: failing it means "stuck".
@@ -194,6 +196,20 @@ async def caught_up(s: KontaktSettings) -> bool:
     )
 
 
+def kontakt(s: KontaktSettings, *args: str) -> list[str]:
+    """Run a `kontakt` command with the test's settings; its output lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env_of(s),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
 def in_outlook(rig: Rig, user: str, contact_id: UUID) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return str(contact_id) in items(rig, user)
@@ -246,6 +262,15 @@ async def test_poison_is_dead_lettered_with_its_origin_and_later_messages_applie
         assert r.header("x-family") == DEAD_LETTER_FAMILY
         assert r.header("x-group") == s.sync_consumer_group
         assert r.header("x-error")
+
+    # The operator's view: `kontakt sync dlq list`, then `resubmit` of all open ones.
+    listed = kontakt(s, "sync", "dlq", "list")
+    origins = sorted(line.split("\t")[1] for line in listed[1:])
+    assert origins == [f"{s.contacts_topic}[2]@{offset}" for offset in range(3)]
+    assert all("\topen\t" in line for line in listed[1:])
+    assert kontakt(s, "sync", "dlq", "resubmit") == ["re-submitted 3 dead letters"]
+    assert all("\tresubmitted " in line for line in kontakt(s, "sync", "dlq", "list")[1:])
+    assert kontakt(s, "sync", "dlq", "resubmit") == ["re-submitted 0 dead letters"]
 
 
 async def test_a_value_the_database_refuses_is_dead_lettered_after_bounded_attempts(
