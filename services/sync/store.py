@@ -327,7 +327,17 @@ class SyncStore:
             )
             contact_rows = await cur.fetchall()
         # Keys are fetched outside the transaction: the contacts API may be slow.
-        keys = await self.keys.get_many({r["person_id"] for r in contact_rows})
+        try:
+            keys = await self.keys.get_many({r["person_id"] for r in contact_rows})
+        except Exception:
+            # Not reconciled: give the links back at once rather than at lease expiry.
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE sync_links SET lease_until = NULL"
+                    " WHERE (user_id, person_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
+                    ([r["user_id"] for r in rows], [r["person_id"] for r in rows]),
+                )
+            raise
         snaps = [_snapshot(r, keys[r["person_id"]]) for r in contact_rows]
         by_id = {s.contact_id: s for s in snaps}
         claimed = []
