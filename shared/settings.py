@@ -111,6 +111,11 @@ class KontaktSettings(BaseSettings):
     # A link claimed by a worker that died is taken over after this long.
     sync_lease_seconds: float = Field(default=60.0, gt=0)
     sync_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # A message that keeps failing while the database answers is dead-lettered after this.
+    sync_max_attempts: int = Field(default=5, ge=1, le=100)
+    # How long the worker keeps a person's sync key: bounds how long its copy of an
+    # erased person stays readable.
+    sync_key_cache_ttl_seconds: float = Field(default=60.0, ge=0)
     # How often each user's folder is listed to notice items the user deleted in Outlook.
     sync_verify_seconds: float = Field(default=300.0, gt=0)
     # The Graph-compatible server for tests and local runs (`kontakt sync graph-server`).

@@ -21,6 +21,7 @@ from services.contacts.personal_data import (
     parse_master_key,
 )
 from services.contacts.photos import PostgresPhotoStore
+from services.contacts.sync_keys import router as sync_keys_router
 from shared.contract.spec import asyncapi_document, asyncapi_html
 from shared.http import METRICS_RESPONSES, BodyLimitMiddleware, error_responses
 from shared.observability import metrics_response
@@ -92,6 +93,7 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(sync_keys_router)
     install_error_handlers(app)
     install_observability(app)
     # Outermost, so an oversized body is refused before any other work.

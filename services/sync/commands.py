@@ -117,3 +117,80 @@ def resync(
             await store.close()
 
     typer.echo(f"links to reconcile again: {asyncio.run(main())}")
+
+
+dlq_app = typer.Typer(
+    help="The sync worker's dead letters: contact events it could not apply.",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """List the sync worker's dead letters: id, origin, group, state, error."""
+    import asyncio
+
+    from services.projections.worker import create_pool
+    from services.sync.dlq import list_sync_dead_letters
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+
+    async def collect() -> list[str]:
+        pool = await create_pool(settings, size=1)
+        try:
+            letters = await list_sync_dead_letters(settings, pool)
+        finally:
+            await pool.close()
+        return [
+            f"{d.id}\t{d.original_topic}[{d.original_partition}]@{d.original_offset}"
+            f"\t{d.record.header('x-group') or '?'}"
+            f"\t{'resubmitted ' + d.resubmitted_at.isoformat() if d.resubmitted_at else 'open'}"
+            f"\t{d.error}"
+            for d in letters
+        ]
+
+    try:
+        lines = asyncio.run(collect())
+    except Exception as exc:  # unreachable servers: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+    typer.echo("id\torigin\tgroup\tstate\terror")
+    for line in lines:
+        typer.echo(line)
+
+
+@dlq_app.command("resubmit")
+def dlq_resubmit(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Ids from `sync dlq list`; none: all open")
+    ] = None,
+) -> None:
+    """Publish the sync worker's dead letters again to their original topic."""
+    import asyncio
+
+    from services.projections.worker import create_pool
+    from services.sync.dlq import resubmit_sync
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+
+    async def run() -> int:
+        pool = await create_pool(settings, size=1)
+        try:
+            return len(await resubmit_sync(settings, pool, ids or None))
+        finally:
+            await pool.close()
+
+    try:
+        count = asyncio.run(run())
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    except Exception as exc:  # unreachable servers: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+    typer.echo(f"re-submitted {count} dead letters")

@@ -1,7 +1,8 @@
-"""The contacts service as the sync worker uses it: photo bytes, and switching a user off."""
+"""The contacts service as the sync worker uses it: photos, sync keys, switching a user off."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from urllib.parse import quote
 from uuid import UUID
@@ -27,6 +28,10 @@ class ContactMovedError(SyncError):
 
 class ContactNotSwitchableError(SyncError):
     """The contact refuses the switch (archived, erased or unknown): nothing left to do."""
+
+
+class PersonUnknownError(SyncError):
+    """The contacts service knows no key of this person (no such person)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,26 @@ class ContactsClient:
         etag = response.headers.get("ETag", "").strip('"')
         media_type = response.headers.get("Content-Type", "application/octet-stream")
         return Photo(response.content, media_type.split(";")[0], etag)
+
+    async def sync_key(self, person_id: UUID) -> bytes | None:
+        """The person's sync key, or None once the person was erased (410)."""
+        try:
+            response = await self.http.get(f"/persons/{person_id}/sync-key")
+        except httpx.HTTPError as exc:
+            raise ContactsUnavailableError(f"contacts API: {exc!r}") from None
+        if response.status_code == 410:
+            return None
+        if response.status_code == 404:
+            raise PersonUnknownError(f"no sync key for person {person_id}")
+        if response.status_code != 200:
+            raise ContactsUnavailableError(f"contacts API sync key: {response.status_code}")
+        try:
+            key = base64.b64decode(response.json()["key"], validate=True)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ContactsUnavailableError(f"contacts API sync key unreadable: {exc}") from None
+        if len(key) != 32:
+            raise ContactsUnavailableError("contacts API sync key: not 32 bytes")
+        return key
 
     async def switch_off(self, contact_id: UUID, user_id: str, reason: str) -> int:
         """Switch a user's sync off with a reason; the contact's version afterwards."""

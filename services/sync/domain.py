@@ -36,6 +36,7 @@ from shared.contract.contacts import (
     PhotoChanged,
     PhotoRemoved,
 )
+from shared.text import clean_value
 
 #: Graph's limits on a contact.
 MAX_EMAILS = 3
@@ -66,6 +67,15 @@ DETAIL_FIELDS = (
 
 class SyncError(Exception):
     """Base of the sync service's named errors."""
+
+
+class VersionGapError(SyncError):
+    """An event more than one version past the snapshot: the ones between never arrived."""
+
+    def __init__(self, contact_id: UUID, have: int, got: int) -> None:
+        super().__init__(f"contact {contact_id}: have version {have}, got {got}")
+        self.contact_id = contact_id
+        self.have = have
 
 
 class OutOfOrderEventError(SyncError):
@@ -103,6 +113,25 @@ class LinkIntent:
     version: int = 0
     from_contact_id: UUID | None = None
     users_on: tuple[str, ...] = ()
+
+
+def clean_event(event: ContactEvent) -> ContactEvent:
+    """The event with every string cleaned (shared.text): stored events may predate the rule."""
+    raw = event.model_dump(mode="python")
+    cleaned = clean_value(raw)
+    if cleaned == raw:
+        return event
+    return type(event).model_validate(cleaned)
+
+
+def check_continuous(before: Snapshot | None, event: ContactEvent, *, repairing: bool) -> None:
+    """Raise when events of the contact are missing before this one (none while repairing)."""
+    if repairing:
+        return
+    if before is None and not isinstance(event, ContactCreated):
+        raise OutOfOrderEventError(event.contact_id, event.type)
+    if before is not None and event.aggregate_version > before.version + 1:
+        raise VersionGapError(event.contact_id, before.version, event.aggregate_version)
 
 
 def apply_event(before: Snapshot | None, event: ContactEvent) -> tuple[Snapshot, list[LinkIntent]]:
@@ -168,15 +197,20 @@ def apply_event(before: Snapshot | None, event: ContactEvent) -> tuple[Snapshot,
         snap = replace(snap, status="current")
     elif isinstance(event, ContactErased):
         # Keep nothing personal: the Outlook items go, and so does our copy.
-        snap = replace(
-            snap,
-            status="erased",
-            company_name="",
-            details=dict.fromkeys(DETAIL_FIELDS, ERASED),
-            infotags=(),
-            photo_hash=None,
-        )
+        snap = erased_snapshot(snap)
     return snap, [touch]
+
+
+def erased_snapshot(snap: Snapshot) -> Snapshot:
+    """The snapshot with nothing personal left: what an erased person reads as."""
+    return replace(
+        snap,
+        status="erased",
+        company_name="",
+        details=dict.fromkeys(DETAIL_FIELDS, ERASED),
+        infotags=(),
+        photo_hash=None,
+    )
 
 
 # ------------------------------------------------------------------ Outlook rendering

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.sync import domain
+from services.sync.sealing import PersonKeys, seal, unseal
 from shared.contract.contacts import ContactEvent
 from shared.contract.sync import OutlookSyncStatusChanged, SyncStatus
 
@@ -36,6 +37,9 @@ CREATE TABLE IF NOT EXISTS sync_contacts (
     photo_hash text,
     successor_id uuid
 );
+-- The personal fields (company name, details, infotags), sealed under the person's
+-- sync key; the plain columns hold placeholders (rows written before sealing: values).
+ALTER TABLE sync_contacts ADD COLUMN IF NOT EXISTS sealed bytea;
 CREATE INDEX IF NOT EXISTS sync_contacts_person ON sync_contacts (person_id);
 CREATE TABLE IF NOT EXISTS sync_links (
     user_id text NOT NULL,
@@ -67,14 +71,9 @@ CREATE TABLE IF NOT EXISTS sync_outbox (
     person_id uuid NOT NULL,
     payload jsonb NOT NULL
 );
-CREATE TABLE IF NOT EXISTS sync_parked_messages (
-    id bigserial PRIMARY KEY,
-    topic text NOT NULL,
-    partition integer NOT NULL,
-    "offset" bigint NOT NULL,
-    error text NOT NULL,
-    parked_at timestamptz NOT NULL DEFAULT now()
-);
+-- Unreadable messages go to the dead-letter topic now; the old table held error
+-- texts that could quote personal data.
+DROP TABLE IF EXISTS sync_parked_messages;
 """
 
 #: Serialises schema creation of concurrently starting workers.
@@ -107,8 +106,9 @@ class Claimed:
     person_contact_ids: list[UUID]
 
 
-def _snapshot(row: dict[str, Any]) -> domain.Snapshot:
-    return domain.Snapshot(
+def _snapshot(row: dict[str, Any], key: bytes | None) -> domain.Snapshot:
+    """A stored row as a snapshot; erased when the person's sync key is gone (None)."""
+    snap = domain.Snapshot(
         contact_id=row["contact_id"],
         person_id=row["person_id"],
         version=row["version"],
@@ -119,6 +119,17 @@ def _snapshot(row: dict[str, Any]) -> domain.Snapshot:
         photo_hash=row["photo_hash"],
         successor_id=row["successor_id"],
     )
+    if key is None or snap.status == "erased":
+        return domain.erased_snapshot(snap)
+    if row["sealed"] is None:
+        return snap  # written before sealing: sealed on its next change
+    fields = unseal(key, snap.contact_id, bytes(row["sealed"]))
+    return replace(
+        snap,
+        company_name=fields["company_name"],
+        details=fields["details"],
+        infotags=tuple(fields["infotags"]),
+    )
 
 
 def _link(row: dict[str, Any]) -> domain.Link:
@@ -128,12 +139,28 @@ def _link(row: dict[str, Any]) -> domain.Link:
 class SyncStore:
     """The sync service's tables in PostgreSQL."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]],
+        keys: PersonKeys | None = None,
+    ) -> None:
         self.pool = pool
+        self._person_keys = keys
+
+    @property
+    def keys(self) -> PersonKeys:
+        """The persons' sync keys (a store opened for inspection only has none)."""
+        if self._person_keys is None:
+            raise RuntimeError("this store was opened without sync keys")
+        return self._person_keys
 
     @classmethod
-    async def open(cls, dsn: str, max_size: int = 8) -> SyncStore:
-        """Open a pool on the database and create the tables when missing."""
+    async def open(cls, dsn: str, max_size: int = 8, keys: PersonKeys | None = None) -> SyncStore:
+        """Open a pool on the database and create the tables when missing.
+
+        `keys` is needed to apply events and claim links (the personal fields are
+        sealed under each person's sync key); inspection and resync do without.
+        """
         pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
             dsn,
             min_size=1,
@@ -142,7 +169,7 @@ class SyncStore:
             kwargs={"row_factory": dict_row},
         )
         await pool.open(wait=True)
-        store = cls(pool)
+        store = cls(pool, keys)
         await store.create_schema()
         return store
 
@@ -163,25 +190,32 @@ class SyncStore:
 
     # ------------------------------------------------------------------ events
 
-    async def apply(self, event: ContactEvent) -> bool:
-        """Apply one contact event (snapshot and links) in one transaction; False if seen."""
+    async def apply(self, event: ContactEvent, *, repairing: bool = False) -> bool:
+        """Apply one contact event (snapshot and links) in one transaction; False if seen.
+
+        Raises OutOfOrderEventError or VersionGapError when earlier events of the
+        contact are missing, unless `repairing` (applying the store's own history).
+        """
+        # A contact's person never changes: its key is the event's person's.
+        key = await self.keys.get(event.person_id)
         async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "SELECT * FROM sync_contacts WHERE contact_id = %s FOR UPDATE",
                 (event.contact_id,),
             )
             row = await cur.fetchone()
-            before = _snapshot(row) if row else None
+            before = _snapshot(row, key) if row else None
             if before is not None and event.aggregate_version <= before.version:
                 return False  # a re-delivery: its effects are already recorded
+            domain.check_continuous(before, event, repairing=repairing)
             snap, intents = domain.apply_event(before, event)
             if before is None:
                 cur = await conn.execute(
                     "INSERT INTO sync_contacts (contact_id, person_id, version, status,"
-                    " company_name, details, infotags, photo_hash, successor_id)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " company_name, details, infotags, photo_hash, successor_id, sealed)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (contact_id) DO NOTHING",
-                    self._snapshot_values(snap),
+                    self._snapshot_values(snap, key),
                 )
                 if cur.rowcount == 0:
                     return False  # another worker applied it meanwhile (rebalance)
@@ -189,25 +223,41 @@ class SyncStore:
                 await conn.execute(
                     "UPDATE sync_contacts SET person_id = %s, version = %s, status = %s,"
                     " company_name = %s, details = %s, infotags = %s, photo_hash = %s,"
-                    " successor_id = %s WHERE contact_id = %s",
-                    (*self._snapshot_values(snap)[1:], snap.contact_id),
+                    " successor_id = %s, sealed = %s WHERE contact_id = %s",
+                    (*self._snapshot_values(snap, key)[1:], snap.contact_id),
                 )
             for intent in intents:
                 await self._apply_intent(conn, intent)
             return True
 
     @staticmethod
-    def _snapshot_values(snap: domain.Snapshot) -> tuple[Any, ...]:
+    def _snapshot_values(snap: domain.Snapshot, key: bytes | None) -> tuple[Any, ...]:
+        """Column values of a snapshot: personal fields sealed, placeholders in plain columns."""
+        sealed = None
+        status = snap.status
+        if key is None:
+            status = "erased"  # the person is gone: nothing of theirs is written
+        elif status != "erased":
+            sealed = seal(
+                key,
+                snap.contact_id,
+                {
+                    "company_name": snap.company_name,
+                    "details": snap.details,
+                    "infotags": list(snap.infotags),
+                },
+            )
         return (
             snap.contact_id,
             snap.person_id,
             snap.version,
-            snap.status,
-            snap.company_name,
-            Jsonb(snap.details),
-            Jsonb(list(snap.infotags)),
-            snap.photo_hash,
+            status,
+            "",
+            Jsonb({}),
+            Jsonb([]),
+            snap.photo_hash if sealed is not None else None,
             snap.successor_id,
+            sealed,
         )
 
     async def _apply_intent(self, conn: AsyncConnection[Any], intent: domain.LinkIntent) -> None:
@@ -275,7 +325,20 @@ class SyncStore:
                 "SELECT * FROM sync_contacts WHERE person_id = ANY(%s)",
                 (list({r["person_id"] for r in rows}),),
             )
-            snaps = [_snapshot(r) for r in await cur.fetchall()]
+            contact_rows = await cur.fetchall()
+        # Keys are fetched outside the transaction: the contacts API may be slow.
+        try:
+            keys = await self.keys.get_many({r["person_id"] for r in contact_rows})
+        except Exception:
+            # Not reconciled: give the links back at once rather than at lease expiry.
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE sync_links SET lease_until = NULL"
+                    " WHERE (user_id, person_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
+                    ([r["user_id"] for r in rows], [r["person_id"] for r in rows]),
+                )
+            raise
+        snaps = [_snapshot(r, keys[r["person_id"]]) for r in contact_rows]
         by_id = {s.contact_id: s for s in snaps}
         claimed = []
         for row in rows:
@@ -478,14 +541,47 @@ class SyncStore:
             )
             return {r["contact_id"]: r["version"] for r in await cur.fetchall()}
 
-    async def park_message(self, topic: str, partition: int, offset: int, error: str) -> None:
-        """Record a message that cannot be applied (unparseable), so later offsets may commit."""
+    # ------------------------------------------------------------------ erasure
+
+    async def unerased_persons(self) -> list[UUID]:
+        """Persons whose copy here is not erased yet (their keys are checked now and then)."""
         async with self.pool.connection() as conn:
-            await conn.execute(
-                'INSERT INTO sync_parked_messages (topic, partition, "offset", error)'
-                " VALUES (%s, %s, %s, %s)",
-                (topic, partition, offset, error[:2000]),
+            cur = await conn.execute(
+                "SELECT DISTINCT person_id FROM sync_contacts WHERE status <> 'erased'"
             )
+            return [r["person_id"] for r in await cur.fetchall()]
+
+    async def purge_erased(self, person_id: UUID) -> int:
+        """Drop an erased person's sealed copy and Graph error texts; reconcile their links.
+
+        Their links then plan deletions of their Outlook items, whatever the consumer
+        has applied. Returns how many contact rows were purged.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE sync_contacts SET status = 'erased', company_name = '',"
+                " details = '{}'::jsonb, infotags = '[]'::jsonb, photo_hash = NULL,"
+                " sealed = NULL WHERE person_id = %s AND status <> 'erased'",
+                (person_id,),
+            )
+            purged = cur.rowcount
+            # Error texts from Graph may quote the values that were pushed.
+            await conn.execute(
+                "UPDATE sync_links SET reason = NULL WHERE person_id = %s"
+                " AND reason LIKE 'Graph refused:%%'",
+                (person_id,),
+            )
+            await conn.execute(
+                "UPDATE sync_outbox SET payload = jsonb_set(payload, '{reason}', 'null')"
+                " WHERE person_id = %s AND payload->>'reason' LIKE 'Graph refused:%%'",
+                (person_id,),
+            )
+            await conn.execute(
+                "UPDATE sync_links SET generation = generation + 1, next_attempt_at = now(),"
+                " attempts = 0 WHERE person_id = %s",
+                (person_id,),
+            )
+            return purged
 
     # ------------------------------------------------------------------ outbox
 

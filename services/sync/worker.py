@@ -4,8 +4,11 @@ Four loops share one process:
 
 * the consumer reads `contacts.events` in its own group and applies each event to the
   store in one transaction, then commits the offset (at-least-once; a message is
-  applied, or parked if it cannot be parsed, before any later offset is committed;
-  the store's per-contact version, not the offset, decides what a re-delivery changes);
+  applied or dead-lettered before any later offset of its partition is committed;
+  the store's per-contact version, not the offset, decides what a re-delivery changes).
+  An outage is waited out; a message that cannot be read, or keeps failing while the
+  database answers, goes to the dead-letter topic. A contact whose earlier events
+  never arrived is repaired from the event store (the contacts API);
 * the reconciler claims links whose contact or switch changed and takes each a step
   through Graph, recording the new state and its outcome events in one transaction;
 * the publisher drains that outbox to `outlook-sync.events`, keyed by person id;
@@ -25,6 +28,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -32,16 +36,23 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from services.sync.contacts_api import ContactsClient
+from services.sync.contacts_api import ContactsClient, ContactsUnavailableError, PersonUnknownError
+from services.sync.domain import OutOfOrderEventError, VersionGapError, clean_event
 from services.sync.engine import Engine, Work
 from services.sync.graph import GraphClient, GraphError
+from services.sync.sealing import PersonKeys
 from services.sync.store import SyncStore
-from shared.contract.contacts import parse_contact_event
+from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
+from shared.contract.contacts import ContactEvent, parse_contact_event
 from shared.kafka import ensure_topics
 from shared.observability import HealthServer, health_app
 from shared.settings import KontaktSettings
+from shared.text import clean_text
 
 log = logging.getLogger("kontakt.sync.worker")
+
+#: The x-family header of the sync worker's dead letters (the projections name theirs).
+DEAD_LETTER_FAMILY = "outlook-sync"  # services.sync.dlq.FAMILY
 
 
 async def _forever(name: str, step: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
@@ -68,6 +79,10 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
     return True
 
 
+def _where(message: Any) -> str:
+    return f"{message.topic}[{message.partition}]@{message.offset}"
+
+
 class SyncWorker:
     """The worker's loops around one store, one Graph client and one contacts client."""
 
@@ -91,13 +106,17 @@ class SyncWorker:
         self.links_changed = asyncio.Event()
         self.outbox_changed = asyncio.Event()
         self.rng = random.Random()
+        self.dead_lettered = 0
+        self.repaired = 0
 
     # ------------------------------------------------------------------ consumer
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Apply contact events to the store, committing offsets only after they are applied."""
         # Subscribing to a topic that does not exist yet would wait for a metadata refresh.
-        await ensure_topics(self.settings, [self.settings.contacts_topic])
+        await ensure_topics(
+            self.settings, [self.settings.contacts_topic, self.settings.dead_letter_topic]
+        )
         consumer = AIOKafkaConsumer(
             self.settings.contacts_topic,
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -106,42 +125,123 @@ class SyncWorker:
             auto_offset_reset="earliest",
             max_poll_records=200,
         )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
         await consumer.start()
+        commit_lock = asyncio.Lock()
+
+        async def partition(tp: TopicPartition, messages: list[Any]) -> None:
+            # Each partition of a batch goes on its own: one's retries never hold up another.
+            for message in messages:
+                await self._handle(producer, message, stop)
+                if stop.is_set():
+                    return
+            # Everything up to here is in the store (or dead-lettered): the offset may move.
+            async with commit_lock:
+                await consumer.commit({tp: messages[-1].offset + 1})
+
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500)
-                for tp, messages in batch.items():
-                    for message in messages:
-                        await self._apply(tp, message.offset, message.value or b"", stop)
-                        if stop.is_set():
-                            return
-                    # Everything up to here is in the store: the offset may move past it.
-                    await consumer.commit({tp: messages[-1].offset + 1})
+                results = await asyncio.gather(
+                    *(partition(tp, ms) for tp, ms in batch.items()), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result  # e.g. Kafka refused a dead letter: start over uncommitted
                 if batch:
                     self.links_changed.set()
         finally:
             await consumer.stop()
+            await producer.stop()
 
-    async def _apply(
-        self, tp: TopicPartition, offset: int, value: bytes, stop: asyncio.Event
-    ) -> None:
+    async def _handle(self, producer: AIOKafkaProducer, message: Any, stop: asyncio.Event) -> None:
+        """Apply one message; dead-letter it when it is unreadable or keeps failing.
+
+        An outage (database, contacts API) is waited out without counting an attempt;
+        a failure while the dependencies answer counts, up to KONTAKT_SYNC_MAX_ATTEMPTS.
+        A dead letter Kafka does not acknowledge raises: the offset is not committed.
+        """
         try:
-            event = parse_contact_event(value)
-        except ValidationError as exc:
-            log.error(
-                "unreadable message %s[%d]@%d parked: %s", tp.topic, tp.partition, offset, exc
-            )
-            await self.store.park_message(tp.topic, tp.partition, offset, str(exc))
+            event = clean_event(parse_contact_event(message.value or b""))
+        except (ValidationError, ValueError) as exc:
+            await self._dead_letter(producer, message, exc)
             return
-        delay = 0.2
+        attempts = self.settings.sync_max_attempts
+        attempt = 0
+        outage_delay = 0.2
         while not stop.is_set():
             try:
-                await self.store.apply(event)
+                await self._apply(event)
                 return
-            except Exception as exc:  # the database: retry this message, never skip it
-                log.warning("applying %s failed (%s); again in %.1fs", event.event_id, exc, delay)
-                await _wait(stop, delay)
-                delay = min(delay * 2, 10.0)
+            except asyncio.CancelledError:
+                raise
+            except (ContactEventsUnavailableError, ContactsUnavailableError) as exc:
+                error: BaseException = exc
+                outage = True
+            except Exception as exc:
+                error = exc
+                outage = not await self._store_answers()
+            if outage:
+                log.warning(
+                    "outage applying %s (%s); again in %.1fs", _where(message), error, outage_delay
+                )
+                await _wait(stop, outage_delay)
+                outage_delay = min(outage_delay * 2, 30.0)
+                continue
+            attempt += 1
+            if attempt >= attempts:
+                await self._dead_letter(producer, message, error)
+                return
+            log.warning("attempt %d/%d at %s: %s", attempt, attempts, _where(message), error)
+            await _wait(stop, min(2.0, 0.05 * 2**attempt))
+
+    async def _store_answers(self) -> bool:
+        try:
+            await self.store.ping()
+        except Exception:
+            return False
+        return True
+
+    async def _apply(self, event: ContactEvent) -> None:
+        """Apply an event; when earlier events of its contact are missing, repair from the store."""
+        try:
+            await self.store.apply(event)
+        except (OutOfOrderEventError, VersionGapError) as exc:
+            have = exc.have if isinstance(exc, VersionGapError) else 0
+            history = await fetch_contact_events(self.contacts.http, event.contact_id, have)
+            if not any(e.aggregate_version >= event.aggregate_version for e in history):
+                raise  # the store does not know this event: a message failure
+            log.info("repairing contact %s from the event store: %s", event.contact_id, exc)
+            for earlier in history:
+                await self.store.apply(clean_event(earlier), repairing=True)
+            self.repaired += 1
+
+    async def _dead_letter(
+        self, producer: AIOKafkaProducer, message: Any, error: BaseException
+    ) -> None:
+        """Publish the original bytes with the error and origin to the dead-letter topic."""
+        await producer.send_and_wait(
+            self.settings.dead_letter_topic,
+            message.value,
+            key=message.key,
+            headers=[
+                (k, v.encode())
+                for k, v in {
+                    "x-original-topic": message.topic,
+                    "x-original-partition": str(message.partition),
+                    "x-original-offset": str(message.offset),
+                    "x-family": DEAD_LETTER_FAMILY,
+                    "x-group": self.settings.sync_consumer_group,
+                    "x-error": clean_text(f"{type(error).__name__}: {error}")[:2000],
+                    "x-failed-at": datetime.now(UTC).isoformat(),
+                }.items()
+            ],
+        )
+        self.dead_lettered += 1
+        log.error("dead-lettered %s: %s", _where(message), type(error).__name__)
 
     # ------------------------------------------------------------------ reconciler
 
@@ -235,6 +335,35 @@ class SyncWorker:
         while not await _wait(stop, self.settings.sync_verify_seconds):
             await self.verify_once()
 
+    # ------------------------------------------------------------------ erasures
+
+    async def shred_once(self) -> int:
+        """Check the keys of persons held here; purge those erased. Returns how many."""
+        keys = self.store.keys
+        keys.evict_expired()
+        purged = 0
+        for person_id in await self.store.unerased_persons():
+            try:
+                key = await keys.get(person_id)
+            except ContactsUnavailableError as exc:
+                log.info("cannot check sync keys now: %s", exc)
+                break
+            except PersonUnknownError:
+                continue
+            if key is None:
+                await self.store.purge_erased(person_id)
+                purged += 1
+        if purged:
+            log.info("%d erased persons purged; their Outlook items go", purged)
+            self.links_changed.set()
+        return purged
+
+    async def shred(self, stop: asyncio.Event) -> None:
+        """Notice erasures through the keys, independently of the consumer's progress."""
+        interval = min(max(self.settings.sync_key_cache_ttl_seconds / 2, 0.5), 30.0)
+        while not await _wait(stop, interval):
+            await self.shred_once()
+
     # ------------------------------------------------------------------ publisher
 
     async def publish(self, stop: asyncio.Event) -> None:
@@ -271,12 +400,13 @@ class SyncWorker:
             await producer.stop()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run the three loops until stop is set."""
+        """Run the loops until stop is set."""
         loops = [
             asyncio.create_task(_forever("consumer", lambda: self.consume(stop), stop)),
             asyncio.create_task(_forever("reconciler", lambda: self.reconcile(stop), stop)),
             asyncio.create_task(_forever("publisher", lambda: self.publish(stop), stop)),
             asyncio.create_task(_forever("verifier", lambda: self.verify(stop), stop)),
+            asyncio.create_task(_forever("shredder", lambda: self.shred(stop), stop)),
         ]
         log.info(
             "sync worker started: topic %s, group %s, Graph %s",
@@ -294,9 +424,10 @@ class SyncWorker:
 
 async def run_worker(settings: KontaktSettings, stop: asyncio.Event) -> None:
     """Build the worker from settings and run it until stop is set."""
-    store = await SyncStore.open(settings.pg_dsn())
     graph = GraphClient(settings)
     contacts = ContactsClient(settings)
+    keys = PersonKeys(contacts.sync_key, settings.sync_key_cache_ttl_seconds)
+    store = await SyncStore.open(settings.pg_dsn(), keys=keys)
 
     async def ready() -> None:
         await store.ping()

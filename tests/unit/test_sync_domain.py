@@ -177,3 +177,56 @@ def test_a_stray_item_is_a_duplicate_of_a_linked_one_or_left_from_a_link_now_off
     assert not domain.is_stray(domain.linking(link), "g2")  # a create in progress may adopt it
     assert domain.is_stray(replace(link, wanted=False), "g2")
     assert not domain.is_stray(link, "g2")  # switched on: the next create adopts it
+
+
+def test_stored_events_with_nul_and_lone_surrogates_are_cleaned_not_dropped() -> None:
+    from shared.contract.contacts import ContactDetailsChanged, event_id_for
+
+    cid, pid = uuid4(), uuid4()
+    event = ContactDetailsChanged.model_validate(
+        {
+            "event_id": str(event_id_for(cid, 2)),
+            "schema_version": 1,
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "contact_id": str(cid),
+            "person_id": str(pid),
+            "actor": "a\x00lice",
+            "correlation_id": "c",
+            "aggregate_version": 2,
+            "global_position": 7,
+            "data": {"changes": {"work_email": "nul\x00l@x.example", "job_title": "C\ud800TO"}},
+        }
+    )
+    cleaned = domain.clean_event(event)
+    assert cleaned.data.changes == {"work_email": "null@x.example", "job_title": "CTO"}
+    assert cleaned.aggregate_version == 2 and cleaned.contact_id == cid
+
+
+def test_a_missing_creation_or_a_version_gap_is_noticed_unless_repairing() -> None:
+    from shared.contract.contacts import ContactArchived, event_id_for
+
+    cid, pid = uuid4(), uuid4()
+
+    def archived(version: int) -> ContactArchived:
+        return ContactArchived.model_validate(
+            {
+                "event_id": str(event_id_for(cid, version)),
+                "schema_version": 1,
+                "occurred_at": "2026-01-01T00:00:00Z",
+                "contact_id": str(cid),
+                "person_id": str(pid),
+                "actor": "alice",
+                "correlation_id": "c",
+                "aggregate_version": version,
+                "global_position": version,
+                "data": {"reason": "left"},
+            }
+        )
+
+    with pytest.raises(domain.OutOfOrderEventError):
+        domain.check_continuous(None, archived(3), repairing=False)
+    snap = domain.Snapshot(cid, pid, 1, "current", "Acme", {}, (), None)
+    domain.check_continuous(snap, archived(2), repairing=False)
+    with pytest.raises(domain.VersionGapError):
+        domain.check_continuous(snap, archived(3), repairing=False)
+    domain.check_continuous(snap, archived(3), repairing=True)
