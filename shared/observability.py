@@ -31,6 +31,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from shared.stall import ConsumerStalledError
+
 #: The correlation id of the command whose consequences are being handled.
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
@@ -117,6 +119,11 @@ class Metrics:
             "kontakt_consumer_lag", "Messages not yet committed, per group and partition",
             ["group", "topic", "partition"], registry=r,
         )  # fmt: skip
+        self.consumer_stalled = Gauge(
+            "kontakt_consumer_stalled",
+            "1 when the group has lag and no committed progress for the stall time",
+            ["group", "topic", "partition"], registry=r,
+        )  # fmt: skip
         self.projected = Counter(
             "kontakt_projection_messages", "Messages handled by read-model workers",
             ["family", "outcome"], registry=r,
@@ -178,9 +185,11 @@ def health_app(
         try:
             await asyncio.wait_for(ready(), timeout=5)
         except Exception as exc:  # any failure means not ready
-            return JSONResponse(
-                {"status": "unavailable", "service": service, "detail": str(exc)}, status_code=503
-            )
+            body: dict[str, Any] = {"status": "unavailable", "service": service}
+            body["detail"] = str(exc) or type(exc).__name__
+            if isinstance(exc, ConsumerStalledError):
+                body["stalled"] = [s.as_dict() for s in exc.stalls]
+            return JSONResponse(body, status_code=503)
         return {"status": "ok", "service": service}
 
     @app.get("/metrics")

@@ -1,0 +1,44 @@
+"""Retrying Kafka's transient answers: a bounded number of times, only for retriable errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.errors import GroupCoordinatorNotAvailableError, GroupAuthorizationFailedError
+
+from shared.kafka import retry_kafka
+
+
+class FailsFirst:
+    """A Kafka call that answers an error the first `times` calls, then succeeds."""
+
+    def __init__(self, times: int, error: type[Exception]) -> None:
+        self.times, self.error, self.calls = times, error, 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.error()
+        return "offsets"
+
+
+def test_group_coordinator_not_available_twice_then_an_answer() -> None:
+    call = FailsFirst(2, GroupCoordinatorNotAvailableError)
+    assert asyncio.run(retry_kafka(call, attempts=5, backoff=0.001)) == "offsets"
+    assert call.calls == 3
+
+
+def test_the_retries_are_bounded() -> None:
+    call = FailsFirst(100, GroupCoordinatorNotAvailableError)
+    with pytest.raises(GroupCoordinatorNotAvailableError):
+        asyncio.run(retry_kafka(call, attempts=4, backoff=0.001))
+    assert call.calls == 4
+
+
+def test_an_error_that_is_not_retriable_is_raised_at_once() -> None:
+    call = FailsFirst(1, GroupAuthorizationFailedError)
+    assert not GroupAuthorizationFailedError.retriable
+    with pytest.raises(GroupAuthorizationFailedError):
+        asyncio.run(retry_kafka(call, attempts=5, backoff=0.001))
+    assert call.calls == 1
