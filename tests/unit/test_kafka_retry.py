@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.errors import GroupCoordinatorNotAvailableError, GroupAuthorizationFailedError
+from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
 
 from shared.kafka import retry_kafka
 
