@@ -144,6 +144,11 @@ class ConsumerMonitor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
 
+    @property
+    def sample_error(self) -> str | None:
+        """Why the latest sampling round failed (None: it succeeded)."""
+        return self._error
+
     def check(self) -> None:
         """Raise when a partition is stalled, or when offsets went unsampled for the stall time."""
         stalls = self.detector.stalls
