@@ -110,7 +110,7 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[
 
 
 async def retry_kafka(
-    call: Callable[[], Awaitable[T]], attempts: int = 5, backoff: float = 0.25
+    call: Callable[[], Awaitable[T]], attempts: int = 8, backoff: float = 0.25
 ) -> T:
     """Await call(), again after a short backoff when Kafka gives a retriable answer."""
     for attempt in range(1, attempts + 1):
