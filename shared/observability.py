@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import sys
@@ -197,8 +198,25 @@ def health_app(
         return metrics_response()
 
     for path, handler in (extra or {}).items():
-        app.add_api_route(path, handler, methods=["GET"])
+        app.add_api_route(path, _unavailable_on_error(service, handler), methods=["GET"])
     return app
+
+
+def _unavailable_on_error(service: str, handler: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    # An extra route that needs a server (e.g. /lag needs Kafka) says 503 when it is
+    # unreachable, in the same shape as /health/ready, never a 500.
+    async def route() -> Any:
+        try:
+            result = handler()
+            return await result if inspect.isawaitable(result) else result
+        except Exception as exc:
+            return JSONResponse(
+                {"status": "unavailable", "service": service,
+                 "detail": f"{type(exc).__name__}: {exc}"},
+                status_code=503,
+            )  # fmt: skip
+
+    return route
 
 
 class _QuietServer:

@@ -306,11 +306,6 @@ async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:
     return pool
 
 
-async def measure_lag(settings: KontaktSettings, families: Sequence[str]) -> list[dict[str, Any]]:
-    """Each family's group lag per partition; also sets the consumer-lag gauges."""
-    return await consumer_monitor(settings, families).lag()
-
-
 def consumer_monitor(settings: KontaktSettings, families: Sequence[str]) -> ConsumerMonitor:
     """The lag and stall monitor of the families' groups."""
     return ConsumerMonitor(

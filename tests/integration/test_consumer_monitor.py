@@ -158,5 +158,16 @@ def test_offsets_that_cannot_be_sampled_for_the_stall_time_make_the_worker_not_r
         with pytest.raises(ConsumerLagUnknownError):
             monitor.check()
         assert (await ready_answer(monitor)).status_code == 503
+        # /lag needs Kafka: unreachable, it answers 503 with the reason, not 500.
+        app = health_app("projections", _ready, {"/lag": monitor.lag})
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://health") as client:
+            answer = await client.get("/lag")
+        assert answer.status_code == 503
+        assert answer.json()["detail"].startswith("KafkaConnectionError")
 
     asyncio.run(scenario())
+
+
+async def _ready() -> None:
+    """Always ready."""
