@@ -42,3 +42,23 @@ def test_an_error_that_is_not_retriable_is_raised_at_once() -> None:
     with pytest.raises(GroupAuthorizationFailedError):
         asyncio.run(retry_kafka(call, attempts=5, backoff=0.001))
     assert call.calls == 1
+
+
+def test_status_asks_again_when_a_fresh_broker_has_no_group_coordinator_yet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services import ops
+    from shared import lag
+    from shared.settings import KontaktSettings
+
+    fresh_broker = FailsFirst(2, GroupCoordinatorNotAvailableError)
+
+    async def offsets(bootstrap: str, group: str, topics: list[str]) -> list[lag.PartitionLag]:
+        await fresh_broker()
+        return [lag.PartitionLag(group, topics[0], 0, 1, 1)]
+
+    monkeypatch.setattr(lag, "_group_lag", offsets)
+    report = asyncio.run(ops._kafka_status(KontaktSettings(), sample_seconds=0))
+    assert not isinstance(report, str), report
+    assert fresh_broker.calls == 2 + len(ops.status_groups(KontaktSettings()))
+    assert {p["group"] for p in report["lags"]} == set(ops.status_groups(KontaktSettings()))
