@@ -328,7 +328,7 @@ async def collect_status(settings: KontaktSettings, sample_seconds: float = 3.0)
         # None: Kafka could not be asked and no worker's health server said anything.
         "stalled": (
             sorted(stalled.values(), key=lambda x: (x["group"], x["topic"], x["partition"]))
-            if lags is not None or workers
+            if lags is not None or any(w["reachable"] for w in workers.values())
             else None
         ),
         "workers": workers,

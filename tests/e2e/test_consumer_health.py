@@ -314,6 +314,7 @@ def test_status_with_kafka_unreachable_reports_the_store_and_says_so(
     assert report["unreachable"] == ["Kafka"]
     assert any(p.startswith("Kafka unreachable") for p in report["problems"])
     assert report["store"] == {"newest_position": 0} and report["consumer_lag"] is None
+    assert report["stalled"] is None  # unknown, not "none"
     assert "Kafka unreachable" in out.stderr and "Traceback" not in out.stderr
 
 
