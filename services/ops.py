@@ -255,36 +255,99 @@ def replay(
     _run(body)
 
 
-def status() -> None:
-    """Relay position and lag, consumer lag per group and partition, read models, sync backlog."""
+def status(
+    sample_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=300,
+            help="Seconds between the two samples of committed offsets (0: one sample, no stall"
+            " judgement from offsets)",
+        ),
+    ] = 3.0,
+) -> None:
+    """Relay, consumer lag and stalls per group and partition, read models, sync backlog."""
 
     def body() -> None:
+        import logging
+
+        # The Kafka client logs each failed connection; status says it once, in its report.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         settings = KontaktSettings()
-        try:
-            report = asyncio.run(collect_status(settings))
-        except OpsError:
-            raise
-        except Exception as exc:  # unreachable servers: one line
-            raise OpsError(f"{type(exc).__name__}: {exc}") from None
+        report = asyncio.run(collect_status(settings, sample_seconds))
+        if report["store"] is None and report["consumer_lag"] is None:
+            # Neither server answered: there is nothing to report.
+            raise OpsError("; ".join(report["problems"]))
         typer.echo(json.dumps(report, indent=2, default=str))
+        for problem in report["problems"]:
+            typer.echo(f"warning: {problem}", err=True)
+        for s in report["stalled"] or []:
+            at = "nothing committed" if s["committed"] is None else f"offset {s['committed']}"
+            typer.echo(
+                f"stalled: group {s['group']} on {s['topic']}[{s['partition']}] at {at}"
+                f" (end {s['end']}, lag {s['lag']}; seen by {', '.join(s['seen_by'])})",
+                err=True,
+            )
 
     _run(body)
 
 
-async def collect_status(settings: KontaktSettings) -> dict[str, Any]:
-    """Everything `status` reports, as data."""
-    import asyncpg
+async def collect_status(settings: KontaktSettings, sample_seconds: float = 3.0) -> dict[str, Any]:
+    """Everything `status` reports, as data; a server that cannot be reached is named, not fatal."""
+    store, kafka, workers = await asyncio.gather(
+        _store_status(settings),
+        _kafka_status(settings, sample_seconds),
+        _workers_status(settings),
+    )
+    problems = []
+    unreachable = []
+    if isinstance(store, str):
+        problems.append(store)
+        unreachable.append("PostgreSQL")
+        store = {"store": None, "relay": None, "read_models": None, "sync": None}
+    lags: list[dict[str, Any]] | None = None
+    stalled: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if isinstance(kafka, str):
+        problems.append(kafka)
+        unreachable.append("Kafka")
+    else:
+        lags = kafka["lags"]
+        for s in kafka["stalled"]:
+            stalled[(s["group"], s["topic"], s["partition"])] = s
+    for name, answer in workers.items():
+        if not answer["reachable"]:
+            problems.append(f"{name} worker's health server unreachable at {answer['url']}")
+        for s in answer.pop("stalled", []):
+            key = (s["group"], s["topic"], s["partition"])
+            known = stalled.setdefault(key, {**s, "seen_by": []})
+            known["seen_by"].append(f"{name} worker")
+            known.setdefault("stalled_seconds", s.get("stalled_seconds"))
+    return {
+        **store,
+        "consumer_lag": lags,
+        # None: Kafka could not be asked and no worker's health server said anything.
+        "stalled": (
+            sorted(stalled.values(), key=lambda x: (x["group"], x["topic"], x["partition"]))
+            if lags is not None or any(w["reachable"] for w in workers.values())
+            else None
+        ),
+        "workers": workers,
+        "unreachable": unreachable,
+        "problems": problems,
+    }
 
-    from services.projections.worker import FAMILIES, group_id, topics_of
-    from shared.lag import group_lag
+
+async def _store_status(settings: KontaktSettings) -> dict[str, Any] | str:
+    """The store, relay, read-model and sync parts, or why PostgreSQL could not be asked."""
+    import asyncpg
 
     try:
         conn = await asyncpg.connect(settings.pg_dsn(), timeout=5)
     except Exception as exc:  # any failure to connect
-        raise OpsError(
-            f"cannot reach PostgreSQL at {settings.pg_host}:{settings.pg_port}:"
-            f" {type(exc).__name__}"
-        ) from None
+        return (
+            f"PostgreSQL unreachable: cannot reach PostgreSQL at {settings.pg_host}:"
+            f"{settings.pg_port}/{settings.pg_database}: {type(exc).__name__}"
+        )
     try:
         newest = await _value(conn, "SELECT max(notification_id) FROM contacts_events") or 0
         relay_row = await _row(
@@ -301,21 +364,11 @@ async def collect_status(settings: KontaktSettings) -> dict[str, Any]:
             ),
             "unpublished_outcomes": await _value(conn, "SELECT count(*) FROM sync_outbox"),
         }
+    except Exception as exc:  # the connection broke half-way
+        return f"PostgreSQL unreachable: {type(exc).__name__}: {exc}"
     finally:
         await conn.close()
     relay_position = relay_row["position"] if relay_row else 0
-    groups = [(group_id(f), topics_of(settings, f)) for f in FAMILIES]
-    groups.append((settings.sync_consumer_group, [settings.contacts_topic]))
-    lags = []
-    try:
-        for group, topics in groups:
-            for p in await asyncio.wait_for(group_lag(settings.kafka_bootstrap, group, topics), 15):
-                lags.append({"group": group, "topic": p.topic, "partition": p.partition,
-                             "committed": p.committed, "end": p.end, "lag": p.lag})  # fmt: skip
-    except Exception as exc:  # an unreachable broker
-        raise OpsError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}"
-        ) from None
     return {
         "store": {"newest_position": newest},
         "relay": {
@@ -324,9 +377,90 @@ async def collect_status(settings: KontaktSettings) -> dict[str, Any]:
             "updated_at": relay_row["updated_at"] if relay_row else None,
         },
         "read_models": {"contacts": {"position": rm, "behind_store": newest - rm}},
-        "consumer_lag": lags,
         "sync": sync,
     }
+
+
+def status_groups(settings: KontaktSettings) -> dict[str, list[str]]:
+    """Every consumer group of Kontakt and the topics it consumes."""
+    from services.projections.worker import FAMILIES, group_id, topics_of
+
+    groups = {group_id(f): topics_of(settings, f) for f in FAMILIES}
+    groups[settings.sync_consumer_group] = [settings.contacts_topic]
+    return groups
+
+
+async def _kafka_status(settings: KontaktSettings, sample_seconds: float) -> dict[str, Any] | str:
+    """Each group's offsets, sampled twice; or why Kafka could not be asked."""
+    from shared.lag import PartitionLag, group_lag
+
+    async def sample() -> list[PartitionLag]:
+        rows: list[PartitionLag] = []
+        for group, topics in status_groups(settings).items():
+            rows.extend(
+                await asyncio.wait_for(group_lag(settings.kafka_bootstrap, group, topics), 20)
+            )
+        return rows
+
+    try:
+        first = await sample()
+        second = first
+        if sample_seconds > 0:
+            await asyncio.sleep(sample_seconds)
+            second = await sample()
+    except Exception as exc:  # an unreachable broker (retriable answers were retried)
+        return (
+            f"Kafka unreachable: cannot reach Kafka at {settings.kafka_bootstrap}:"
+            f" {type(exc).__name__}"
+        )
+    before = {(p.group, p.topic, p.partition): p.committed for p in first}
+    stalled = []
+    if sample_seconds > 0:
+        for p in second:
+            key = (p.group, p.topic, p.partition)
+            if p.lag > 0 and key in before and before[key] == p.committed:
+                stalled.append(
+                    {**p.as_dict(), "seen_by": [f"status (no progress in {sample_seconds:g}s)"]}
+                )
+    return {"lags": [p.as_dict() for p in second], "stalled": stalled}
+
+
+async def _workers_status(settings: KontaktSettings) -> dict[str, dict[str, Any]]:
+    """What the workers' health servers say (those whose ports are configured)."""
+    import httpx
+
+    ports = {"projections": settings.worker_http_port, "sync": settings.sync_http_port}
+    out: dict[str, dict[str, Any]] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name, port in ports.items():
+            if not port:
+                continue
+            url = f"http://{settings.health_host}:{port}/health/ready"
+            try:
+                answer = await client.get(url)
+                body = answer.json()
+            except Exception:  # not running, or not a health server
+                out[name] = {"url": url, "reachable": False}
+                continue
+            body = body if isinstance(body, dict) else {}
+            listed = body.get("stalled")
+            stalled: list[Any] = listed if isinstance(listed, list) else []
+            out[name] = {
+                "url": url,
+                "reachable": True,
+                "ready": answer.status_code == 200,
+                **({"detail": str(body["detail"])} if "detail" in body else {}),
+                "stalled": [s for s in stalled if isinstance(s, dict) and _is_stall(s)],
+            }
+    return out
+
+
+def _is_stall(entry: dict[str, Any]) -> bool:
+    return (
+        isinstance(entry.get("group"), str)
+        and isinstance(entry.get("topic"), str)
+        and isinstance(entry.get("partition"), int)
+    )
 
 
 async def _value(conn: Any, sql: str, *args: Any) -> Any:

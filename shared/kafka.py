@@ -1,16 +1,22 @@
-"""Kafka helpers more than one service uses: creating topics, reading one whole."""
+"""Kafka helpers more than one service uses: creating topics, reading one whole, retrying."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from shared.settings import KontaktSettings
+
+log = logging.getLogger("kontakt.kafka")
+
+T = TypeVar("T")
 
 
 async def ensure_topics(settings: KontaktSettings, topics: Sequence[str]) -> list[str]:
@@ -101,3 +107,22 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[
         return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         await consumer.stop()
+
+
+async def retry_kafka(
+    call: Callable[[], Awaitable[T]], attempts: int = 8, backoff: float = 0.25
+) -> T:
+    """Await call(), again after a short backoff when Kafka gives a retriable answer."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except KafkaError as exc:
+            # A fresh broker answers GroupCoordinatorNotAvailable (and its kin) for a
+            # while; those are marked retriable. Anything else is a real answer.
+            if not exc.retriable or attempt == attempts:
+                raise
+            log.info(
+                "Kafka answered %s; trying again (%d/%d)", type(exc).__name__, attempt, attempts
+            )
+            await asyncio.sleep(min(backoff * 2 ** (attempt - 1), 2.0))
+    raise AssertionError("unreachable")

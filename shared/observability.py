@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import sys
@@ -30,6 +31,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from shared.stall import ConsumerStalledError
 
 #: The correlation id of the command whose consequences are being handled.
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
@@ -117,6 +120,11 @@ class Metrics:
             "kontakt_consumer_lag", "Messages not yet committed, per group and partition",
             ["group", "topic", "partition"], registry=r,
         )  # fmt: skip
+        self.consumer_stalled = Gauge(
+            "kontakt_consumer_stalled",
+            "1 when the group has lag and no committed progress for the stall time",
+            ["group", "topic", "partition"], registry=r,
+        )  # fmt: skip
         self.projected = Counter(
             "kontakt_projection_messages", "Messages handled by read-model workers",
             ["family", "outcome"], registry=r,
@@ -178,9 +186,11 @@ def health_app(
         try:
             await asyncio.wait_for(ready(), timeout=5)
         except Exception as exc:  # any failure means not ready
-            return JSONResponse(
-                {"status": "unavailable", "service": service, "detail": str(exc)}, status_code=503
-            )
+            body: dict[str, Any] = {"status": "unavailable", "service": service}
+            body["detail"] = str(exc) or type(exc).__name__
+            if isinstance(exc, ConsumerStalledError):
+                body["stalled"] = [s.as_dict() for s in exc.stalls]
+            return JSONResponse(body, status_code=503)
         return {"status": "ok", "service": service}
 
     @app.get("/metrics")
@@ -188,8 +198,25 @@ def health_app(
         return metrics_response()
 
     for path, handler in (extra or {}).items():
-        app.add_api_route(path, handler, methods=["GET"])
+        app.add_api_route(path, _unavailable_on_error(service, handler), methods=["GET"])
     return app
+
+
+def _unavailable_on_error(service: str, handler: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    # An extra route that needs a server (e.g. /lag needs Kafka) says 503 when it is
+    # unreachable, in the same shape as /health/ready, never a 500.
+    async def route() -> Any:
+        try:
+            result = handler()
+            return await result if inspect.isawaitable(result) else result
+        except Exception as exc:
+            return JSONResponse(
+                {"status": "unavailable", "service": service,
+                 "detail": f"{type(exc).__name__}: {exc}"},
+                status_code=503,
+            )  # fmt: skip
+
+    return route
 
 
 class _QuietServer:

@@ -48,6 +48,8 @@ class KontaktSettings(BaseSettings):
     worker_http_port: int = Field(default=0, ge=0, le=65535)
     sync_http_port: int = Field(default=0, ge=0, le=65535)
     health_host: str = "127.0.0.1"
+    # A consumer group with lag whose committed offset has not moved this long is stalled.
+    consumer_stall_seconds: float = Field(default=60.0, gt=0, le=86_400)
     # Logs: JSON lines (for collectors) or plain text (for people at a terminal).
     log_json: bool = True
     log_level: str = "INFO"

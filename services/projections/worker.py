@@ -36,7 +36,7 @@ from shared.contract.contacts import ContactEvent, ContactEventBase, contact_eve
 from shared.contract.inbound import activity_event_adapter, item_event_adapter
 from shared.contract.sync import OutlookSyncStatusChanged
 from shared.kafka import ensure_topics
-from shared.lag import group_lag
+from shared.lag import ConsumerMonitor
 from shared.observability import (
     HealthServer,
     correlation_id,
@@ -456,19 +456,13 @@ async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:
     return pool
 
 
-async def measure_lag(settings: KontaktSettings, families: Sequence[str]) -> list[dict[str, Any]]:
-    """Each family's group lag per partition; also sets the consumer-lag gauges."""
-    rows: list[dict[str, Any]] = []
-    gauge = metrics().consumer_lag
-    for family in families:
-        for p in await group_lag(
-            settings.kafka_bootstrap, group_id(family), topics_of(settings, family)
-        ):
-            gauge.labels(group=p.group, topic=p.topic, partition=str(p.partition)).set(p.lag)
-            rows.append(
-                {"group": p.group, "topic": p.topic, "partition": p.partition, "lag": p.lag}
-            )
-    return rows
+def consumer_monitor(settings: KontaktSettings, families: Sequence[str]) -> ConsumerMonitor:
+    """The lag and stall monitor of the families' groups."""
+    return ConsumerMonitor(
+        settings.kafka_bootstrap,
+        {group_id(f): topics_of(settings, f) for f in families},
+        settings.consumer_stall_seconds,
+    )
 
 
 async def run_worker(settings: KontaktSettings, families: Sequence[str]) -> None:
@@ -481,30 +475,30 @@ async def run_worker(settings: KontaktSettings, families: Sequence[str]) -> None
         loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(settings)
     worker = Worker(settings, pool, families)
+    monitor = consumer_monitor(settings, worker.families)
 
     async def ready() -> None:
         async with pool.acquire() as conn:
             await conn.fetchval("SELECT 1")
-
-    async def lag() -> list[dict[str, Any]]:
-        return await measure_lag(settings, worker.families)
+        monitor.check()  # a group with lag and no committed progress is not ready
 
     health = HealthServer(
-        health_app("projections", ready, {"/lag": lag}),
+        health_app("projections", ready, {"/lag": monitor.lag}),
         settings.health_host,
         settings.worker_http_port,
     )
+    sampling: asyncio.Task[None] | None = None
     try:
         await worker.start()
         await health.start()
         log.info("consuming %s", ", ".join(f"{f} ({group_id(f)})" for f in worker.families))
-        while not stop.is_set():
-            # Keep the lag gauges fresh for scrapes between requests to /lag.
-            with contextlib.suppress(Exception):
-                await measure_lag(settings, worker.families)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=10)
+        # Samples the groups' committed offsets for the lag gauges and stall verdict.
+        sampling = asyncio.create_task(monitor.run(stop))
+        await stop.wait()
     finally:
+        if sampling is not None:
+            sampling.cancel()
+            await asyncio.gather(sampling, return_exceptions=True)
         await health.stop()
         await worker.stop()  # the in-flight message finishes and is committed
         await pool.close()

@@ -45,6 +45,7 @@ from services.sync.store import SyncStore
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, parse_contact_event
 from shared.kafka import ensure_topics
+from shared.lag import ConsumerMonitor
 from shared.observability import HealthServer, health_app
 from shared.settings import KontaktSettings
 from shared.text import clean_text
@@ -429,14 +430,29 @@ async def run_worker(settings: KontaktSettings, stop: asyncio.Event) -> None:
     keys = PersonKeys(contacts.sync_key, settings.sync_key_cache_ttl_seconds)
     store = await SyncStore.open(settings.pg_dsn(), keys=keys)
 
+    monitor = ConsumerMonitor(
+        settings.kafka_bootstrap,
+        {settings.sync_consumer_group: [settings.contacts_topic]},
+        settings.consumer_stall_seconds,
+    )
+
     async def ready() -> None:
         await store.ping()
+        monitor.check()  # lag with no committed progress is not ready
 
-    health = HealthServer(health_app("sync", ready), settings.health_host, settings.sync_http_port)
+    health = HealthServer(
+        health_app("sync", ready, {"/lag": monitor.lag}),
+        settings.health_host,
+        settings.sync_http_port,
+    )
     await health.start()
+    # Samples the group's committed offsets for the lag gauges and stall verdict.
+    sampling = asyncio.create_task(monitor.run(stop))
     try:
         await SyncWorker(settings, store, graph, contacts).run(stop)
     finally:
+        sampling.cancel()
+        await asyncio.gather(sampling, return_exceptions=True)
         await health.stop()
         await graph.aclose()
         await contacts.aclose()

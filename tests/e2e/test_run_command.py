@@ -62,7 +62,8 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
     ports = {name: free_port() for name in ("api", "query", "relay", "worker", "sync", "graph")}
     env = env_of(isolated_settings)
     for key in [k for k in env if k.startswith("KONTAKT_")]:
-        if (key.endswith(("_PORT", "_URL")) and key != "KONTAKT_PG_PORT") or "_GRAPH_" in key:
+        stack = ("KONTAKT_PG_PORT", "KONTAKT_KAFKA_PORT", "KONTAKT_KAFKA_CONTROLLER_PORT")
+        if (key.endswith(("_PORT", "_URL")) and key not in stack) or "_GRAPH_" in key:
             del env[key]  # let `run` choose its local defaults (ports below)
     env.update(
         {
@@ -149,6 +150,11 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
         assert any(k.startswith("kontakt_consumer_lag{") for k in worker)
         sync = samples(f"http://127.0.0.1:{ports['sync']}/metrics")
         assert total(sync, "kontakt_graph_calls_total") > 0
+        # Both workers export their groups' lag and stall gauges; moving groups are not stalled.
+        for exported in (worker, sync):
+            assert any(k.startswith("kontakt_consumer_lag{") for k in exported)
+            assert any(k.startswith("kontakt_consumer_stalled{") for k in exported)
+            assert total(exported, "kontakt_consumer_stalled{") == 0
         assert "kontakt_relay_lag_events{}" in samples(f"http://127.0.0.1:{ports['relay']}/metrics")
         for port in (ports["relay"], ports["worker"], ports["sync"]):
             assert httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200
