@@ -189,11 +189,6 @@ class Fleet:
                 codes[name] = None
         return codes
 
-    def log_tail(self, name: str, chars: int = 3000) -> str:
-        """The end of a process's log."""
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
 
 def fleet_env(settings: KontaktSettings, env: dict[str, str], graph_port: int) -> dict[str, str]:
     """The environment of every process: the settings plus a quick-paced sync worker."""
