@@ -227,6 +227,8 @@ class Tally:
     #: Every contact id a command ever returned (job changes add new versions).
     contact_ids: set[str] = field(default_factory=set)
     statuses: Counter[int] = field(default_factory=Counter)
+    #: When each API last answered 2xx (monotonic clock).
+    last_ok: dict[str, float] = field(default_factory=dict)
     #: Server errors: (api, status, what was asked).
     server_errors: list[tuple[str, int, str]] = field(default_factory=list)
     transport_errors: Counter[str] = field(default_factory=Counter)
@@ -237,6 +239,8 @@ class Tally:
         """Count a response; remember the contact versions a 2xx command returned."""
         with self.lock:
             self.statuses[response.status_code] += 1
+            if 200 <= response.status_code < 300:
+                self.last_ok[api] = time.monotonic()
             if response.status_code >= 500:
                 self.server_errors.append((api, response.status_code, what))
             if api != "command" or not 200 <= response.status_code < 300 or not response.content:
@@ -547,6 +551,8 @@ class Outages:
     """What the fault thread did, for the report."""
 
     restarts: Counter[str] = field(default_factory=Counter)
+    #: When each restarted server was serving again (monotonic clock).
+    back_at: dict[str, float] = field(default_factory=dict)
     poison: list[PoisonMessage] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -579,11 +585,13 @@ def run_faults(
                 time.sleep(rng.uniform(3, 6))
                 launcher.start_kafka(cfg)
                 out.restarts["kafka"] += 1
+                out.back_at["kafka"] = time.monotonic()
             elif fault.kind == "restart":
                 launcher.stop_postgres(cfg)
                 time.sleep(rng.uniform(3, 6))
                 launcher.start_postgres(cfg)
                 out.restarts["postgres"] += 1
+                out.back_at["postgres"] = time.monotonic()
             elif fault.kind == "poison":
                 batch = rounds[int(fault.target)]
                 asyncio.run(publish_poison(settings.kafka_bootstrap, batch))
