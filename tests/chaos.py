@@ -453,19 +453,21 @@ def _now() -> str:
 
 
 def poison_for(settings: KontaktSettings, topic: str, rng: random.Random) -> list[PoisonMessage]:
-    """Three poison messages for a topic: not JSON, JSON of no known shape, refused values."""
+    """Three poison messages for a topic: not JSON, JSON of no known shape, a known shape
+    with values PostgreSQL (or, for item events, the contract) refuses."""
     ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(3)]
     not_json = f"\xff\x00 chaos poison {ids[0]} {{not json".encode("latin-1")
     unknown = json.dumps({"chaos": ids[1], "shape": "unknown", "values": [1, 2]}).encode()
     nul = f"chaos\x00{ids[2][:8]}"
     refused: dict[str, Any]
     if topic == settings.contacts_topic:
-        # A version beyond int32 and a NUL in a name: PostgreSQL refuses both.
+        # A version beyond int32 and a position beyond int64: PostgreSQL refuses both
+        # (the NUL in a name is cleaned by consumers, not refused).
         refused = {
             "event_id": ids[2], "type": "ContactCreated", "schema_version": 1,
             "occurred_at": _now(), "actor": "chaos", "correlation_id": ids[2],
             "contact_id": str(uuid.uuid4()), "person_id": str(uuid.uuid4()),
-            "aggregate_version": 2**31 + 7, "global_position": 2**31 + 7,
+            "aggregate_version": 2**31 + 7, "global_position": 2**63 + 7,
             "data": {
                 "company_id": str(uuid.uuid4()), "company_name": "Poison A/S",
                 "first_names": nul, "last_names": "Poison", "job_title": None,
@@ -476,9 +478,12 @@ def poison_for(settings: KontaktSettings, topic: str, rng: random.Random) -> lis
             },
         }  # fmt: skip
     elif topic == settings.activities_topic:
+        # A message id of 998 characters, 4 bytes each and incompressible: its primary-key
+        # entry is beyond what a PostgreSQL index row may hold (2,704 bytes).
+        wide = "".join(chr(rng.randrange(0x20000, 0x2A6DF)) for _ in range(990))
         refused = {
             "event_id": ids[2], "type": "EmailLogged", "occurred_at": _now(),
-            "message_id": f"<{nul}@chaos>", "from": f"{nul}@chaos.example",
+            "message_id": f"<{wide}@chaos>", "from": "poison@chaos.example",
             "to": [], "cc": [], "subject": nul, "sent_at": _now(),
         }  # fmt: skip
     elif topic == settings.sync_events_topic:
@@ -490,9 +495,11 @@ def poison_for(settings: KontaktSettings, topic: str, rng: random.Random) -> lis
             "sequence": 2**63 + 7,
         }  # fmt: skip
     else:
+        # Item events hold nothing PostgreSQL refuses once cleaned: a known type whose
+        # values the contract refuses (an id that is no UUID, a title over its limit).
         refused = {
             "event_id": ids[2], "type": "Created", "occurred_at": _now(),
-            "item_id": str(uuid.uuid4()), "title": nul, "status": nul,
+            "item_id": f"chaos-{ids[2]}", "title": nul * 100, "status": nul,
         }  # fmt: skip
     return [
         PoisonMessage(topic, "not-json", ids[0], not_json),
