@@ -50,7 +50,11 @@ __all__ = [
     "down",
     "ensure_database",
     "main",
+    "start_kafka",
+    "start_postgres",
     "status",
+    "stop_kafka",
+    "stop_postgres",
     "up",
 ]
 
@@ -1150,6 +1154,21 @@ def start_kafka(cfg: StackConfig, *, timeout: float = 120.0) -> None:
     with _locked(paths):
         pid, _ = _kafka_up(cfg, paths, lambda _: None)
         _kafka_wait(cfg, paths, pid, time.monotonic() + timeout)
+
+
+def stop_postgres(cfg: StackConfig) -> str | None:
+    """Stop only PostgreSQL (for outage drills); Kafka keeps running."""
+    paths = _Paths.of(cfg)
+    with _locked(paths):
+        return _pg_down(paths)
+
+
+def start_postgres(cfg: StackConfig, *, timeout: float = 120.0) -> None:
+    """Start PostgreSQL again (reusing its data) and wait until it serves clients."""
+    paths = _Paths.of(cfg)
+    with _locked(paths):
+        bindir = _pg_install(lambda _: None, paths)
+        _pg_up(cfg, paths, bindir, time.monotonic() + timeout, lambda _: None)
 
 
 def status(cfg: StackConfig) -> dict[str, Any]:
