@@ -209,3 +209,23 @@ def test_normalise_text_ignores_invisible_characters() -> None:
 def test_key_material_of_values_without_invisibles_is_unchanged() -> None:
     for value in ("Karen  Jensen", "ÅSE", "ﬁne"):
         assert domain.normalise_text(value) == domain.legacy_normalise_text(value)
+
+
+def test_a_name_stored_with_invisibles_holds_its_old_key_and_the_visible_one() -> None:
+    from tests.unit.test_contact_rules import new_contact
+
+    # Accepted before the edge removed invisible characters: its old keys must still release,
+    # and the visible ones keep a look-alike out.
+    contact = new_contact(
+        first_names="Ka\u200bren", last_names="Jensen", work_email="kj\u200b@x.example"
+    )
+    company = contact.company_id
+    keys = domain.uniqueness_keys(contact)
+    assert {
+        f"name\x1f{company}\x1fka\u200bren\x1fjensen",
+        f"name\x1f{company}\x1fkaren\x1fjensen",
+        "email\x1fkj\u200b@x.example",
+        "email\x1fkj@x.example",
+    } <= keys.keys()
+    plain = domain.uniqueness_keys(new_contact(first_names="Karen", work_email="kj@x.example"))
+    assert len(plain) == 3  # values without invisibles: one key each, as before
