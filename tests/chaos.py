@@ -227,8 +227,6 @@ class Tally:
     #: Every contact id a command ever returned (job changes add new versions).
     contact_ids: set[str] = field(default_factory=set)
     statuses: Counter[int] = field(default_factory=Counter)
-    #: When each API last answered 2xx (monotonic clock).
-    last_ok: dict[str, float] = field(default_factory=dict)
     #: Server errors: (api, status, what was asked).
     server_errors: list[tuple[str, int, str]] = field(default_factory=list)
     transport_errors: Counter[str] = field(default_factory=Counter)
@@ -239,8 +237,6 @@ class Tally:
         """Count a response; remember the contact versions a 2xx command returned."""
         with self.lock:
             self.statuses[response.status_code] += 1
-            if 200 <= response.status_code < 300:
-                self.last_ok[api] = time.monotonic()
             if response.status_code >= 500:
                 self.server_errors.append((api, response.status_code, what))
             if api != "command" or not 200 <= response.status_code < 300 or not response.content:
@@ -285,6 +281,7 @@ class UserLoad(threading.Thread):
         commands: int,
         interval: float,
         seed: int,
+        faults_running: Callable[[], bool],
     ) -> None:
         super().__init__(name=f"load-{user}", daemon=True)
         self.user = user
@@ -293,6 +290,7 @@ class UserLoad(threading.Thread):
         self.pool_lock = pool_lock
         self.commands = commands
         self.interval = interval
+        self.faults_running = faults_running
         self.rng = random.Random(seed)
         token = mint_token(settings, user, ttl_seconds=3 * 3600)
         self.client = httpx.Client(
@@ -303,10 +301,14 @@ class UserLoad(threading.Thread):
         self.companies = [str(uuid.UUID(int=self.rng.getrandbits(128))) for _ in range(3)]
 
     def run(self) -> None:
-        """Send the commands, one every `interval` seconds (later when a command is slow)."""
+        """Send the commands, one every `interval` seconds (later when a command is slow),
+        and more while faults are still under way (up to twice as many), so commands
+        arrive after every fault too."""
         start = time.monotonic()
         try:
-            for i in range(self.commands):
+            for i in range(2 * self.commands):
+                if i >= self.commands and not self.faults_running():
+                    break
                 delay = start + i * self.interval - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
@@ -558,11 +560,16 @@ class Outages:
     """What the fault thread did, for the report."""
 
     restarts: Counter[str] = field(default_factory=Counter)
-    #: When each restarted server was serving again (monotonic clock).
-    back_at: dict[str, float] = field(default_factory=dict)
     poison: list[PoisonMessage] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+def poison_rounds(settings: KontaktSettings, rng: random.Random) -> list[list[PoisonMessage]]:
+    """Every poison message for every consumed topic, shuffled into three rounds."""
+    poison = [m for t in consumed_topics(settings) for m in poison_for(settings, t, rng)]
+    rng.shuffle(poison)
+    return [poison[i::3] for i in range(3)]
 
 
 def run_faults(
@@ -572,13 +579,10 @@ def run_faults(
     settings: KontaktSettings,
     rng: random.Random,
     out: Outages,
-    on_step: Callable[[], None] = lambda: None,
+    rounds: list[list[PoisonMessage]],
 ) -> None:
     """Carry the plan out, in order, each fault at its instant (or as soon as the last ends)."""
     start = time.monotonic()
-    poison = [m for t in consumed_topics(settings) for m in poison_for(settings, t, rng)]
-    rng.shuffle(poison)
-    rounds = [poison[i::3] for i in range(3)]
     for fault in plan:
         delay = start + fault.at - time.monotonic()
         if delay > 0:
@@ -592,18 +596,15 @@ def run_faults(
                 time.sleep(rng.uniform(3, 6))
                 launcher.start_kafka(cfg)
                 out.restarts["kafka"] += 1
-                out.back_at["kafka"] = time.monotonic()
             elif fault.kind == "restart":
                 launcher.stop_postgres(cfg)
                 time.sleep(rng.uniform(3, 6))
                 launcher.start_postgres(cfg)
                 out.restarts["postgres"] += 1
-                out.back_at["postgres"] = time.monotonic()
             elif fault.kind == "poison":
                 batch = rounds[int(fault.target)]
                 asyncio.run(publish_poison(settings.kafka_bootstrap, batch))
                 out.poison += batch
         except Exception as exc:  # a failed fault is reported with the others, not raised
             out.errors.append(f"{fault.kind} {fault.target} at {t:.1f}s: {exc!r}")
-        out.done.append(f"{t:6.1f}s {fault.kind} {fault.target}")
-        on_step()
+        out.done.append(f"{t:6.1f}s-{time.monotonic() - start:5.1f}s {fault.kind} {fault.target}")
