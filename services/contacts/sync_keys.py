@@ -18,9 +18,8 @@ from pydantic import BaseModel, Field
 
 from services.contacts.application import ContactsApp
 from services.contacts.personal_data import PersonKeyMissingError
-from services.contacts.schemas import ErrorBody
 from shared.auth import OUTLOOK_SYNC_ROLE, Principal
-from shared.http import get_principal
+from shared.http import error_responses, get_principal
 
 #: The HKDF label: a different label gives an unrelated key from the same data key.
 SYNC_KEY_INFO = b"kontakt/outlook-sync/v1"
@@ -40,7 +39,10 @@ class SyncKey(BaseModel):
     key: str = Field(description="base64 of the 32-byte AES-GCM key")
 
 
-router = APIRouter(prefix="/persons", tags=["outlook-sync"])
+# Every operation can answer these (a bad token, a refused parameter, a failure, an outage).
+router = APIRouter(
+    prefix="/persons", tags=["outlook-sync"], responses=error_responses(401, 422, 500, 503)
+)
 
 
 def _contacts(request: Request) -> ContactsApp:
@@ -51,12 +53,7 @@ def _contacts(request: Request) -> ContactsApp:
 @router.get(
     "/{person_id}/sync-key",
     response_model=SyncKey,
-    responses={
-        401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
-        403: {"model": ErrorBody, "description": "Only the outlook-sync role may"},
-        404: {"model": ErrorBody, "description": "Unknown person"},
-        410: {"model": ErrorBody, "description": "The person was erased"},
-    },
+    responses=error_responses(403, 404, 410),
 )
 def sync_key(
     person_id: UUID,

@@ -14,6 +14,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from services.projections.availability import is_database_outage
 from services.projections.schemas import (
     Activity,
     ContactDetails,
@@ -349,9 +350,18 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
         log.warning("read models unavailable: %s", exc)
         return JSONResponse({"detail": "read models unavailable, try again"}, status_code=503)
 
+    async def database_error(request: Request, exc: Exception) -> Response:
+        # A database that is shutting down, starting up or out of connections is an
+        # outage (503, try again); any other database error is a fault of ours (500).
+        if is_database_outage(exc):
+            return await unavailable(request, exc)
+        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
     app.add_exception_handler(NotYetError, not_yet)
-    for error in (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+    for error in (OSError, asyncpg.InterfaceError):
         app.add_exception_handler(error, unavailable)
+    app.add_exception_handler(asyncpg.PostgresError, database_error)
 
     @app.middleware("http")
     async def correlate(request: Request, call_next: Any) -> Any:

@@ -26,6 +26,7 @@ from faststream.kafka.annotations import KafkaMessage
 from pydantic import TypeAdapter, ValidationError
 
 from services.projections import handlers
+from services.projections.availability import DatabaseUnavailableError, is_database_outage
 from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
@@ -60,21 +61,6 @@ class Poison(Exception):
     """A message that cannot be decoded: dead-letter it at once."""
 
 
-class DatabaseUnavailableError(Exception):
-    """No connection to PostgreSQL could be had: an outage, whatever PostgreSQL answered."""
-
-
-#: Errors that mean "a server is not there": wait, retry the same message, never skip it.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused or reset connections, timeouts
-    asyncpg.InterfaceError,  # a connection closed under us
-    DatabaseUnavailableError,
-    ContactEventsUnavailableError,
-)
-#: SQLSTATE classes of PostgreSQL errors that are the server's state, not the message's:
-#: connection exceptions, insufficient resources, operator intervention (shutdown,
-#: starting up), system errors; and rollbacks (serialization failure, deadlock).
-_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 _sync_event_adapter = TypeAdapter(OutlookSyncStatusChanged)
 #: How long a repair may wait for the contacts API before it counts as unreachable.
 REPAIR_TIMEOUT_SECONDS = 10.0
@@ -84,12 +70,7 @@ REPAIR_TOKEN_TTL_SECONDS = 3600
 
 def is_outage(exc: BaseException) -> bool:
     """True when an error means a server is unreachable or busy, not that the message is bad."""
-    if isinstance(exc, _UNAVAILABLE):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        return state[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    return False
+    return isinstance(exc, ContactEventsUnavailableError) or is_database_outage(exc)
 
 
 def decode(raw: bytes, adapter: TypeAdapter[Any], what: str) -> Any:

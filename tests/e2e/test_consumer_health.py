@@ -22,6 +22,7 @@ import httpx
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.auth import mint_token
 from shared.kafka import ensure_topics
 from shared.settings import KontaktSettings
 from tests.conftest import env_of
@@ -209,31 +210,50 @@ def test_a_sync_worker_blocked_on_a_message_is_not_ready_and_exports_its_lag(
     isolated_settings: KontaktSettings, tmp_path: Path
 ) -> None:
     s = isolated_settings
-    port = free_port()
+    port, api_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
     env = env_of(s) | {
         "KONTAKT_SYNC_HTTP_PORT": str(port),
         "KONTAKT_CONSUMER_STALL_SECONDS": STALL_SECONDS,
         # The consumer is what is judged here; Graph is not needed for it.
         "KONTAKT_SYNC_GRAPH_BASE_URL": f"http://127.0.0.1:{free_port()}",
         "KONTAKT_SYNC_CONSUMER_GROUP": f"kontakt-outlook-sync-{uuid4().hex[:8]}",
+        # The worker seals what it keeps under the person's key, from the contacts API.
+        "KONTAKT_CONTACTS_API_URL": api,
     }
     group = env["KONTAKT_SYNC_CONSUMER_GROUP"]
     base = f"http://127.0.0.1:{port}"
-    person = str(uuid4())
-    with kontakt_process(["sync", "worker"], env, tmp_path / "sync.log", f"{base}/health/ready"):
-        lag = eventually(lambda: (r := get(f"{base}/lag")) is not None and r.json(), "/lag")
-        assert {p["group"] for p in lag} == {group} and {p["topic"] for p in lag} == {
-            s.contacts_topic
-        }
-        check_stall_is_reported(
-            env, base, group, s.contacts_topic,
-            lambda: TableLock(s.pg_dsn(), "sync_contacts"),
-            lambda n: produce(s, s.contacts_topic, [contact_created(person) for _ in range(n)],
-                              person.encode()),
-            s,
-        )  # fmt: skip
-        metrics = get(f"{base}/metrics").text  # type: ignore[union-attr]
-        assert f'kontakt_consumer_lag{{group="{group}"' in metrics
+    api_args = ["serve", "contacts", "--port", str(api_port)]
+    with kontakt_process(api_args, env, tmp_path / "api.log", f"{api}/health/ready"):
+        # A real contact, so the contacts API knows its person; its ContactCreated as
+        # the relay would publish it (copies of it are duplicates the worker still reads).
+        auth = {"Authorization": f"Bearer {mint_token(s, 'alice')}"}
+        created = httpx.post(
+            f"{api}/contacts",
+            headers=auth,
+            json={"company_id": str(uuid4()), "company_name": "Acme", "first_names": "Karen",
+                  "last_names": f"Jensen {uuid4().hex[:6]}"},
+            timeout=30,
+        ).json()  # fmt: skip
+        [event] = httpx.get(
+            f"{api}/contacts/{created['contact_id']}/events", headers=auth, timeout=30
+        ).json()
+        message, person = json.dumps(event).encode(), created["person_id"]
+        with kontakt_process(
+            ["sync", "worker"], env, tmp_path / "sync.log", f"{base}/health/ready"
+        ):
+            lag = eventually(lambda: (r := get(f"{base}/lag")) is not None and r.json(), "/lag")
+            assert {p["group"] for p in lag} == {group} and {p["topic"] for p in lag} == {
+                s.contacts_topic
+            }
+            check_stall_is_reported(
+                env, base, group, s.contacts_topic,
+                lambda: TableLock(s.pg_dsn(), "sync_contacts"),
+                lambda n: produce(s, s.contacts_topic, [message] * n, person.encode()),
+                s,
+            )  # fmt: skip
+            metrics = get(f"{base}/metrics").text  # type: ignore[union-attr]
+            assert f'kontakt_consumer_lag{{group="{group}"' in metrics
 
 
 def test_status_names_a_group_with_lag_and_no_progress_when_no_consumer_runs(
