@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -54,6 +55,31 @@ BATCH_RECORDS = 200
 
 #: Read-model families, each its own consumer group.
 FAMILIES = ("contacts", "activities", "items", "sync-status")
+
+
+def decodable_headers(record: Any) -> Any:
+    """The record with every header value valid UTF-8 (others escaped, a null one empty)."""
+    headers = tuple(
+        (key, (value or b"").decode("utf-8", "backslashreplace").encode())
+        for key, value in record.headers or ()
+    )
+    return (
+        record
+        if headers == tuple(record.headers or ())
+        else dataclasses.replace(record, headers=headers)
+    )
+
+
+async def parse_any_headers(records: Any, parse: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream's own parser over records whose headers it can decode.
+
+    It decodes every header value as UTF-8 before the handler runs; one producer's header
+    it cannot decode would fail the whole batch again and again, never reaching the
+    handler that dead-letters what it cannot apply.
+    """
+    if isinstance(records, tuple):
+        return await parse(tuple(decodable_headers(r) for r in records))
+    return await parse(decodable_headers(records))
 
 
 class Poison(Exception):
@@ -264,6 +290,7 @@ class Worker:
         self.broker.subscriber(
             *topics,
             group_id=group_id(family),
+            parser=parse_any_headers,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
             batch=True,
