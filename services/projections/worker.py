@@ -70,6 +70,15 @@ def decodable_headers(record: Any) -> Any:
     )
 
 
+async def undecoded(message: Any, decode: Callable[[Any], Awaitable[Any]]) -> Any:
+    """The message's bytes as they came: the handler judges them, record by record.
+
+    FastStream would otherwise parse every body as JSON before the handler runs, and a
+    body nested deeper than Python's recursion limit would fail the batch for ever.
+    """
+    return message.body
+
+
 async def parse_any_headers(records: Any, parse: Callable[[Any], Awaitable[Any]]) -> Any:
     """FastStream's own parser over records whose headers it can decode.
 
@@ -131,10 +140,14 @@ def decode(raw: bytes, adapter: TypeAdapter[Any], what: str) -> Any:
         if isinstance(exc, ValidationError):
             raise Poison(f"not {what}: {_errors(exc)}") from None
         raise Poison(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise Poison("not JSON: nested deeper than can be read") from None
     try:
         return adapter.validate_python(clean_value(data))
     except ValidationError as exc:
         raise Poison(f"not {what}: {_errors(exc)}") from None
+    except RecursionError:  # no event is nested this deep
+        raise Poison(f"not {what}: nested deeper than can be read") from None
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -276,7 +289,7 @@ class Worker:
             self._route(family, topics, routes)
 
     def _route(self, family: str, topics: list[str], routes: dict[str, Apply]) -> None:
-        # Only the message: a body parameter would make FastStream decode (and judge) it.
+        # Only the message: the worker judges the bytes itself (see undecoded).
         async def handle(msg: KafkaMessage) -> None:
             raw: Any = msg.raw_message
             records = raw if isinstance(raw, tuple) else (raw,)
@@ -291,6 +304,7 @@ class Worker:
             *topics,
             group_id=group_id(family),
             parser=parse_any_headers,
+            decoder=undecoded,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
             batch=True,
