@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+import psycopg
 from eventsourcing.persistence import OperationalError, PersistenceError
 from fastapi import (
     APIRouter,
@@ -552,6 +553,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(OperationalError, unavailable)
     app.add_exception_handler(PersistenceError, unavailable)
+    # The person keys and photos are read with psycopg directly, outside the event
+    # store's own error mapping: a server shutting down or gone is an outage there too.
+    app.add_exception_handler(psycopg.OperationalError, unavailable)
 
 
 class ObservabilityMiddleware:

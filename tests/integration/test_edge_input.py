@@ -296,3 +296,20 @@ def test_an_unexpected_failure_is_500_with_the_error_body_and_no_detail_leaked(
         response = c.get("/boom")
     assert assert_error_body(response, 500) == {"detail": "internal error"}
     assert "secret internals" in caplog.text  # logged, not sent
+
+
+def test_postgresql_shutting_down_under_a_key_lookup_is_503_not_500(settings: Any) -> None:
+    import psycopg
+
+    from services.contacts.app import create_app
+
+    app = create_app(settings)
+
+    @app.get("/shutting-down")
+    def shutting_down() -> None:
+        # What the person-key store's psycopg connection raises while PostgreSQL restarts.
+        raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.get("/shutting-down")
+    assert assert_error_body(response, 503)["detail"] == "database unavailable, try again"
