@@ -350,7 +350,15 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
         return JSONResponse({"detail": "read models unavailable, try again"}, status_code=503)
 
     app.add_exception_handler(NotYetError, not_yet)
-    for error in (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+    # PostgreSQL shutting down, starting up or crashed (SQLSTATE class 57) answers as a
+    # server error, not a connection error, yet it is an outage all the same.
+    outages = (
+        OSError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.OperatorInterventionError,
+    )
+    for error in outages:
         app.add_exception_handler(error, unavailable)
 
     @app.middleware("http")
