@@ -17,12 +17,23 @@ _SURROGATE = "\ud800-\udfff"
 #: Bidirectional embedding, override and isolate controls (a pair opens and closes).
 _BIDI_OPEN = "\u202a\u202b\u202d\u202e\u2066\u2067\u2068"
 _BIDI_CLOSE = "\u202c\u2069"
-#: Invisible formatting characters that make look-alikes: zero-width space, joiners,
-#: word joiner, soft hyphen, BOM, directional marks, invisible math operators.
-_INVISIBLE = "\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff"
+#: Invisible formatting characters that make look-alikes: Unicode's default-ignorable code
+#: points of the BMP (zero-width space, joiners, word joiner, soft hyphen, BOM, directional
+#: marks, the combining grapheme joiner, Hangul fillers, Mongolian and other variation
+#: selectors, invisible math operators), bidi controls aside (they are judged in pairs).
+_INVISIBLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    "\u2060-\u2065\u206a-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+)
+#: The same outside the BMP (tag characters, more variation selectors, musical formatting),
+#: kept apart so the JSON Schema pattern, which is written with \\uXXXX escapes, stays BMP.
+_INVISIBLE_ASTRAL = "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
 
 _FORBIDDEN = re.compile(f"[{_CONTROL}{_SURROGATE}]")
-_REMOVED = re.compile(f"[{_CONTROL}{_SURROGATE}{_BIDI_OPEN}{_BIDI_CLOSE}{_INVISIBLE}]")
+_STRIPPED = re.compile(f"[{_INVISIBLE}{_INVISIBLE_ASTRAL}]")
+_REMOVED = re.compile(
+    f"[{_CONTROL}{_SURROGATE}{_BIDI_OPEN}{_BIDI_CLOSE}{_INVISIBLE}{_INVISIBLE_ASTRAL}]"
+)
 
 
 def forbidden_character(value: str, *, allow_newlines: bool = False) -> str | None:
@@ -80,7 +91,7 @@ VISIBLE_TEXT_PATTERN = f"^[^{_NOT_SHOWN}]*[^{_NOT_SHOWN}\\s][^{_NOT_SHOWN}]*$"
 
 def strip_invisible(value: str) -> str:
     """Value without invisible formatting characters (zero-width, BOM, soft hyphen, ...)."""
-    return re.sub(f"[{_INVISIBLE}]", "", value)
+    return _STRIPPED.sub("", value)
 
 
 def clean_text(value: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -57,6 +58,40 @@ BATCH_RECORDS = 200
 FAMILIES = ("contacts", "activities", "items", "sync-status")
 
 
+def decodable_headers(record: Any) -> Any:
+    """The record with every header value valid UTF-8 (others escaped, a null one empty)."""
+    headers = tuple(
+        (key, (value or b"").decode("utf-8", "backslashreplace").encode())
+        for key, value in record.headers or ()
+    )
+    return (
+        record
+        if headers == tuple(record.headers or ())
+        else dataclasses.replace(record, headers=headers)
+    )
+
+
+async def undecoded(message: Any, decode: Callable[[Any], Awaitable[Any]]) -> Any:
+    """The message's bytes as they came: the handler judges them, record by record.
+
+    FastStream would otherwise parse every body as JSON before the handler runs, and a
+    body nested deeper than Python's recursion limit would fail the batch for ever.
+    """
+    return message.body
+
+
+async def parse_any_headers(records: Any, parse: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream's own parser over records whose headers it can decode.
+
+    It decodes every header value as UTF-8 before the handler runs; one producer's header
+    it cannot decode would fail the whole batch again and again, never reaching the
+    handler that dead-letters what it cannot apply.
+    """
+    if isinstance(records, tuple):
+        return await parse(tuple(decodable_headers(r) for r in records))
+    return await parse(decodable_headers(records))
+
+
 class Poison(Exception):
     """A message that cannot be decoded: dead-letter it at once."""
 
@@ -86,10 +121,14 @@ def decode(raw: bytes, adapter: TypeAdapter[Any], what: str) -> Any:
         if isinstance(exc, ValidationError):
             raise Poison(f"not {what}: {_errors(exc)}") from None
         raise Poison(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise Poison("not JSON: nested deeper than can be read") from None
     try:
         return adapter.validate_python(clean_value(data))
     except ValidationError as exc:
         raise Poison(f"not {what}: {_errors(exc)}") from None
+    except RecursionError:  # no event is nested this deep
+        raise Poison(f"not {what}: nested deeper than can be read") from None
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -231,7 +270,7 @@ class Worker:
             self._route(family, topics, routes)
 
     def _route(self, family: str, topics: list[str], routes: dict[str, Apply]) -> None:
-        # Only the message: a body parameter would make FastStream decode (and judge) it.
+        # Only the message: the worker judges the bytes itself (see undecoded).
         async def handle(msg: KafkaMessage) -> None:
             raw: Any = msg.raw_message
             records = raw if isinstance(raw, tuple) else (raw,)
@@ -245,6 +284,8 @@ class Worker:
         self.broker.subscriber(
             *topics,
             group_id=group_id(family),
+            parser=parse_any_headers,
+            decoder=undecoded,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
             batch=True,

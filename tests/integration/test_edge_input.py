@@ -209,6 +209,39 @@ def test_a_zero_width_look_alike_is_refused_as_a_duplicate(client: TestClient) -
     assert assert_error_body(response, 409)["existing_contact_id"] == other["contact_id"]
 
 
+@pytest.mark.parametrize(
+    "invisible",
+    ["\u034f", "\u061c", "\u3164", "\uffa0", "\u180b", "\ufe0f", "\U000e0041"],
+    ids=[
+        "grapheme-joiner",
+        "arabic-letter-mark",
+        "hangul-filler",
+        "halfwidth-filler",
+        "mongolian-selector",
+        "variation-selector",
+        "tag-character",
+    ],
+)
+def test_a_look_alike_made_with_any_default_ignorable_character_is_refused_as_a_duplicate(
+    client: TestClient, invisible: str
+) -> None:
+    company = str(uuid4())
+    address = f"{uuid4().hex[:8]}@ignorable.example"
+    first = new_contact(
+        client, company_id=company, first_names="Karen", last_names="Jensen", work_email=address
+    )
+    name = {"company_id": company, "company_name": "Acme A/S", "last_names": "Jensen"}
+    response = client.post("/contacts", json={**name, "first_names": f"Karen{invisible}"})
+    error = assert_error_body(response, 409)
+    assert error["field"] == "name" and error["existing_contact_id"] == first["contact_id"]
+    local, domain = address.split("@")
+    response = client.post(
+        "/contacts",
+        json={**name, "first_names": "Lars", "work_email": f"{local}{invisible}@{domain}"},
+    )
+    assert assert_error_body(response, 409)["existing_contact_id"] == first["contact_id"]
+
+
 def test_invisible_characters_are_removed_from_what_is_stored(client: TestClient) -> None:
     created = new_contact(client, job_title="\ufeffBuyer\u200b")
     assert client.get(f"/contacts/{created['contact_id']}").json()["job_title"] == "Buyer"
@@ -263,3 +296,20 @@ def test_an_unexpected_failure_is_500_with_the_error_body_and_no_detail_leaked(
         response = c.get("/boom")
     assert assert_error_body(response, 500) == {"detail": "internal error"}
     assert "secret internals" in caplog.text  # logged, not sent
+
+
+def test_postgresql_shutting_down_under_a_key_lookup_is_503_not_500(settings: Any) -> None:
+    import psycopg
+
+    from services.contacts.app import create_app
+
+    app = create_app(settings)
+
+    @app.get("/shutting-down")
+    def shutting_down() -> None:
+        # What the person-key store's psycopg connection raises while PostgreSQL restarts.
+        raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.get("/shutting-down")
+    assert assert_error_body(response, 503)["detail"] == "database unavailable, try again"

@@ -432,3 +432,55 @@ async def test_a_dead_letter_kafka_cannot_take_is_not_committed_and_comes_again(
             f"dead letter during a Kafka outage: {len(letters)} letter(s) for 1 message,"
             f" {worker.stats.outages} outage waits"
         )
+
+
+async def test_a_header_that_is_not_utf8_neither_stalls_the_worker_nor_loses_the_message(
+    isolated_settings: KontaktSettings,
+) -> None:
+    async with pipeline(isolated_settings) as p:
+        s = p.settings
+        key = uuid4().bytes
+        # FastStream decodes header values as UTF-8 before any handler runs.
+        headers = [("x-producer", b"\xff\x00 not utf-8"), ("x-null", None)]
+        await p.producer.send_and_wait(
+            s.activities_topic,
+            email("<odd-headers@x>", "a@us.example", [], "odd"),
+            key=key,
+            headers=headers,  # type: ignore[arg-type]
+        )
+        await p.produce(s.activities_topic, email("<after-odd@x>", "a@us.example", [], "ok"), key)
+        await p.settle(["activities"])
+        async with p.pool.acquire() as conn:
+            stored = await conn.fetch(
+                "SELECT message_id FROM ledger.emails WHERE message_id LIKE '<%odd%@x>'"
+            )
+        assert sorted(r["message_id"] for r in stored) == ["<after-odd@x>", "<odd-headers@x>"]
+        assert await read_topic(s.kafka_bootstrap, s.dead_letter_topic) == []
+
+
+async def test_json_nested_beyond_the_recursion_limit_is_dead_lettered_and_the_next_applies(
+    isolated_settings: KontaktSettings,
+) -> None:
+    async with pipeline(isolated_settings) as p:
+        s = p.settings
+        key = uuid4().bytes
+        deep = {
+            "array": b"[" * 200_000 + b"]" * 200_000,
+            "escaped": b'["\\u0041",' * 5_000 + b"1" + b"]" * 5_000,  # the standard parser
+        }
+        sent = {}
+        for kind, value in deep.items():
+            meta = await p.producer.send_and_wait(s.activities_topic, value, key=key)
+            sent[(meta.partition, meta.offset)] = kind
+        await p.produce(s.activities_topic, email("<after-deep@x>", "a@us.example", [], "ok"), key)
+        await p.settle(["activities"])
+        async with p.pool.acquire() as conn:
+            assert await conn.fetchval(
+                "SELECT count(*) FROM ledger.emails WHERE message_id = '<after-deep@x>'"
+            )
+        letters = await read_topic(s.kafka_bootstrap, s.dead_letter_topic)
+        where = {
+            (int(r.header("x-original-partition") or -1), int(r.header("x-original-offset") or -1))
+            for r in letters
+        }
+        assert where == set(sent) and len(letters) == len(sent)

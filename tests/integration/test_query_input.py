@@ -75,3 +75,22 @@ async def test_query_errors_have_the_one_body_and_photos_say_nosniff(
         assert photo.headers["x-content-type-options"] == "nosniff"
         metrics = await p.query.get("/metrics")
         assert metrics.headers["content-type"].startswith("text/plain")
+
+
+def test_postgresql_shutting_down_is_503_on_the_query_api_not_500(settings: Any) -> None:
+    import asyncpg
+    from fastapi.testclient import TestClient
+
+    from services.projections.api import create_query_app
+
+    app = create_query_app(settings)
+
+    @app.get("/shutting-down")
+    async def shutting_down() -> None:
+        # What asyncpg raises for a new connection while PostgreSQL restarts.
+        raise asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.get("/shutting-down")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "read models unavailable, try again"}

@@ -123,6 +123,30 @@ def test_zero_width_characters_are_removed_and_an_invisible_only_value_refused()
         InfotagPlace.model_validate({"tag": "\u200b\u200d"})
 
 
+@pytest.mark.parametrize(
+    "invisible", ["\u034f", "\u061c", "\u115f", "\u3164", "\uffa0", "\ufe0f", "\U000e0041"]
+)
+def test_every_default_ignorable_character_is_removed_and_kept_out_of_the_schema(
+    invisible: str,
+) -> None:
+    import re
+
+    from shared.text import VISIBLE_TEXT_PATTERN, clean_text
+
+    body = ContactCreate.model_validate(
+        {
+            "company_id": COMPANY,
+            "company_name": "Acme",
+            "first_names": f"Ka{invisible}ren",
+            "last_names": "Jensen",
+        }
+    )
+    assert body.first_names == "Karen" and clean_text(f"Ka{invisible}ren") == "Karen"
+    assert domain.normalise_text(f"Karen{invisible}") == domain.normalise_text("Karen")
+    if invisible <= "\uffff":
+        assert re.fullmatch(VISIBLE_TEXT_PATTERN, f"Ka{invisible}ren") is None
+
+
 def test_balanced_bidi_controls_are_accepted() -> None:
     assert InfotagPlace.model_validate({"tag": "a\u2067b\u2069"}).tag == "a\u2067b\u2069"
 
