@@ -53,16 +53,23 @@ def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
     photos = PostgresPhotoStore(pool, cipher, key_secret, settings.photo_max_bytes)
     # Processes starting together on a new database (API, relay) would race to create
     # the same tables; CREATE TABLE IF NOT EXISTS is not safe against that.
-    with pool.connection() as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
-        try:
-            keys.create_schema()
-            photos.create_schema()
-            return ContactsApp(
-                settings.eventsourcing_env(), key_secret=key_secret, photos=photos, cipher=cipher
-            )
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            try:
+                keys.create_schema()
+                photos.create_schema()
+                return ContactsApp(
+                    settings.eventsourcing_env(),
+                    key_secret=key_secret,
+                    photos=photos,
+                    cipher=cipher,
+                )
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+    except BaseException:
+        pool.close()  # a caller that tries again (PostgreSQL not up yet) leaks nothing
+        raise
 
 
 def close_contacts_app(contacts: ContactsApp) -> None:

@@ -24,13 +24,17 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from eventsourcing.persistence import InterfaceError, OperationalError
 from psycopg import sql
+from psycopg_pool import PoolTimeout
 
 from services.contacts.application import ContactsApp
 from services.contacts.export import StoreReader
 from shared.kafka import ensure_topics
 from shared.observability import HealthServer, health_app, metrics
 from shared.settings import KontaktSettings
+from shared.waiting import until_it_answers
+from shared.waiting import wait_for_stop as _wait
 
 log = logging.getLogger("kontakt.relay")
 
@@ -272,7 +276,20 @@ async def run_relay(settings: KontaktSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    contacts = await asyncio.to_thread(build_contacts_app, settings)
+    # Started while PostgreSQL is down (a restart, a deploy), the relay waits for it.
+
+    async def open_store() -> ContactsApp:
+        # A quick look first: building the application in a thread would wait the
+        # pool's whole timeout for a server that is not there, deaf to SIGTERM.
+        probe = await psycopg.AsyncConnection.connect(settings.pg_dsn(), connect_timeout=5)
+        await probe.close()
+        return await asyncio.to_thread(build_contacts_app, settings)
+
+    contacts = await until_it_answers(
+        "opening the event store", open_store, is_store_outage, stop, log
+    )
+    if contacts is None:
+        return
     relay = Relay(settings, contacts)
 
     async def ready() -> None:
@@ -286,20 +303,52 @@ async def run_relay(settings: KontaktSettings) -> None:
     )
     await health.start()
     try:
-        await relay.run(stop)
+        await _relay_until_stopped(relay, stop)
     finally:
         await health.stop()
         await asyncio.to_thread(close_contacts_app, contacts)
     log.info("stopped")
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to `seconds`; True when stop was requested meanwhile."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True
+def is_store_outage(exc: BaseException) -> bool:
+    """True when an error means PostgreSQL is unreachable or restarting (not a bug)."""
+    return isinstance(
+        exc,
+        LostLeadershipError
+        | psycopg.OperationalError
+        | OperationalError
+        | InterfaceError
+        | PoolTimeout
+        | OSError,
+    )
+
+
+async def _relay_until_stopped(relay: Relay, stop: asyncio.Event) -> None:
+    """Relay until stopped; a lost database connection sends the relay back to standby.
+
+    While PostgreSQL restarts the lock connection breaks (so another relay may take
+    over); this one waits, then competes for the lock again and resumes from the
+    recorded position.
+    """
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await relay.run(stop)
+            return
+        except Exception as exc:
+            if not is_store_outage(exc):
+                raise
+            relay.active = False
+            metrics().relay_active.set(0)
+            log.warning(
+                "PostgreSQL unreachable (%s: %s); standing by, trying again in %.1fs",
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+        if await _wait(stop, delay):
+            return
+        delay = min(delay * 2, 30.0)
 
 
 async def _close_quietly(producer: AIOKafkaProducer) -> None:

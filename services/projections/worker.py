@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -48,6 +49,7 @@ from shared.observability import (
 )
 from shared.settings import KontaktSettings
 from shared.text import clean_text, clean_value
+from shared.waiting import until_it_answers
 
 log = logging.getLogger("kontakt.projections")
 
@@ -106,6 +108,11 @@ REPAIR_TOKEN_TTL_SECONDS = 3600
 def is_outage(exc: BaseException) -> bool:
     """True when an error means a server is unreachable or busy, not that the message is bad."""
     return isinstance(exc, ContactEventsUnavailableError) or is_database_outage(exc)
+
+
+def is_startup_outage(exc: BaseException) -> bool:
+    """True when starting failed because PostgreSQL or Kafka is not there (yet)."""
+    return isinstance(exc, KafkaError | TimeoutError) or is_outage(exc)
 
 
 def decode(raw: bytes, adapter: TypeAdapter[Any], what: str) -> Any:
@@ -432,9 +439,10 @@ class Worker:
                 self.settings.dead_letter_topic,
             ],
         )
-        self._http = httpx.AsyncClient(
-            base_url=self.settings.contacts_api_url, timeout=REPAIR_TIMEOUT_SECONDS
-        )
+        if self._http is None:  # a start tried again after an outage keeps its client
+            self._http = httpx.AsyncClient(
+                base_url=self.settings.contacts_api_url, timeout=REPAIR_TIMEOUT_SECONDS
+            )
         await self.broker.start()
 
     async def stop(self) -> None:
@@ -495,7 +503,12 @@ async def run_worker(settings: KontaktSettings, families: Sequence[str]) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(settings)
+    # Started while PostgreSQL or Kafka is down (a restart, a deploy), the worker waits.
+    pool = await until_it_answers(
+        "opening the read models' pool", lambda: create_pool(settings), is_startup_outage, stop, log
+    )
+    if pool is None:
+        return
     worker = Worker(settings, pool, families)
     monitor = consumer_monitor(settings, worker.families)
 
@@ -511,7 +524,13 @@ async def run_worker(settings: KontaktSettings, families: Sequence[str]) -> None
     )
     sampling: asyncio.Task[None] | None = None
     try:
-        await worker.start()
+
+        async def start() -> bool:
+            await worker.start()
+            return True
+
+        if not await until_it_answers("starting", start, is_startup_outage, stop, log):
+            return
         await health.start()
         log.info("consuming %s", ", ".join(f"{f} ({group_id(f)})" for f in worker.families))
         # Samples the groups' committed offsets for the lag gauges and stall verdict.

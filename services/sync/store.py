@@ -168,9 +168,13 @@ class SyncStore:
             open=False,
             kwargs={"row_factory": dict_row},
         )
-        await pool.open(wait=True)
-        store = cls(pool, keys)
-        await store.create_schema()
+        try:
+            await pool.open(wait=True)
+            store = cls(pool, keys)
+            await store.create_schema()
+        except BaseException:
+            await pool.close()  # a caller that tries again (PostgreSQL not up) leaks nothing
+            raise
         return store
 
     async def close(self) -> None:

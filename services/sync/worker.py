@@ -32,8 +32,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from services.sync.contacts_api import ContactsClient, ContactsUnavailableError, PersonUnknownError
@@ -49,6 +51,8 @@ from shared.lag import ConsumerMonitor
 from shared.observability import HealthServer, health_app
 from shared.settings import KontaktSettings
 from shared.text import clean_text
+from shared.waiting import until_it_answers
+from shared.waiting import wait_for_stop as _wait
 
 log = logging.getLogger("kontakt.sync.worker")
 
@@ -69,15 +73,6 @@ async def _forever(name: str, step: Callable[[], Awaitable[None]], stop: asyncio
             log.exception("%s failed; again in %.1fs", name, delay)
             await _wait(stop, delay)
             delay = min(delay * 2, 30.0)
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> bool:
-    """Wait for the event at most `seconds`; True when it was set."""
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
 
 
 def _where(message: Any) -> str:
@@ -428,7 +423,19 @@ async def run_worker(settings: KontaktSettings, stop: asyncio.Event) -> None:
     graph = GraphClient(settings)
     contacts = ContactsClient(settings)
     keys = PersonKeys(contacts.sync_key, settings.sync_key_cache_ttl_seconds)
-    store = await SyncStore.open(settings.pg_dsn(), keys=keys)
+    # Started while PostgreSQL is down (a restart, a deploy), the worker waits for it.
+    opened = await until_it_answers(
+        "opening the sync store",
+        lambda: SyncStore.open(settings.pg_dsn(), keys=keys),
+        lambda exc: isinstance(exc, psycopg.OperationalError | PoolTimeout | OSError),
+        stop,
+        log,
+    )
+    if opened is None:
+        await graph.aclose()
+        await contacts.aclose()
+        return
+    store = opened
 
     monitor = ConsumerMonitor(
         settings.kafka_bootstrap,
