@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+import psycopg
 from eventsourcing.persistence import OperationalError, PersistenceError
 from fastapi import (
     APIRouter,
@@ -23,6 +24,7 @@ from fastapi import (
 )
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 
 from services.contacts import domain
 from services.contacts.application import CommandResult, ContactsApp
@@ -552,6 +554,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(OperationalError, unavailable)
     app.add_exception_handler(PersistenceError, unavailable)
+    # The person keys and photos have a pool of their own, outside the library: its
+    # connections broken by a restart (admin shutdown) or none to be had are an outage too.
+    app.add_exception_handler(psycopg.OperationalError, unavailable)
+    app.add_exception_handler(PoolTimeout, unavailable)
 
 
 class ObservabilityMiddleware:
