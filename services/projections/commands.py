@@ -90,9 +90,8 @@ def lag() -> None:
         _fail(f"{type(exc).__name__}: {exc}")
 
 
-@dlq_app.command("list")
-def dlq_list() -> None:
-    """List dead letters: id, origin, family, error, and whether re-submitted."""
+def show_dead_letters(family: str | None = None) -> None:
+    """Print the dead letters (of one family, if named): id, origin, family, state, error."""
     from services.projections.dlq import list_dead_letters
     from services.projections.worker import create_pool
     from shared.settings import KontaktSettings
@@ -102,7 +101,7 @@ def dlq_list() -> None:
     async def collect() -> list[str]:
         pool = await create_pool(settings, size=1)
         try:
-            letters = await list_dead_letters(settings, pool)
+            letters = await list_dead_letters(settings, pool, family)
         finally:
             await pool.close()
         return [
@@ -122,13 +121,8 @@ def dlq_list() -> None:
         typer.echo(line)
 
 
-@dlq_app.command("resubmit")
-def dlq_resubmit(
-    ids: Annotated[
-        list[str] | None, typer.Argument(help="Ids from `dlq list`; none: all open")
-    ] = None,
-) -> None:
-    """Publish dead letters again to their original topics (after fixing the cause)."""
+def resubmit_dead_letters(ids: list[str] | None, family: str | None = None) -> None:
+    """Publish dead letters (of one family, if named) again to their original topics."""
     from services.projections.dlq import resubmit
     from services.projections.worker import create_pool
     from shared.settings import KontaktSettings
@@ -138,7 +132,7 @@ def dlq_resubmit(
     async def run() -> int:
         pool = await create_pool(settings, size=1)
         try:
-            return len(await resubmit(settings, pool, ids or None))
+            return len(await resubmit(settings, pool, ids or None, family))
         finally:
             await pool.close()
 
@@ -149,3 +143,19 @@ def dlq_resubmit(
     except Exception as exc:  # unreachable servers: one line, no traceback
         _fail(f"{type(exc).__name__}: {exc}")
     typer.echo(f"re-submitted {count} dead letters")
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """List dead letters: id, origin, family, error, and whether re-submitted."""
+    show_dead_letters()
+
+
+@dlq_app.command("resubmit")
+def dlq_resubmit(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Ids from `dlq list`; none: all open")
+    ] = None,
+) -> None:
+    """Publish dead letters again to their original topics (after fixing the cause)."""
+    resubmit_dead_letters(ids)

@@ -52,8 +52,10 @@ def _letter(record: Record, resubmitted: dict[tuple[int, int], datetime]) -> Dea
     )
 
 
-async def list_dead_letters(settings: KontaktSettings, pool: asyncpg.Pool) -> list[DeadLetter]:
-    """Every dead letter on the topic, with when (if ever) it was re-submitted."""
+async def list_dead_letters(
+    settings: KontaktSettings, pool: asyncpg.Pool, family: str | None = None
+) -> list[DeadLetter]:
+    """Every dead letter on the topic (of one family, if named), with when it was re-submitted."""
     async with pool.acquire() as conn:
         await conn.execute(SCHEMA)
         rows = await conn.fetch(
@@ -61,20 +63,28 @@ async def list_dead_letters(settings: KontaktSettings, pool: asyncpg.Pool) -> li
         )
     resubmitted = {(r["partition"], r["offset"]): r["resubmitted_at"] for r in rows}
     records = await read_topic(settings.kafka_bootstrap, settings.dead_letter_topic)
-    return [_letter(r, resubmitted) for r in records]
+    letters = [_letter(r, resubmitted) for r in records]
+    return [d for d in letters if family is None or d.family == family]
 
 
 async def resubmit(
-    settings: KontaktSettings, pool: asyncpg.Pool, ids: Collection[str] | None = None
+    settings: KontaktSettings,
+    pool: asyncpg.Pool,
+    ids: Collection[str] | None = None,
+    family: str | None = None,
 ) -> list[DeadLetter]:
-    """Publish dead letters again to their original topics (all not yet re-submitted, or `ids`)."""
-    letters = await list_dead_letters(settings, pool)
+    """Publish dead letters again to their original topics (all not yet re-submitted, or `ids`).
+
+    With a family, only that family's letters are chosen (and `ids` must be among them).
+    """
+    letters = await list_dead_letters(settings, pool, family)
     if ids is None:
         chosen = [d for d in letters if d.resubmitted_at is None]
     else:
         unknown = set(ids) - {d.id for d in letters}
         if unknown:
-            raise KeyError(f"no dead letter {', '.join(sorted(unknown))}")
+            of = f" of {family}" if family else ""
+            raise KeyError(f"no dead letter{of} {', '.join(sorted(unknown))}")
         chosen = [d for d in letters if d.id in set(ids)]
     if not chosen:
         return []

@@ -133,36 +133,11 @@ def _fail(message: str) -> None:
 
 @dlq_app.command("list")
 def dlq_list() -> None:
-    """List the sync worker's dead letters: id, origin, group, state, error."""
-    import asyncio
+    """List the sync worker's dead letters: id, origin, family, state, error."""
+    from services.projections.commands import show_dead_letters
+    from services.sync.dlq import FAMILY
 
-    from services.projections.worker import create_pool
-    from services.sync.dlq import list_sync_dead_letters
-    from shared.settings import KontaktSettings
-
-    settings = KontaktSettings()
-
-    async def collect() -> list[str]:
-        pool = await create_pool(settings, size=1)
-        try:
-            letters = await list_sync_dead_letters(settings, pool)
-        finally:
-            await pool.close()
-        return [
-            f"{d.id}\t{d.original_topic}[{d.original_partition}]@{d.original_offset}"
-            f"\t{d.record.header('x-group') or '?'}"
-            f"\t{'resubmitted ' + d.resubmitted_at.isoformat() if d.resubmitted_at else 'open'}"
-            f"\t{d.error}"
-            for d in letters
-        ]
-
-    try:
-        lines = asyncio.run(collect())
-    except Exception as exc:  # unreachable servers: one line, no traceback
-        _fail(f"{type(exc).__name__}: {exc}")
-    typer.echo("id\torigin\tgroup\tstate\terror")
-    for line in lines:
-        typer.echo(line)
+    show_dead_letters(FAMILY)
 
 
 @dlq_app.command("resubmit")
@@ -172,25 +147,7 @@ def dlq_resubmit(
     ] = None,
 ) -> None:
     """Publish the sync worker's dead letters again to their original topic."""
-    import asyncio
+    from services.projections.commands import resubmit_dead_letters
+    from services.sync.dlq import FAMILY
 
-    from services.projections.worker import create_pool
-    from services.sync.dlq import resubmit_sync
-    from shared.settings import KontaktSettings
-
-    settings = KontaktSettings()
-
-    async def run() -> int:
-        pool = await create_pool(settings, size=1)
-        try:
-            return len(await resubmit_sync(settings, pool, ids or None))
-        finally:
-            await pool.close()
-
-    try:
-        count = asyncio.run(run())
-    except KeyError as exc:
-        _fail(str(exc.args[0]))
-    except Exception as exc:  # unreachable servers: one line, no traceback
-        _fail(f"{type(exc).__name__}: {exc}")
-    typer.echo(f"re-submitted {count} dead letters")
+    resubmit_dead_letters(ids, FAMILY)

@@ -39,6 +39,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from services.sync.contacts_api import ContactsClient, ContactsUnavailableError, PersonUnknownError
+from services.sync.dlq import FAMILY as DEAD_LETTER_FAMILY
 from services.sync.domain import OutOfOrderEventError, VersionGapError, clean_event
 from services.sync.engine import Engine, Work
 from services.sync.graph import GraphClient, GraphError
@@ -55,9 +56,6 @@ from shared.waiting import until_it_answers
 from shared.waiting import wait_for_stop as _wait
 
 log = logging.getLogger("kontakt.sync.worker")
-
-#: The x-family header of the sync worker's dead letters (the projections name theirs).
-DEAD_LETTER_FAMILY = "outlook-sync"  # services.sync.dlq.FAMILY
 
 
 async def _forever(name: str, step: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
