@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -15,36 +14,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.kafka import retry_kafka, topic_partitions
 from shared.observability import metrics
-from shared.stall import ConsumerStalledError, StallDetector
+from shared.stall import ConsumerStalledError, PartitionLag, StallDetector
 
 log = logging.getLogger("kontakt.lag")
-
-
-@dataclass(frozen=True)
-class PartitionLag:
-    """A group's committed offset and the end of one partition."""
-
-    group: str
-    topic: str
-    partition: int
-    committed: int | None
-    end: int
-
-    @property
-    def lag(self) -> int:
-        """Messages not yet committed by the group."""
-        return self.end - (self.committed or 0)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The partition's offsets as JSON-ready data."""
-        return {
-            "group": self.group,
-            "topic": self.topic,
-            "partition": self.partition,
-            "committed": self.committed,
-            "end": self.end,
-            "lag": self.lag,
-        }
 
 
 async def group_lag(bootstrap: str, group: str, topics: Sequence[str]) -> list[PartitionLag]:

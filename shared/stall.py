@@ -43,15 +43,14 @@ class OffsetSample(Protocol):
 
 
 @dataclass(frozen=True)
-class Stall:
-    """A partition with lag and no committed progress for at least the configured time."""
+class PartitionLag:
+    """A group's committed offset and the end of one partition."""
 
     group: str
     topic: str
     partition: int
     committed: int | None
     end: int
-    seconds: float
 
     @property
     def lag(self) -> int:
@@ -59,7 +58,7 @@ class Stall:
         return self.end - (self.committed or 0)
 
     def as_dict(self) -> dict[str, Any]:
-        """The stall as JSON-ready data."""
+        """The partition's offsets as JSON-ready data."""
         return {
             "group": self.group,
             "topic": self.topic,
@@ -67,8 +66,18 @@ class Stall:
             "committed": self.committed,
             "end": self.end,
             "lag": self.lag,
-            "stalled_seconds": round(self.seconds, 1),
         }
+
+
+@dataclass(frozen=True)
+class Stall(PartitionLag):
+    """A partition with lag and no committed progress for at least the configured time."""
+
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stall as JSON-ready data."""
+        return {**super().as_dict(), "stalled_seconds": round(self.seconds, 1)}
 
     def describe(self) -> str:
         """One line naming the group, partition and the offset it is stuck at."""

@@ -10,6 +10,7 @@ from uuid import uuid4
 import pytest
 from fastapi.testclient import TestClient
 
+from services.contacts.domain import DETAIL_FIELDS
 from tests.images import image_bytes
 
 
@@ -49,17 +50,7 @@ COMMANDS: list[tuple[str, str, str, list[str]]] = [
         "POST",
         "",
         _CREATE,
-        [
-            "company_name",
-            "first_names",
-            "last_names",
-            "job_title",
-            "department",
-            "work_email",
-            "private_email",
-            "work_phone",
-            "private_phone",
-        ],
+        ["company_name", *DETAIL_FIELDS],
     ),
     ("PATCH", "/{id}", "{}", ["first_names", "last_names", "job_title", "work_email"]),
     (

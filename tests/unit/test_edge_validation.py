@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from services.contacts import domain
+from services.contacts.domain import DETAIL_FIELDS
 from services.contacts.photos import UnsupportedPhotoTypeError, sniff
 from services.contacts.schemas import (
     ArchiveRequest,
@@ -33,17 +34,7 @@ COMMANDS: list[tuple[type[BaseModel], dict[str, Any], list[str]]] = [
     (
         ContactCreate,
         {"company_id": COMPANY, "company_name": "Acme", "first_names": "A", "last_names": "B"},
-        [
-            "company_name",
-            "first_names",
-            "last_names",
-            "job_title",
-            "department",
-            "work_email",
-            "private_email",
-            "work_phone",
-            "private_phone",
-        ],
+        ["company_name", *DETAIL_FIELDS],
     ),
     (
         ContactDetailsChange,
