@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaProducer
 
 from bench.common import Figure, Report, isolated, progress
 from bench.seed import seed
-from services.contacts.app import build_contacts_app, close_contacts_app
 from services.contacts.relay import OutboundMessage, Relay
+from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.kafka import ensure_topics
 from shared.settings import KontaktSettings
 

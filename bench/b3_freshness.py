@@ -46,7 +46,7 @@ from bench.common import (
     wait_ready,
 )
 from bench.seed import contact_events
-from services.contacts.app import build_contacts_app, close_contacts_app
+from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
 

@@ -14,11 +14,11 @@ import time
 
 from bench.common import MB, Figure, Report, isolated, progress
 from bench.seed import seed
-from services.contacts.app import build_contacts_app, close_contacts_app
 from services.contacts.application import ContactsApp
 from services.contacts.export import StoreReader
+from services.contacts.store import build_contacts_app, close_contacts_app
+from services.projections.db import create_pool
 from services.projections.rebuild import BATCH, rebuild_contacts
-from services.projections.worker import create_pool
 from shared.settings import KontaktSettings
 
 

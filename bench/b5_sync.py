@@ -39,9 +39,9 @@ from bench.common import (
     spawn,
     wait_ready,
 )
-from services.contacts.app import build_contacts_app, close_contacts_app
 from services.contacts.application import ContactsApp
 from services.contacts.domain import Actor
+from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
 

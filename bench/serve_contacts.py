@@ -8,10 +8,11 @@ import argparse
 
 from psycopg_pool import ConnectionPool
 
-import services.contacts.app as contacts_app
+import services.contacts.api_main as contacts_api
 from services.contacts.application import ContactsApp
 from services.contacts.personal_data import PersonCipher, PostgresPersonKeyStore
 from services.contacts.photos import PostgresPhotoStore
+from services.contacts.store import build_master_keys
 from shared.http import serve
 from shared.settings import KontaktSettings
 
@@ -22,7 +23,7 @@ def build_plain(settings: KontaktSettings) -> ContactsApp:
     pool = ConnectionPool(
         settings.pg_dsn(), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
     )
-    keys = PostgresPersonKeyStore(contacts_app.build_master_keys(settings), pool)
+    keys = PostgresPersonKeyStore(build_master_keys(settings), pool)
     keys.create_schema()
     cipher = PersonCipher(keys, ttl_seconds=settings.key_cache_ttl_seconds)
     photos = PostgresPhotoStore(pool, cipher, key_secret, settings.photo_max_bytes)
@@ -44,8 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = KontaktSettings()
     if args.plain:
-        contacts_app.build_contacts_app = build_plain  # type: ignore[assignment]
-    serve(contacts_app.create_app(settings), settings.api_host, args.port)
+        contacts_api.build_contacts_app = build_plain  # type: ignore[assignment]
+    serve(contacts_api.create_app(settings), settings.api_host, args.port)
 
 
 if __name__ == "__main__":

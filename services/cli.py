@@ -22,7 +22,10 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(keys_app, name="keys")
 app.add_typer(projections_commands.app, name="projections")
 app.add_typer(sync_commands.app, name="sync")
-ops.register(app)
+app.command("history")(ops.history)
+app.command("as-of")(ops.as_of)
+app.command("replay")(ops.replay)
+app.command("status")(ops.status)
 
 
 def _fail(message: str) -> None:
@@ -78,8 +81,8 @@ def keys_rotate() -> None:
     """
     from psycopg_pool import ConnectionPool
 
-    from services.contacts.app import build_master_keys
     from services.contacts.personal_data import PersonKeyError, PostgresPersonKeyStore
+    from services.contacts.store import build_master_keys
     from shared.settings import KontaktSettings
 
     try:
@@ -101,15 +104,9 @@ def keys_rotate() -> None:
 @app.command("relay")
 def relay() -> None:
     """Run the outbox relay: event store -> Kafka (one active, others hot standby)."""
-    import asyncio
+    from services.contacts.relay_main import main
 
-    from services.contacts.relay import run_relay
-    from shared.observability import configure_logging
-    from shared.settings import KontaktSettings
-
-    settings = KontaktSettings()
-    configure_logging("relay", settings.log_level, settings.log_json)
-    asyncio.run(run_relay(settings))
+    main()
 
 
 @app.command("topics")
@@ -131,60 +128,6 @@ def topics() -> None:
     typer.echo(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
-@projections_commands.app.command("rebuild")
-def rebuild(
-    model: Annotated[str, typer.Argument(help="The read model to rebuild: contacts")],
-) -> None:
-    """Rebuild a read model from the event store beside the live one, then swap it in.
-
-    The query API keeps answering; the worker keeps consuming. (Defined here, at the
-    composition root: it joins the contacts store to the projections.)
-    """
-    import asyncio
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from services.contacts.app import build_contacts_app, close_contacts_app
-    from services.contacts.export import StoreReader
-    from services.projections.rebuild import REBUILDABLE, rebuild_contacts
-    from services.projections.worker import create_pool
-    from shared.settings import KontaktSettings
-
-    if model not in REBUILDABLE:
-        _fail(
-            f"{model!r} cannot be rebuilt from the store; choose from {', '.join(REBUILDABLE)}"
-            " (activities and items hold other services' events, kept as they arrived)"
-        )
-    settings = KontaktSettings()
-
-    async def run(progress: Progress) -> str:
-        task = progress.add_task("events", total=None)
-        contacts = await asyncio.to_thread(build_contacts_app, settings)
-        pool = await create_pool(settings, size=2)
-        try:
-            report = await rebuild_contacts(
-                settings,
-                pool,
-                StoreReader(contacts),
-                lambda done, total: progress.update(task, completed=done, total=total),
-            )
-        finally:
-            await pool.close()
-            await asyncio.to_thread(close_contacts_app, contacts)
-        return (
-            f"rebuilt {model}: {report.events} events, {report.contacts} contacts, up to position"
-            f" {report.position}, in {report.seconds:.1f}s ({report.rate:,.0f} events/s)"
-        )
-
-    columns = (TextColumn("rebuilding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with Progress(*columns, TextColumn("{task.speed} ev/s")) as progress:
-            line = asyncio.run(run(progress))
-    except Exception as exc:  # unreachable servers: one line, no traceback
-        _fail(f"{type(exc).__name__}: {exc}")
-    typer.echo(line)
-
-
 @app.command("contract")
 def contract() -> None:
     """Write docs/contract/ (JSON Schemas, AsyncAPI) from the code, after a deliberate change."""
@@ -200,14 +143,9 @@ def serve_contacts(
     port: Annotated[int | None, typer.Option(help="Defaults to KONTAKT_API_PORT.")] = None,
 ) -> None:
     """Run the contacts command API."""
-    from services.contacts.app import create_app
-    from shared.http import serve
-    from shared.observability import configure_logging
-    from shared.settings import KontaktSettings
+    from services.contacts.api_main import main
 
-    settings = KontaktSettings()
-    configure_logging("contacts-api", settings.log_level, settings.log_json)
-    serve(create_app(settings), host or settings.api_host, port or settings.api_port)
+    main(host, port)
 
 
 #: Health ports of the processes without an API, when `kontakt run` starts them.

@@ -60,7 +60,7 @@ def parse_moment(text: str, *, end_of_day: bool = False) -> datetime:
 @contextmanager
 def contacts_app(settings: KontaktSettings) -> Iterator[Any]:
     """The contacts application, or a clear error when PostgreSQL cannot be reached."""
-    from services.contacts.app import build_contacts_app, close_contacts_app
+    from services.contacts.store import build_contacts_app, close_contacts_app
 
     try:
         app = build_contacts_app(settings)
@@ -304,7 +304,7 @@ async def collect_status(settings: KontaktSettings, sample_seconds: float = 3.0)
     if isinstance(store, str):
         problems.append(store)
         unreachable.append("PostgreSQL")
-        store = {"store": None, "relay": None, "read_models": None, "sync": None}
+        store = {"store": None, "relay": None, "read_models": None, "sync": None, "answered_by": {}}
     lags: list[dict[str, Any]] | None = None
     stalled: dict[tuple[str, str, int], dict[str, Any]] = {}
     if isinstance(kafka, str):
@@ -337,47 +337,103 @@ async def collect_status(settings: KontaktSettings, sample_seconds: float = 3.0)
     }
 
 
+def status_urls(settings: KontaktSettings) -> dict[str, str]:
+    """Where each service serves its own status (those whose ports are configured)."""
+    health = {
+        "relay": settings.relay_http_port,
+        "projection worker": settings.worker_http_port,
+        "sync worker": settings.sync_http_port,
+    }
+    return {
+        "contacts API": f"{settings.contacts_api_url.rstrip('/')}/status",
+        "query API": f"http://{settings.query_host}:{settings.query_port}/status",
+        **{
+            name: f"http://{settings.health_host}:{port}/status"
+            for name, port in health.items()
+            if port
+        },
+    }
+
+
+async def _ask_services(settings: KontaktSettings) -> dict[str, dict[str, Any]]:
+    """Each running service's own status; one that does not answer (or serves another
+    database) is left out."""
+    import httpx
+
+    async def ask(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:
+        try:
+            answer = await client.get(url)
+            body = answer.json()
+        except Exception:  # not running, or not one of ours
+            return None
+        ours = isinstance(body, dict) and body.get("database") == settings.pg_address()
+        return body if answer.status_code == 200 and ours else None
+
+    urls = status_urls(settings)
+    async with httpx.AsyncClient(timeout=5) as client:
+        answers = await asyncio.gather(*(ask(client, u) for u in urls.values()))
+    return {name: a for name, a in zip(urls, answers, strict=True) if a is not None}
+
+
 async def _store_status(settings: KontaktSettings) -> dict[str, Any] | str:
-    """The store, relay, read-model and sync parts, or why PostgreSQL could not be asked."""
+    """The store, relay, read-model and sync parts, or why PostgreSQL could not be asked.
+
+    Each part is what its service says of itself at /status; the part of a service that
+    does not run is read by that service's own status function in its stead.
+    """
     import asyncpg
+    import psycopg
+
+    from services.contacts.relay import recorded_position
+    from services.contacts.store import store_status
+    from services.projections.db import create_pool, read_models_status
+    from services.sync.store import sync_counts
+
+    async def read_models() -> dict[str, Any]:
+        pool = await create_pool(settings, size=1)
+        try:
+            return await read_models_status(pool)
+        finally:
+            await pool.close()
+
+    said = await _ask_services(settings)
+    answered_by = {}
+
+    async def part(key: str, services: list[str], directly: Any) -> Any:
+        for name in services:
+            if name in said and key in said[name]:
+                answered_by[key] = name
+                return said[name][key]
+        answered_by[key] = "database"
+        return await directly()
 
     try:
-        conn = await asyncpg.connect(settings.pg_dsn(), timeout=5)
-    except Exception as exc:  # any failure to connect
+        store = await part("store", ["contacts API"], lambda: store_status(settings))
+        relay = await part("relay", ["relay"], lambda: recorded_position(settings))
+        rm = await part("read_models", ["projection worker", "query API"], read_models)
+        sync = await part("sync", ["sync worker"], lambda: sync_counts(settings.pg_dsn()))
+    except (
+        OSError,
+        TimeoutError,
+        psycopg.Error,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
         return (
             f"PostgreSQL unreachable: cannot reach PostgreSQL at {settings.pg_host}:"
             f"{settings.pg_port}/{settings.pg_database}: {type(exc).__name__}"
         )
-    try:
-        newest = await _value(conn, "SELECT max(notification_id) FROM contacts_events") or 0
-        relay_row = await _row(
-            conn, "SELECT position, updated_at FROM relay_positions WHERE name = $1",
-            settings.contacts_topic,
-        )  # fmt: skip
-        rm = await _value(conn, "SELECT max(position) FROM rm.contacts") or 0
-        sync = {
-            "pending_links": await _value(
-                conn, "SELECT count(*) FROM sync_links WHERE generation > synced_generation"
-            ),
-            "failed_links": await _value(
-                conn, "SELECT count(*) FROM sync_links WHERE state = 'failed'"
-            ),
-            "unpublished_outcomes": await _value(conn, "SELECT count(*) FROM sync_outbox"),
-        }
-    except Exception as exc:  # the connection broke half-way
-        return f"PostgreSQL unreachable: {type(exc).__name__}: {exc}"
-    finally:
-        await conn.close()
-    relay_position = relay_row["position"] if relay_row else 0
+    newest = int(store["newest_position"])
+    contacts_rm = rm.get("contacts", {})
     return {
         "store": {"newest_position": newest},
-        "relay": {
-            "position": relay_position,
-            "lag": newest - relay_position,
-            "updated_at": relay_row["updated_at"] if relay_row else None,
+        "relay": {**relay, "lag": newest - int(relay["position"])},
+        "read_models": {
+            **rm,
+            "contacts": {**contacts_rm, "behind_store": newest - int(contacts_rm["position"])},
         },
-        "read_models": {"contacts": {"position": rm, "behind_store": newest - rm}},
         "sync": sync,
+        "answered_by": answered_by,
     }
 
 
@@ -461,29 +517,3 @@ def _is_stall(entry: dict[str, Any]) -> bool:
         and isinstance(entry.get("topic"), str)
         and isinstance(entry.get("partition"), int)
     )
-
-
-async def _value(conn: Any, sql: str, *args: Any) -> Any:
-    import asyncpg
-
-    try:
-        return await conn.fetchval(sql, *args)
-    except asyncpg.UndefinedTableError:
-        return None  # that part of the system has not run yet
-
-
-async def _row(conn: Any, sql: str, *args: Any) -> Any:
-    import asyncpg
-
-    try:
-        return await conn.fetchrow(sql, *args)
-    except asyncpg.UndefinedTableError:
-        return None
-
-
-def register(app: typer.Typer) -> None:
-    """Add these commands to the `kontakt` command."""
-    app.command("history")(history)
-    app.command("as-of")(as_of)
-    app.command("replay")(replay)
-    app.command("status")(status)

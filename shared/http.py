@@ -3,17 +3,15 @@ strict JSON parsing and the request-body limit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import re
-import signal
 from collections.abc import Callable, Coroutine, Sequence
-from types import FrameType
 from typing import Annotated, Any
 from uuid import UUID
 
-import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from shared.auth import AuthError, Principal, verify_token
+from shared.lifecycle import serve_app
 from shared.settings import KontaktSettings
 from shared.text import VISIBLE_TEXT_PATTERN, forbidden_character, refuse_forbidden, strip_invisible
 
@@ -62,24 +61,9 @@ EdgeText = Annotated[
 ]
 
 
-class _GracefulServer(uvicorn.Server):
-    """A uvicorn server that, on SIGTERM or SIGINT, finishes in-flight requests and returns.
-
-    uvicorn re-raises the signal after its shutdown, so the process would end killed by
-    it; operators and supervisors expect a clean stop to exit 0.
-    """
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """Ask the server to stop; a second Ctrl-C stops it at once."""
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        else:
-            self.should_exit = True
-
-
 def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
     """Serve an ASGI app until SIGTERM/SIGINT, then return (exit code 0)."""
-    _GracefulServer(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()
+    asyncio.run(serve_app(app, host, port, log_level))
 
 
 # --------------------------------------------------------------- the error body

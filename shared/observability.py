@@ -3,20 +3,19 @@
 - JSON logs, one object a line, carrying the correlation id of the command that
   caused the work (a context variable each adapter sets).
 - Prometheus metrics in one registry per process, made on first use.
-- For processes without an HTTP API of their own (relay, workers), a small HTTP
-  server with /health/live, /health/ready and /metrics.
+- One set of health routes for every process (/health/live, /health/ready, /metrics,
+  /status): the APIs add them to their app, the relay and workers serve them alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -170,19 +169,30 @@ def metrics_response() -> Response:
 
 Check = Callable[[], Awaitable[None]]
 
+#: What a process knows of itself, served at GET /status.
+StatusReport = Callable[[], Awaitable[dict[str, Any]]]
 
-def health_app(
-    service: str, ready: Check, extra: dict[str, Callable[[], Any]] | None = None
-) -> FastAPI:
-    """/health/live, /health/ready (ready() raises when not ready), /metrics, and extras."""
-    app = FastAPI(title=f"Kontakt {service} health", docs_url=None, redoc_url=None)
 
-    @app.get("/health/live")
+def install_health(
+    app: FastAPI,
+    service: str,
+    ready: Check,
+    extra: dict[str, Callable[[], Any]] | None = None,
+    status: StatusReport | None = None,
+) -> None:
+    """/health/live, /health/ready (ready() raises when not ready), /metrics, /status, extras."""
+    from fastapi.responses import PlainTextResponse
+
+    from shared.http import METRICS_RESPONSES, error_responses
+
+    @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
+        """Liveness: the process answers."""
         return {"status": "ok", "service": service}
 
-    @app.get("/health/ready", response_model=None)
+    @app.get("/health/ready", tags=["health"], response_model=None, responses=error_responses(503))
     async def is_ready() -> dict[str, str] | JSONResponse:
+        """Readiness: the servers this process needs answer, and it makes progress."""
         try:
             await asyncio.wait_for(ready(), timeout=5)
         except Exception as exc:  # any failure means not ready
@@ -193,12 +203,35 @@ def health_app(
             return JSONResponse(body, status_code=503)
         return {"status": "ok", "service": service}
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics", tags=["health"], response_class=PlainTextResponse, responses=METRICS_RESPONSES
+    )
     async def exposition() -> Response:
+        """Prometheus metrics of this process."""
         return metrics_response()
 
-    for path, handler in (extra or {}).items():
-        app.add_api_route(path, _unavailable_on_error(service, handler), methods=["GET"])
+    routes = dict(extra or {})
+    if status is not None:
+        routes["/status"] = status
+    for path, handler in routes.items():
+        app.add_api_route(
+            path,
+            _unavailable_on_error(service, handler),
+            methods=["GET"],
+            tags=["health"],
+            responses=error_responses(503),
+        )
+
+
+def health_app(
+    service: str,
+    ready: Check,
+    extra: dict[str, Callable[[], Any]] | None = None,
+    status: StatusReport | None = None,
+) -> FastAPI:
+    """The HTTP app of a process without an API of its own: install_health's routes only."""
+    app = FastAPI(title=f"Kontakt {service} health", docs_url=None, redoc_url=None)
+    install_health(app, service, ready, extra, status)
     return app
 
 
@@ -217,45 +250,6 @@ def _unavailable_on_error(service: str, handler: Callable[[], Any]) -> Callable[
             )  # fmt: skip
 
     return route
-
-
-class _QuietServer:
-    """Builds a uvicorn server that leaves the process's signal handlers alone."""
-
-    @staticmethod
-    def make(app: FastAPI, host: str, port: int) -> Any:
-        import uvicorn
-
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                # The process's own handlers stop it (and then this server).
-                yield
-
-        return Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-        )
-
-
-class HealthServer:
-    """Serves a health app on a port inside the running event loop (port 0: none)."""
-
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        self.port = port
-        self._server = _QuietServer.make(app, host, port)
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Start serving (no-op for port 0)."""
-        if self.port:
-            self._task = asyncio.create_task(self._server.serve())
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._task:
-            self._server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 def seconds_since(moment: datetime) -> float:

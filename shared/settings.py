@@ -181,6 +181,10 @@ class KontaktSettings(BaseSettings):
             f"@{self.pg_host}:{self.pg_port}/{self.pg_database}"
         )
 
+    def pg_address(self) -> str:
+        """host:port/database, as status reports name the database a process works on."""
+        return f"{self.pg_host}:{self.pg_port}/{self.pg_database}"
+
     def eventsourcing_env(self) -> dict[str, str]:
         """The environment the eventsourcing library's PostgreSQL persistence reads."""
         return {

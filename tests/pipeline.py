@@ -12,11 +12,13 @@ import httpx
 import uvicorn
 from aiokafka import AIOKafkaProducer
 
-from services.contacts.app import build_contacts_app, close_contacts_app, create_app
+from services.contacts.api_main import create_app
 from services.contacts.application import ContactsApp
 from services.contacts.relay import Relay
-from services.projections.api import create_query_app
-from services.projections.worker import FAMILIES, Worker, create_pool, group_id, topics_of
+from services.contacts.store import build_contacts_app, close_contacts_app
+from services.projections.db import create_pool
+from services.projections.query_main import create_query_app
+from services.projections.worker import FAMILIES, Worker, group_id, topics_of
 from shared.auth import mint_token
 from shared.lag import group_lag
 from shared.settings import KontaktSettings

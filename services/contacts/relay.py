@@ -31,9 +31,8 @@ from psycopg_pool import PoolTimeout
 from services.contacts.application import ContactsApp
 from services.contacts.export import StoreReader
 from shared.kafka import ensure_topics
-from shared.observability import HealthServer, health_app, metrics
+from shared.observability import metrics
 from shared.settings import KontaktSettings
-from shared.waiting import until_it_answers
 from shared.waiting import wait_for_stop as _wait
 
 log = logging.getLogger("kontakt.relay")
@@ -52,6 +51,23 @@ CREATE TABLE IF NOT EXISTS relay_positions (
     updated_at timestamptz NOT NULL DEFAULT now()
 )
 """
+
+
+async def recorded_position(settings: KontaktSettings, name: str = "") -> dict[str, Any]:
+    """The position the relay recorded and when (position 0, no time: none recorded yet)."""
+    async with await psycopg.AsyncConnection.connect(
+        settings.pg_dsn(), connect_timeout=5, autocommit=True
+    ) as conn:
+        cur = await conn.execute("SELECT to_regclass('relay_positions') IS NOT NULL")
+        exists = await cur.fetchone()
+        row = None
+        if exists and exists[0]:
+            cur = await conn.execute(
+                "SELECT position, updated_at FROM relay_positions WHERE name = %s",
+                (name or settings.contacts_topic,),
+            )
+            row = await cur.fetchone()
+    return {"position": int(row[0]) if row else 0, "updated_at": row[1] if row else None}
 
 
 @dataclass(frozen=True)
@@ -266,50 +282,6 @@ class Relay:
             raise LostLeadershipError(f"lock connection lost: {exc}") from exc
 
 
-async def run_relay(settings: KontaktSettings) -> None:
-    """Run one relay process until SIGTERM or SIGINT."""
-    import signal
-
-    from services.contacts.app import build_contacts_app, close_contacts_app
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # Started while PostgreSQL is down (a restart, a deploy), the relay waits for it.
-
-    async def open_store() -> ContactsApp:
-        # A quick look first: building the application in a thread would wait the
-        # pool's whole timeout for a server that is not there, deaf to SIGTERM.
-        probe = await psycopg.AsyncConnection.connect(settings.pg_dsn(), connect_timeout=5)
-        await probe.close()
-        return await asyncio.to_thread(build_contacts_app, settings)
-
-    contacts = await until_it_answers(
-        "opening the event store", open_store, is_store_outage, stop, log
-    )
-    if contacts is None:
-        return
-    relay = Relay(settings, contacts)
-
-    async def ready() -> None:
-        await asyncio.to_thread(contacts.photos.ping)
-
-    async def role() -> dict[str, object]:
-        return {"active": relay.active, "position": relay.position, "published": relay.published}
-
-    health = HealthServer(
-        health_app("relay", ready, {"/relay": role}), settings.health_host, settings.relay_http_port
-    )
-    await health.start()
-    try:
-        await _relay_until_stopped(relay, stop)
-    finally:
-        await health.stop()
-        await asyncio.to_thread(close_contacts_app, contacts)
-    log.info("stopped")
-
-
 def is_store_outage(exc: BaseException) -> bool:
     """True when an error means PostgreSQL is unreachable or restarting (not a bug)."""
     return isinstance(
@@ -323,7 +295,7 @@ def is_store_outage(exc: BaseException) -> bool:
     )
 
 
-async def _relay_until_stopped(relay: Relay, stop: asyncio.Event) -> None:
+async def relay_until_stopped(relay: Relay, stop: asyncio.Event) -> None:
     """Relay until stopped; a lost database connection sends the relay back to standby.
 
     While PostgreSQL restarts the lock connection breaks (so another relay may take

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -12,7 +10,7 @@ from uuid import UUID
 import asyncpg
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 
 from services.projections.availability import is_database_outage
 from services.projections.schemas import (
@@ -32,10 +30,7 @@ from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from services.projections.versions import VersionWaiter
-from services.projections.worker import create_pool, create_schemas
 from shared.http import (
-    METRICS_RESPONSES,
-    BodyLimitMiddleware,
     EdgeText,
     ErrorBody,
     PrincipalDep,
@@ -43,8 +38,7 @@ from shared.http import (
     error_responses,
     install_error_body,
 )
-from shared.observability import correlation_id, metrics_response
-from shared.settings import KontaktSettings
+from shared.observability import correlation_id
 from shared.text import forbidden_character
 
 log = logging.getLogger("kontakt.query")
@@ -306,38 +300,9 @@ async def employments(
     return [dict(v) for v in versions]
 
 
-def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
-    """The query API; settings come from the environment unless given."""
-    settings = settings or KontaktSettings()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = await create_pool(settings, size=10)
-        async with app.state.pool.acquire() as conn:
-            await create_schemas(conn)
-        app.state.waiter = VersionWaiter(
-            settings, app.state.pool, timeout=settings.read_your_writes_timeout_seconds
-        )
-        await app.state.waiter.start()
-        app.state.http = httpx.AsyncClient(base_url=settings.contacts_api_url, timeout=10)
-        try:
-            yield
-        finally:
-            await app.state.http.aclose()
-            await app.state.waiter.stop()
-            await app.state.pool.close()
-
-    app = FastAPI(
-        title="Kontakt query API",
-        description="Every tab of the contact page, from the read models. Bearer JWT required.",
-        version="0.1.0",
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    app.include_router(router)
+def install_error_handlers(app: FastAPI) -> None:
+    """The query API's error bodies: 412 not yet, 503 outages, 500 faults; correlation ids."""
     install_error_body(app, "kontakt.query")
-    # Queries take no body; the limit only keeps a careless client's upload out of memory.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     async def not_yet(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, NotYetError)
@@ -372,30 +337,3 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
             return await call_next(request)
         finally:
             correlation_id.reset(token)
-
-    @app.get(
-        "/metrics",
-        tags=["health"],
-        response_class=PlainTextResponse,
-        responses=METRICS_RESPONSES,
-    )
-    async def prometheus() -> Response:
-        """Prometheus metrics of this process."""
-        return metrics_response()
-
-    @app.get("/health/live", tags=["health"])
-    async def live() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.get("/health/ready", tags=["health"], response_model=None, responses=error_responses(503))
-    async def ready() -> dict[str, str] | JSONResponse:
-        """Readiness: the read models' database answers."""
-        try:
-            async with app.state.pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-        except Exception as exc:  # any failure means not ready
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
-        return {"status": "ok"}
-
-    return app

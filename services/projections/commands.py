@@ -28,15 +28,11 @@ def worker(
     ] = "contacts,activities,items,sync-status",
 ) -> None:
     """Run a projection worker; start more copies to share the partitions."""
-    from services.projections.worker import run_worker
-    from shared.observability import configure_logging
-    from shared.settings import KontaktSettings
+    from services.projections.worker_main import main
 
-    settings = KontaktSettings()
-    configure_logging("projections", settings.log_level, settings.log_json)
     families = [m.strip() for m in models.split(",") if m.strip()]
     try:
-        asyncio.run(run_worker(settings, families))
+        main(families)
     except ValueError as exc:
         _fail(str(exc))
 
@@ -47,14 +43,46 @@ def query(
     port: Annotated[int | None, typer.Option(help="Defaults to KONTAKT_QUERY_PORT.")] = None,
 ) -> None:
     """Run the query API (every tab of the contact page)."""
-    from services.projections.api import create_query_app
-    from shared.http import serve
-    from shared.observability import configure_logging
+    from services.projections.query_main import main
+
+    main(host, port)
+
+
+@app.command("rebuild")
+def rebuild(
+    model: Annotated[str, typer.Argument(help="The read model to rebuild: contacts")],
+) -> None:
+    """Rebuild a read model from the event store beside the live one, then swap it in.
+
+    The query API keeps answering; the worker keeps consuming.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.projections.rebuild import REBUILDABLE, rebuild_from_store
     from shared.settings import KontaktSettings
 
+    if model not in REBUILDABLE:
+        _fail(
+            f"{model!r} cannot be rebuilt from the store; choose from {', '.join(REBUILDABLE)}"
+            " (activities and items hold other services' events, kept as they arrived)"
+        )
     settings = KontaktSettings()
-    configure_logging("query-api", settings.log_level, settings.log_json)
-    serve(create_query_app(settings), host or settings.query_host, port or settings.query_port)
+    columns = (TextColumn("rebuilding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, TextColumn("{task.speed} ev/s")) as progress:
+            task = progress.add_task("events", total=None)
+            report = asyncio.run(
+                rebuild_from_store(
+                    settings,
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                )
+            )
+    except Exception as exc:  # unreachable servers: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+    typer.echo(
+        f"rebuilt {model}: {report.events} events, {report.contacts} contacts, up to position"
+        f" {report.position}, in {report.seconds:.1f}s ({report.rate:,.0f} events/s)"
+    )
 
 
 @app.command("lag")
@@ -92,8 +120,8 @@ def lag() -> None:
 
 def show_dead_letters(family: str | None = None) -> None:
     """Print the dead letters (of one family, if named): id, origin, family, state, error."""
+    from services.projections.db import create_pool
     from services.projections.dlq import list_dead_letters
-    from services.projections.worker import create_pool
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
@@ -123,8 +151,8 @@ def show_dead_letters(family: str | None = None) -> None:
 
 def resubmit_dead_letters(ids: list[str] | None, family: str | None = None) -> None:
     """Publish dead letters (of one family, if named) again to their original topics."""
+    from services.projections.db import create_pool
     from services.projections.dlq import resubmit
-    from services.projections.worker import create_pool
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()

@@ -178,3 +178,24 @@ async def _catch_up(
                     log.warning("skipped: %s", exc)
         applied += len(events)
         position = last
+
+
+async def rebuild_from_store(
+    settings: KontaktSettings, progress: Progress = lambda done, total: None
+) -> RebuildReport:
+    """Rebuild the contacts read model from the contacts service's event store (`rebuild`)."""
+    # The one place the projections read the contacts store directly: a rebuild starts
+    # from the first event, which the contract's topic may no longer hold.
+    from services.contacts.export import StoreReader
+    from services.contacts.store import build_contacts_app, close_contacts_app
+    from services.projections.db import create_pool
+
+    contacts = await asyncio.to_thread(build_contacts_app, settings)
+    try:
+        pool = await create_pool(settings, size=2)
+        try:
+            return await rebuild_contacts(settings, pool, StoreReader(contacts), progress)
+        finally:
+            await pool.close()
+    finally:
+        await asyncio.to_thread(close_contacts_app, contacts)

@@ -29,10 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.projections import handlers
 from services.projections.availability import DatabaseUnavailableError, is_database_outage
-from services.projections.sql import activities as activities_sql
-from services.projections.sql import contacts as contacts_sql
-from services.projections.sql import items as items_sql
-from services.projections.sql import sync_status as sync_sql
+from services.projections.db import create_schemas
 from shared.auth import AuthError, mint_token
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, ContactEventBase, contact_event_adapter
@@ -40,16 +37,9 @@ from shared.contract.inbound import activity_event_adapter, item_event_adapter
 from shared.contract.sync import OutlookSyncStatusChanged
 from shared.kafka import ensure_topics
 from shared.lag import ConsumerMonitor
-from shared.observability import (
-    HealthServer,
-    correlation_id,
-    health_app,
-    metrics,
-    seconds_since,
-)
+from shared.observability import correlation_id, metrics, seconds_since
 from shared.settings import KontaktSettings
 from shared.text import clean_text, clean_value
-from shared.waiting import until_it_answers
 
 log = logging.getLogger("kontakt.projections")
 
@@ -467,25 +457,6 @@ def _where(record: Any) -> str:
     return f"{record.topic}[{record.partition}]@{record.offset}"
 
 
-async def create_schemas(conn: asyncpg.Connection) -> None:
-    """Create every read model's tables if missing (serialised across workers)."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(7303)")
-        await contacts_sql.create_schema(conn)
-        await activities_sql.create_schema(conn)
-        await items_sql.create_schema(conn)
-        await sync_sql.create_schema(conn)
-
-
-async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:
-    """An asyncpg pool; no statement cache, so a rebuild's schema swap is seen at once."""
-    pool = await asyncpg.create_pool(
-        settings.pg_dsn(), min_size=1, max_size=size, statement_cache_size=0
-    )
-    assert pool is not None
-    return pool
-
-
 def consumer_monitor(settings: KontaktSettings, families: Sequence[str]) -> ConsumerMonitor:
     """The lag and stall monitor of the families' groups."""
     return ConsumerMonitor(
@@ -493,54 +464,3 @@ def consumer_monitor(settings: KontaktSettings, families: Sequence[str]) -> Cons
         {group_id(f): topics_of(settings, f) for f in families},
         settings.consumer_stall_seconds,
     )
-
-
-async def run_worker(settings: KontaktSettings, families: Sequence[str]) -> None:
-    """Run a worker process until SIGTERM or SIGINT."""
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # Started while PostgreSQL or Kafka is down (a restart, a deploy), the worker waits.
-    pool = await until_it_answers(
-        "opening the read models' pool", lambda: create_pool(settings), is_startup_outage, stop, log
-    )
-    if pool is None:
-        return
-    worker = Worker(settings, pool, families)
-    monitor = consumer_monitor(settings, worker.families)
-
-    async def ready() -> None:
-        async with pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
-        monitor.check()  # a group with lag and no committed progress is not ready
-
-    health = HealthServer(
-        health_app("projections", ready, {"/lag": monitor.lag}),
-        settings.health_host,
-        settings.worker_http_port,
-    )
-    sampling: asyncio.Task[None] | None = None
-    try:
-
-        async def start() -> bool:
-            await worker.start()
-            return True
-
-        if not await until_it_answers("starting", start, is_startup_outage, stop, log):
-            return
-        await health.start()
-        log.info("consuming %s", ", ".join(f"{f} ({group_id(f)})" for f in worker.families))
-        # Samples the groups' committed offsets for the lag gauges and stall verdict.
-        sampling = asyncio.create_task(monitor.run(stop))
-        await stop.wait()
-    finally:
-        if sampling is not None:
-            sampling.cancel()
-            await asyncio.gather(sampling, return_exceptions=True)
-        await health.stop()
-        await worker.stop()  # the in-flight message finishes and is committed
-        await pool.close()
-    log.info("stopped")

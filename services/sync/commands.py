@@ -11,34 +11,12 @@ app = typer.Typer(
 )
 
 
-def _logging(service: str) -> None:
-    from shared.observability import configure_logging
-    from shared.settings import KontaktSettings
-
-    settings = KontaktSettings()
-    configure_logging(service, settings.log_level, settings.log_json)
-
-
 @app.command("worker")
 def worker() -> None:
     """Run the sync worker: contacts.events -> each user's Outlook (Graph) -> outcome events."""
-    import asyncio
-    import signal
+    from services.sync.worker_main import main
 
-    from services.sync.worker import run_worker
-    from shared.settings import KontaktSettings
-
-    _logging("sync")
-    settings = KontaktSettings()
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop)
-
-    asyncio.run(main())
+    main()
 
 
 @app.command("graph-server")

@@ -526,6 +526,11 @@ class SyncStore:
             row = await cur.fetchone()
             return int(row["n"]) if row else 0
 
+    async def counts(self) -> dict[str, int | None]:
+        """Links waiting, links failed, outcomes not yet published (the worker's /status)."""
+        async with self.pool.connection() as conn:
+            return await _counts(conn)
+
     async def links(self, person_ids: list[UUID] | None = None) -> list[domain.Link]:
         """Links, for inspection and tests."""
         async with self.pool.connection() as conn:
@@ -613,3 +618,28 @@ class SyncStore:
                 "DELETE FROM sync_outbox WHERE id = ANY(%s)", ([r["id"] for r in rows],)
             )
             return len(rows)
+
+
+_COUNTS = """
+SELECT (SELECT count(*) FROM sync_links WHERE generation > synced_generation) AS pending_links,
+       (SELECT count(*) FROM sync_links WHERE state = 'failed') AS failed_links,
+       (SELECT count(*) FROM sync_outbox) AS unpublished_outcomes
+"""
+
+
+async def _counts(conn: AsyncConnection[dict[str, Any]]) -> dict[str, int | None]:
+    cur = await conn.execute("SELECT to_regclass('sync_outbox') IS NOT NULL AS made")
+    made = await cur.fetchone()
+    if not (made and made["made"]):  # the worker has not run yet
+        return dict.fromkeys(("pending_links", "failed_links", "unpublished_outcomes"))
+    cur = await conn.execute(_COUNTS)
+    row = await cur.fetchone()
+    return {k: int(v) for k, v in (row or {}).items()}
+
+
+async def sync_counts(dsn: str) -> dict[str, int | None]:
+    """SyncStore.counts without a store (and without creating its tables)."""
+    async with await AsyncConnection.connect(
+        dsn, connect_timeout=5, autocommit=True, row_factory=dict_row
+    ) as conn:
+        return await _counts(conn)

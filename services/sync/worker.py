@@ -32,10 +32,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from services.sync.contacts_api import ContactsClient, ContactsUnavailableError, PersonUnknownError
@@ -43,16 +41,12 @@ from services.sync.dlq import FAMILY as DEAD_LETTER_FAMILY
 from services.sync.domain import OutOfOrderEventError, VersionGapError, clean_event
 from services.sync.engine import Engine, Work
 from services.sync.graph import GraphClient, GraphError
-from services.sync.sealing import PersonKeys
 from services.sync.store import SyncStore
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, parse_contact_event
 from shared.kafka import ensure_topics
-from shared.lag import ConsumerMonitor
-from shared.observability import HealthServer, health_app
 from shared.settings import KontaktSettings
 from shared.text import clean_text
-from shared.waiting import until_it_answers
 from shared.waiting import wait_for_stop as _wait
 
 log = logging.getLogger("kontakt.sync.worker")
@@ -414,51 +408,3 @@ class SyncWorker:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-
-
-async def run_worker(settings: KontaktSettings, stop: asyncio.Event) -> None:
-    """Build the worker from settings and run it until stop is set."""
-    graph = GraphClient(settings)
-    contacts = ContactsClient(settings)
-    keys = PersonKeys(contacts.sync_key, settings.sync_key_cache_ttl_seconds)
-    # Started while PostgreSQL is down (a restart, a deploy), the worker waits for it.
-    opened = await until_it_answers(
-        "opening the sync store",
-        lambda: SyncStore.open(settings.pg_dsn(), keys=keys),
-        lambda exc: isinstance(exc, psycopg.OperationalError | PoolTimeout | OSError),
-        stop,
-        log,
-    )
-    if opened is None:
-        await graph.aclose()
-        await contacts.aclose()
-        return
-    store = opened
-
-    monitor = ConsumerMonitor(
-        settings.kafka_bootstrap,
-        {settings.sync_consumer_group: [settings.contacts_topic]},
-        settings.consumer_stall_seconds,
-    )
-
-    async def ready() -> None:
-        await store.ping()
-        monitor.check()  # lag with no committed progress is not ready
-
-    health = HealthServer(
-        health_app("sync", ready, {"/lag": monitor.lag}),
-        settings.health_host,
-        settings.sync_http_port,
-    )
-    await health.start()
-    # Samples the group's committed offsets for the lag gauges and stall verdict.
-    sampling = asyncio.create_task(monitor.run(stop))
-    try:
-        await SyncWorker(settings, store, graph, contacts).run(stop)
-    finally:
-        sampling.cancel()
-        await asyncio.gather(sampling, return_exceptions=True)
-        await health.stop()
-        await graph.aclose()
-        await contacts.aclose()
-        await store.close()

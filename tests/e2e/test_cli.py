@@ -14,8 +14,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from services.contacts.app import build_contacts_app, close_contacts_app
 from services.contacts.domain import Actor
+from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.settings import KontaktSettings
 from tests.conftest import env_of
 from tests.e2e.conftest import ROOT

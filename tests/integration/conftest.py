@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from services.contacts.app import build_contacts_app, close_contacts_app, create_app
+from services.contacts.api_main import create_app
 from services.contacts.application import ContactsApp
+from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from services.contacts.app import create_app
-from services.projections.api import create_query_app
+from services.contacts.api_main import create_app
+from services.projections.query_main import create_query_app
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED

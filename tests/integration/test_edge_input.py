@@ -275,7 +275,7 @@ def test_unknown_routes_and_methods_answer_the_error_body(client: TestClient) ->
 def test_an_unexpected_failure_is_500_with_the_error_body_and_no_detail_leaked(
     settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from services.contacts.app import create_app
+    from services.contacts.api_main import create_app
 
     app = create_app(settings)
 
@@ -292,7 +292,7 @@ def test_an_unexpected_failure_is_500_with_the_error_body_and_no_detail_leaked(
 def test_postgresql_shutting_down_under_a_key_lookup_is_503_not_500(settings: Any) -> None:
     import psycopg
 
-    from services.contacts.app import create_app
+    from services.contacts.api_main import create_app
 
     app = create_app(settings)
 

@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from services.contacts.app import create_app
+from services.contacts.api_main import create_app
 from services.contacts.domain import Actor
 from services.contacts.export import StoreReader
 from services.projections.rebuild import rebuild_contacts

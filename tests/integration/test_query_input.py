@@ -81,7 +81,7 @@ def test_postgresql_shutting_down_is_503_on_the_query_api_not_500(settings: Any)
     import asyncpg
     from fastapi.testclient import TestClient
 
-    from services.projections.api import create_query_app
+    from services.projections.query_main import create_query_app
 
     app = create_query_app(settings)
 

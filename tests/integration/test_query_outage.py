@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from fastapi.testclient import TestClient
 
-from services.projections.api import create_query_app
+from services.projections.query_main import create_query_app
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from services.contacts.app import build_contacts_app, close_contacts_app
+from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.settings import KontaktSettings
 
 

@@ -319,6 +319,13 @@ async def get(conn: asyncpg.Connection, contact_id: UUID) -> asyncpg.Record | No
     return await conn.fetchrow(f"SELECT * FROM {LIVE}.contacts WHERE contact_id = $1", contact_id)
 
 
+async def position(conn: asyncpg.Connection) -> int:
+    """The newest store position the read model reflects (0: none yet, or no table yet)."""
+    if not await conn.fetchval(f"SELECT to_regclass('{LIVE}.contacts') IS NOT NULL"):
+        return 0
+    return int(await conn.fetchval(f"SELECT max(position) FROM {LIVE}.contacts") or 0)
+
+
 async def version_of(conn: asyncpg.Connection, contact_id: UUID) -> int | None:
     """The contact version the read model reflects (None when unknown)."""
     value = await conn.fetchval(

@@ -1,0 +1,104 @@
+"""The contacts application on PostgreSQL, as every process that needs the event store builds it.
+
+The contacts API, the relay and the operators' commands all open it here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from services.contacts.application import ContactsApp
+from services.contacts.personal_data import (
+    MasterKeys,
+    PersonCipher,
+    PostgresPersonKeyStore,
+    parse_master_key,
+)
+from services.contacts.photos import PostgresPhotoStore
+from shared.settings import KontaktSettings
+from shared.waiting import until_it_answers
+
+
+def build_master_keys(settings: KontaktSettings) -> MasterKeys:
+    """The master keys from settings."""
+    return MasterKeys(
+        parse_master_key(settings.master_key.get_secret_value()),
+        [parse_master_key(k) for k in settings.previous_master_keys()],
+    )
+
+
+#: Advisory-lock key serialising the contacts service's table creation.
+SCHEMA_LOCK = 0x4B6F6E74_00000001
+
+
+def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
+    """Build the application on PostgreSQL, creating its tables when missing."""
+    key_secret = settings.key_secret.get_secret_value().encode()
+    pool = ConnectionPool(
+        settings.pg_dsn(), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
+    )
+    keys = PostgresPersonKeyStore(build_master_keys(settings), pool)
+    cipher = PersonCipher(keys, ttl_seconds=settings.key_cache_ttl_seconds)
+    photos = PostgresPhotoStore(pool, cipher, key_secret, settings.photo_max_bytes)
+    # Processes starting together on a new database (API, relay) would race to create
+    # the same tables; CREATE TABLE IF NOT EXISTS is not safe against that.
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            try:
+                keys.create_schema()
+                photos.create_schema()
+                return ContactsApp(
+                    settings.eventsourcing_env(),
+                    key_secret=key_secret,
+                    photos=photos,
+                    cipher=cipher,
+                )
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+    except BaseException:
+        pool.close()  # a caller that tries again (PostgreSQL not up yet) leaks nothing
+        raise
+
+
+def close_contacts_app(contacts: ContactsApp) -> None:
+    """Close the application's connection pools."""
+    contacts.photos.close()
+    contacts.close()
+
+
+async def open_contacts_app(
+    settings: KontaktSettings,
+    is_outage: Any,
+    stop: asyncio.Event,
+    log: logging.Logger,
+) -> ContactsApp | None:
+    """The application once PostgreSQL answers (None when stopped before it did)."""
+
+    async def open_store() -> ContactsApp:
+        # A quick look first: building the application in a thread would wait the
+        # pool's whole timeout for a server that is not there, deaf to SIGTERM.
+        probe = await psycopg.AsyncConnection.connect(settings.pg_dsn(), connect_timeout=5)
+        await probe.close()
+        return await asyncio.to_thread(build_contacts_app, settings)
+
+    return await until_it_answers("opening the event store", open_store, is_outage, stop, log)
+
+
+async def store_status(settings: KontaktSettings) -> dict[str, Any]:
+    """The event store's newest position (what the contacts service serves at /status)."""
+    async with await psycopg.AsyncConnection.connect(
+        settings.pg_dsn(), connect_timeout=5, autocommit=True
+    ) as conn:
+        cur = await conn.execute("SELECT to_regclass('contacts_events') IS NOT NULL")
+        row = await cur.fetchone()
+        if not (row and row[0]):
+            return {"newest_position": 0}  # nothing stored yet
+        cur = await conn.execute("SELECT max(notification_id) FROM contacts_events")
+        row = await cur.fetchone()
+    return {"newest_position": int(row[0]) if row and row[0] is not None else 0}

@@ -1,0 +1,37 @@
+"""The read models' database: one asyncpg pool and one schema step for every projections process."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.projections.sql import activities as activities_sql
+from services.projections.sql import contacts as contacts_sql
+from services.projections.sql import items as items_sql
+from services.projections.sql import sync_status as sync_sql
+from shared.settings import KontaktSettings
+
+
+async def create_schemas(conn: asyncpg.Connection) -> None:
+    """Create every read model's tables if missing (serialised across workers)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(7303)")
+        await contacts_sql.create_schema(conn)
+        await activities_sql.create_schema(conn)
+        await items_sql.create_schema(conn)
+        await sync_sql.create_schema(conn)
+
+
+async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:
+    """An asyncpg pool; no statement cache, so a rebuild's schema swap is seen at once."""
+    pool = await asyncpg.create_pool(
+        settings.pg_dsn(), min_size=1, max_size=size, statement_cache_size=0
+    )
+    if pool is None:  # only with a connection class of its own, which is not ours
+        raise RuntimeError("asyncpg returned no pool")
+    return pool
+
+
+async def read_models_status(pool: asyncpg.Pool) -> dict[str, object]:
+    """How far each read model that follows the store has got."""
+    async with pool.acquire() as conn:
+        return {"contacts": {"position": await contacts_sql.position(conn)}}
