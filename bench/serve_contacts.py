@@ -5,36 +5,12 @@ encryption (to measure what encryption costs): `python -m bench.serve_contacts -
 from __future__ import annotations
 
 import argparse
-
-from psycopg_pool import ConnectionPool
+import functools
 
 import services.contacts.api_main as contacts_api
-from services.contacts.application import ContactsApp
-from services.contacts.personal_data import PersonCipher, PostgresPersonKeyStore
-from services.contacts.photos import PostgresPhotoStore
-from services.contacts.store import build_master_keys
+from services.contacts.store import build_contacts_app
 from shared.http import serve
 from shared.settings import KontaktSettings
-
-
-def build_plain(settings: KontaktSettings) -> ContactsApp:
-    """build_contacts_app, but events are stored without per-person encryption."""
-    key_secret = settings.key_secret.get_secret_value().encode()
-    pool = ConnectionPool(
-        settings.pg_dsn(), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
-    )
-    keys = PostgresPersonKeyStore(build_master_keys(settings), pool)
-    keys.create_schema()
-    cipher = PersonCipher(keys, ttl_seconds=settings.key_cache_ttl_seconds)
-    photos = PostgresPhotoStore(pool, cipher, key_secret, settings.photo_max_bytes)
-    photos.create_schema()
-    return ContactsApp(
-        settings.eventsourcing_env(),
-        key_secret=key_secret,
-        photos=photos,
-        cipher=cipher,
-        encrypt=False,
-    )
 
 
 def main() -> None:
@@ -45,7 +21,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = KontaktSettings()
     if args.plain:
-        contacts_api.build_contacts_app = build_plain  # type: ignore[assignment]
+        contacts_api.build_contacts_app = functools.partial(build_contacts_app, encrypt=False)
     serve(contacts_api.create_app(settings), settings.api_host, args.port)
 
 

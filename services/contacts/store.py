@@ -36,8 +36,11 @@ def build_master_keys(settings: KontaktSettings) -> MasterKeys:
 SCHEMA_LOCK = 0x4B6F6E74_00000001
 
 
-def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
-    """Build the application on PostgreSQL, creating its tables when missing."""
+def build_contacts_app(settings: KontaktSettings, *, encrypt: bool = True) -> ContactsApp:
+    """Build the application on PostgreSQL, creating its tables when missing.
+
+    encrypt=False stores events without per-person encryption: only to measure its cost.
+    """
     key_secret = settings.key_secret.get_secret_value().encode()
     pool = ConnectionPool(
         settings.pg_dsn(), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
@@ -58,6 +61,7 @@ def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
                     key_secret=key_secret,
                     photos=photos,
                     cipher=cipher,
+                    encrypt=encrypt,
                 )
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
