@@ -66,6 +66,13 @@ def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
     asyncio.run(serve_app(app, host, port, log_level))
 
 
+def api_app(title: str, description: str, settings: KontaktSettings, lifespan: Any) -> FastAPI:
+    """A Kontakt API's FastAPI app, its settings on app.state (where the token check reads)."""
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    return app
+
+
 # --------------------------------------------------------------- the error body
 
 

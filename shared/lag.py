@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.kafka import retry_kafka, topic_partitions
 from shared.observability import metrics
 from shared.stall import ConsumerStalledError, PartitionLag, StallDetector
+from shared.waiting import wait_for_stop
 
 log = logging.getLogger("kontakt.lag")
 
@@ -113,8 +113,7 @@ class ConsumerMonitor:
             except Exception as exc:  # Kafka unreachable: waited out, said by check()
                 self._error = f"{type(exc).__name__}: {exc}"
                 log.warning("cannot sample consumer offsets: %s", self._error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+            await wait_for_stop(stop, self.interval)
 
     @property
     def sample_error(self) -> str | None:

@@ -15,7 +15,7 @@ from services.contacts.api import install_error_handlers, install_observability,
 from services.contacts.store import build_contacts_app, close_contacts_app, store_status
 from services.contacts.sync_keys import router as sync_keys_router
 from shared.contract.spec import asyncapi_document, asyncapi_html
-from shared.http import BodyLimitMiddleware
+from shared.http import BodyLimitMiddleware, api_app
 from shared.observability import configure_logging, install_health
 from shared.settings import KontaktSettings
 
@@ -36,13 +36,12 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(close_contacts_app, app.state.contacts)
 
-    app = FastAPI(
-        title="Kontakt contacts API",
-        description="Commands and event-store reads of contacts. Bearer JWT required.",
-        version="0.1.0",
-        lifespan=lifespan,
+    app = api_app(
+        "Kontakt contacts API",
+        "Commands and event-store reads of contacts. Bearer JWT required.",
+        settings,
+        lifespan,
     )
-    app.state.settings = settings
     app.include_router(router)
     app.include_router(sync_keys_router)
     install_error_handlers(app)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from services.projections.api import install_error_handlers, router
 from services.projections.db import create_pool, create_schemas, read_models_status
 from services.projections.versions import VersionWaiter
-from shared.http import BodyLimitMiddleware
+from shared.http import BodyLimitMiddleware, api_app
 from shared.lifecycle import serve_app
 from shared.observability import configure_logging, install_health
 from shared.settings import KontaktSettings
@@ -40,13 +40,12 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
             await app.state.waiter.stop()
             await app.state.pool.close()
 
-    app = FastAPI(
-        title="Kontakt query API",
-        description="Every tab of the contact page, from the read models. Bearer JWT required.",
-        version="0.1.0",
-        lifespan=lifespan,
+    app = api_app(
+        "Kontakt query API",
+        "Every tab of the contact page, from the read models. Bearer JWT required.",
+        settings,
+        lifespan,
     )
-    app.state.settings = settings
     app.include_router(router)
     # Queries take no body; the limit only keeps a careless client's upload out of memory.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
