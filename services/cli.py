@@ -79,26 +79,17 @@ def keys_rotate() -> None:
 
     Events are not touched: only the wrapped person keys change.
     """
-    from psycopg_pool import ConnectionPool
-
-    from services.contacts.personal_data import PersonKeyError, PostgresPersonKeyStore
-    from services.contacts.store import build_master_keys
+    from services.contacts.personal_data import PersonKeyError
+    from services.contacts.store import rotate_person_keys
     from shared.settings import KontaktSettings
 
     try:
-        settings = KontaktSettings()
-        master = build_master_keys(settings)
-        with ConnectionPool(
-            settings.pg_dsn(), min_size=1, max_size=1, kwargs={"autocommit": True}
-        ) as pool:
-            store = PostgresPersonKeyStore(master, pool)
-            store.create_schema()
-            count = store.rotate()
+        count, master_id = rotate_person_keys(KontaktSettings())
     except (PersonKeyError, ValueError) as exc:
         _fail(str(exc))
     except Exception as exc:  # e.g. the database cannot be reached: one line, no traceback
         _fail(f"{type(exc).__name__}: {exc}")
-    typer.echo(f"re-wrapped {count} person keys with master key {master.current_id}")
+    typer.echo(f"re-wrapped {count} person keys with master key {master_id}")
 
 
 @app.command("relay")

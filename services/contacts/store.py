@@ -76,6 +76,17 @@ def close_contacts_app(contacts: ContactsApp) -> None:
     contacts.close()
 
 
+def rotate_person_keys(settings: KontaktSettings) -> tuple[int, str]:
+    """Re-wrap every person key with the current master key: how many, and that key's id."""
+    master = build_master_keys(settings)
+    with ConnectionPool(
+        settings.pg_dsn(), min_size=1, max_size=1, kwargs={"autocommit": True}
+    ) as pool:
+        store = PostgresPersonKeyStore(master, pool)
+        store.create_schema()
+        return store.rotate(), master.current_id
+
+
 async def open_contacts_app(
     settings: KontaktSettings,
     is_outage: Any,

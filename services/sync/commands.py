@@ -84,17 +84,11 @@ def resync(
     """Reconcile every link again (writes to Graph only what differs from what was pushed)."""
     import asyncio
 
-    from services.sync.store import SyncStore
+    from services.sync.store import resync_links
     from shared.settings import KontaktSettings
 
-    async def main() -> int:
-        store = await SyncStore.open(KontaktSettings().pg_dsn(), max_size=1)
-        try:
-            return await store.mark_all_dirty(user)
-        finally:
-            await store.close()
-
-    typer.echo(f"links to reconcile again: {asyncio.run(main())}")
+    count = asyncio.run(resync_links(KontaktSettings().pg_dsn(), user))
+    typer.echo(f"links to reconcile again: {count}")
 
 
 dlq_app = typer.Typer(

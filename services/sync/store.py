@@ -643,3 +643,12 @@ async def sync_counts(dsn: str) -> dict[str, int | None]:
         dsn, connect_timeout=5, autocommit=True, row_factory=dict_row
     ) as conn:
         return await _counts(conn)
+
+
+async def resync_links(dsn: str, user_id: str | None = None) -> int:
+    """Mark every link (of one user, if named) to be reconciled again; how many."""
+    store = await SyncStore.open(dsn, max_size=1)
+    try:
+        return await store.mark_all_dirty(user_id)
+    finally:
+        await store.close()
