@@ -52,11 +52,19 @@ class HttpServer:
             uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan=lifespan)
         )
         self._task: asyncio.Task[None] | None = None
+        self._failed: SystemExit | None = None
 
     async def start(self) -> None:
-        """Start serving in the background (no-op for port 0)."""
+        """Start serving in the background (no-op for port 0); a failed start-up ends the
+        process, as uvicorn does."""
         if self.port:
             self._task = asyncio.create_task(self._server.serve())
+
+    async def _serve_in_front(self) -> None:
+        try:
+            await self._server.serve()
+        except SystemExit as failed:  # uvicorn's word for a failed start-up
+            self._failed = failed
 
     async def stop(self) -> None:
         """Finish in-flight requests and stop serving."""
@@ -71,13 +79,15 @@ class HttpServer:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Serve until stop is set or the server ends (a failed start-up raises SystemExit)."""
-        await self.start()
-        if self._task is None:
+        if not self.port:
             return
+        self._task = asyncio.create_task(self._serve_in_front())
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({self._task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         await self.stop()
+        if self._failed is not None:
+            raise self._failed
 
 
 async def serve_app(app: Any, host: str, port: int, log_level: str = "info") -> None:
