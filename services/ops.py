@@ -386,15 +386,12 @@ async def _store_status(settings: KontaktSettings) -> dict[str, Any] | str:
 
     from services.contacts.relay import recorded_position
     from services.contacts.store import store_status
-    from services.projections.db import create_pool, read_models_status
+    from services.projections.db import pool_for, read_models_status
     from services.sync.store import sync_counts
 
     async def read_models() -> dict[str, Any]:
-        pool = await create_pool(settings, size=1)
-        try:
+        async with pool_for(settings) as pool:
             return await read_models_status(pool)
-        finally:
-            await pool.close()
 
     said = await _ask_services(settings)
     answered_by = {}

@@ -120,18 +120,15 @@ def lag() -> None:
 
 def show_dead_letters(family: str | None = None) -> None:
     """Print the dead letters (of one family, if named): id, origin, family, state, error."""
-    from services.projections.db import create_pool
+    from services.projections.db import pool_for
     from services.projections.dlq import list_dead_letters
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
 
     async def collect() -> list[str]:
-        pool = await create_pool(settings, size=1)
-        try:
+        async with pool_for(settings) as pool:
             letters = await list_dead_letters(settings, pool, family)
-        finally:
-            await pool.close()
         return [
             f"{d.id}\t{d.original_topic}[{d.original_partition}]@{d.original_offset}\t{d.family}"
             f"\t{'resubmitted ' + d.resubmitted_at.isoformat() if d.resubmitted_at else 'open'}"
@@ -151,18 +148,15 @@ def show_dead_letters(family: str | None = None) -> None:
 
 def resubmit_dead_letters(ids: list[str] | None, family: str | None = None) -> None:
     """Publish dead letters (of one family, if named) again to their original topics."""
-    from services.projections.db import create_pool
+    from services.projections.db import pool_for
     from services.projections.dlq import resubmit
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
 
     async def run() -> int:
-        pool = await create_pool(settings, size=1)
-        try:
+        async with pool_for(settings) as pool:
             return len(await resubmit(settings, pool, ids or None, family))
-        finally:
-            await pool.close()
 
     try:
         count = asyncio.run(run())

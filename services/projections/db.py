@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 
 from services.projections.sql import activities as activities_sql
@@ -29,6 +32,16 @@ async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:
     if pool is None:  # only with a connection class of its own, which is not ours
         raise RuntimeError("asyncpg returned no pool")
     return pool
+
+
+@asynccontextmanager
+async def pool_for(settings: KontaktSettings, size: int = 1) -> AsyncIterator[asyncpg.Pool]:
+    """A pool for one command's work, closed when the block ends."""
+    pool = await create_pool(settings, size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 async def read_models_status(pool: asyncpg.Pool) -> dict[str, object]:

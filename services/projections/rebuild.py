@@ -188,14 +188,11 @@ async def rebuild_from_store(
     # from the first event, which the contract's topic may no longer hold.
     from services.contacts.export import StoreReader
     from services.contacts.store import build_contacts_app, close_contacts_app
-    from services.projections.db import create_pool
+    from services.projections.db import pool_for
 
     contacts = await asyncio.to_thread(build_contacts_app, settings)
     try:
-        pool = await create_pool(settings, size=2)
-        try:
+        async with pool_for(settings, size=2) as pool:
             return await rebuild_contacts(settings, pool, StoreReader(contacts), progress)
-        finally:
-            await pool.close()
     finally:
         await asyncio.to_thread(close_contacts_app, contacts)
