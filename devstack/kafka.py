@@ -26,6 +26,7 @@ from devstack.config import HOST, Paths, StackConfig, StackError
 from devstack.processes import (
     cmdline,
     failure,
+    forget_pid_file,
     pid_alive,
     port_accepts,
     read_pid,
@@ -354,9 +355,7 @@ def stop(paths: Paths) -> str | None:
     """Stop our Kafka JVM by pid (SIGTERM, then SIGKILL after the grace period)."""
     pid = running_pid(paths)
     if pid is None:
-        stale = paths.kafka_pid.exists()
-        paths.kafka_pid.unlink(missing_ok=True)
-        return "kafka: not running (removed stale pid file)" if stale else None
+        return forget_pid_file(paths.kafka_pid, "kafka")
     how = terminate(pid)
     paths.kafka_pid.unlink(missing_ok=True)
     return f"kafka: stopped pid {pid} ({how})"

@@ -15,6 +15,7 @@ from devstack.config import HOST, Paths, StackConfig, StackError, StackInfo
 from devstack.processes import (
     cmdline,
     failure,
+    forget_pid_file,
     is_root,
     pid_alive,
     port_accepts,
@@ -359,9 +360,7 @@ def stop(paths: Paths) -> str | None:
     """Stop our postmaster with pg_ctl stop -m fast (SIGTERM/SIGKILL as fallback)."""
     pid = running_pid(paths)
     if pid is None:
-        stale = paths.pg_pid.exists()
-        paths.pg_pid.unlink(missing_ok=True)
-        return "postgres: not running (removed stale pid file)" if stale else None
+        return forget_pid_file(paths.pg_pid, "postgres")
     bindir = server_bindir()
     how = ""
     if bindir:

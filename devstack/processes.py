@@ -92,6 +92,13 @@ def write_pid(path: Path, pid: int) -> None:
     tmp.replace(path)
 
 
+def forget_pid_file(path: Path, what: str) -> str | None:
+    """Remove the pid file of a server that no longer runs; say so if there was one."""
+    stale = path.exists()
+    path.unlink(missing_ok=True)
+    return f"{what}: not running (removed stale pid file)" if stale else None
+
+
 def port_accepts(port: int, timeout: float = 0.5) -> bool:
     """Tell whether something accepts TCP connections on 127.0.0.1:port."""
     try:
