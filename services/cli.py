@@ -21,6 +21,11 @@ app.add_typer(sync_commands.app, name="sync")
 ops.register(app)
 
 
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
 def _add_local_tooling(app: typer.Typer) -> None:
     """Add `stack`, `run` and `graph-server` when devstack is installed (not in the image)."""
     try:
@@ -35,15 +40,6 @@ def _add_local_tooling(app: typer.Typer) -> None:
 
 
 _add_local_tooling(app)
-
-
-#: Where `kontakt contract` writes, relative to the working directory (the repository).
-CONTRACT_DOCS = Path("docs") / "contract"
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @app.command("token")
@@ -175,6 +171,10 @@ def rebuild(
     except Exception as exc:  # unreachable servers: one line, no traceback
         _fail(f"{type(exc).__name__}: {exc}")
     typer.echo(line)
+
+
+#: Where `kontakt contract` writes, relative to the working directory (the repository).
+CONTRACT_DOCS = Path("docs") / "contract"
 
 
 @app.command("contract")
