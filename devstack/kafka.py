@@ -261,8 +261,6 @@ def _spawn(java: str, libs: Path, cfg: StackConfig, paths: Paths) -> int:
 
 #: Name prefix of the threads that probe the broker; their client logs are dropped.
 _PROBE_THREAD = "kontakt-stack-kafka-probe"
-#: The client's modules that log each refused connection while the broker boots.
-_CLIENT_LOGGERS = ("aiokafka.client", "aiokafka.conn", "aiokafka.cluster", "aiokafka.admin.client")
 
 
 def _not_from_a_probe(record: logging.LogRecord) -> bool:
@@ -293,10 +291,12 @@ def broker_ready(port: int) -> bool:
     """Tell whether the broker on 127.0.0.1:port answers metadata and lists itself."""
     if not port_accepts(port):
         return False
-    for name in _CLIENT_LOGGERS:
-        logger = logging.getLogger(name)
-        if _not_from_a_probe not in logger.filters:
-            logger.addFilter(_not_from_a_probe)
+    # A logger's filters do not see its children's records: each of the client's gets one.
+    for name in list(logging.root.manager.loggerDict):
+        if name == "aiokafka" or name.startswith("aiokafka."):
+            logger = logging.getLogger(name)
+            if _not_from_a_probe not in logger.filters:
+                logger.addFilter(_not_from_a_probe)
     # A thread of its own: callers may hold a running event loop (or none at all).
     with ThreadPoolExecutor(1, thread_name_prefix=_PROBE_THREAD) as pool:
         return pool.submit(asyncio.run, _lists_itself(port)).result()
