@@ -161,12 +161,16 @@ def _worker(publish_fails: bool = False, pool: _Pool | None = None) -> tuple[Wor
     worker = Worker(settings, pool or _Pool(), ["items"])  # type: ignore[arg-type]
     published: list[Any] = []
 
-    async def publish(value: bytes, **kwargs: Any) -> None:
-        if publish_fails:
-            raise ConnectionError("Kafka unreachable")
-        published.append((value, kwargs))
+    class Producer:
+        async def send_and_wait(
+            self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+        ) -> None:
+            if publish_fails:
+                raise ConnectionError("Kafka unreachable")
+            sent = {"topic": topic, "key": key, "headers": {k: v.decode() for k, v in headers}}
+            published.append((value, sent))
 
-    worker.broker.publish = publish  # type: ignore[method-assign,assignment]
+    worker.producer = Producer()  # type: ignore[assignment]
     return worker, published
 
 
