@@ -352,9 +352,7 @@ class SyncWorker:
 
         async def send(rows: list[tuple[UUID, dict[str, Any]]]) -> None:
             futures = [
-                await sink.send(
-                    topic, json.dumps(payload).encode(), key=str(person_id).encode()
-                )
+                await sink.send(topic, json.dumps(payload).encode(), key=str(person_id).encode())
                 for person_id, payload in rows
             ]
             await asyncio.gather(*futures)
