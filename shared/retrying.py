@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiokafka.errors import KafkaError
 from tenacity import (
@@ -19,6 +19,7 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     wait_exponential,
+    wait_random,
 )
 
 T = TypeVar("T")
@@ -27,7 +28,7 @@ T = TypeVar("T")
 MAX_OUTAGE_WAIT_SECONDS = 30.0
 
 #: Called before each wait with the failed attempt's state (for a log line, a counter).
-BeforeSleep = Callable[[RetryCallState], Any]
+BeforeSleep = Callable[[RetryCallState], Awaitable[None] | None]
 
 
 async def wait_for_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -75,6 +76,7 @@ async def wait_out(
     before_sleep: BeforeSleep | None = None,
     first: float = 0.5,
     cap: float = MAX_OUTAGE_WAIT_SECONDS,
+    jitter: float = 0.0,
 ) -> T | None:
     """step()'s result, outages waited out (waits doubling from `first` to `cap`); None if stopped.
 
@@ -90,7 +92,8 @@ async def wait_out(
     policy = AsyncRetrying(
         retry=retry_if_exception(is_outage),
         stop=lambda _: stop.is_set(),
-        wait=wait_exponential(multiplier=first, max=cap),
+        # Jitter, so that processes that lost a server together do not return in lockstep.
+        wait=wait_exponential(multiplier=first, max=cap) + wait_random(0, jitter),
         sleep=sleep,
         before_sleep=before_sleep,
         retry_error_callback=lambda _: None,
