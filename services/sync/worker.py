@@ -45,7 +45,7 @@ from services.sync.engine import Engine, Work
 from services.sync.graph import GraphClient, GraphError
 from services.sync.sealing import PersonKeys
 from services.sync.store import SyncStore
-from shared.consuming import consume, consumer, dead_letter, producer, where
+from shared.consuming import Handler, consume, consumer, dead_letter, producer, where
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, parse_contact_event
 from shared.kafka import ensure_topics
@@ -116,6 +116,18 @@ class SyncWorker:
             self.settings, [self.settings.contacts_topic], self.settings.sync_consumer_group
         )
         sink = producer(self.settings)
+        await sink.start()
+        try:
+            await source.start()
+            await consume(
+                source, self._partition_handler(sink, stop), stop, fetched=self.links_changed.set
+            )
+        finally:
+            await source.stop()
+            await sink.stop()
+
+    def _partition_handler(self, sink: AIOKafkaProducer, stop: asyncio.Event) -> Handler:
+        """Apply a partition's records in turn; how many are done (fewer when stopped)."""
 
         async def handle(records: list[Any]) -> int:
             for done, record in enumerate(records):
@@ -131,13 +143,7 @@ class SyncWorker:
                     return done  # this one may have been given up half-way
             return len(records)
 
-        await sink.start()
-        try:
-            await source.start()
-            await consume(source, handle, stop, fetched=self.links_changed.set)
-        finally:
-            await source.stop()
-            await sink.stop()
+        return handle
 
     async def _handle(self, producer: AIOKafkaProducer, message: Any, stop: asyncio.Event) -> None:
         """Apply one message; dead-letter it when it is unreadable or keeps failing.
