@@ -13,13 +13,17 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka.errors import KafkaError
+from eventsourcing.persistence import RecordConflictError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    Retrying,
     retry_if_exception,
+    retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
     wait_random,
+    wait_random_exponential,
 )
 
 T = TypeVar("T")
@@ -113,6 +117,20 @@ def message_failures(
         wait=wait_exponential(multiplier=0.1, max=2.0),
         before_sleep=before_sleep,
         reraise=True,
+    )
+
+
+def write_conflicts(attempts: int) -> Retrying:
+    """An event-store save that lost a race tried again on fresh state, after a random pause.
+
+    `attempts` in all, each pause up to 2 ms doubled per attempt (at most 0.1 s);
+    iterating ends after the last attempt failed (its conflict is not raised).
+    """
+    return Retrying(
+        retry=retry_if_exception_type(RecordConflictError),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=0.002, max=0.1),
+        retry_error_callback=lambda _: None,
     )
 
 
