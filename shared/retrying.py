@@ -9,6 +9,7 @@ number of times.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -52,6 +53,18 @@ def error_of(state: RetryCallState) -> BaseException | None:
 def next_wait(state: RetryCallState) -> float:
     """The wait the policy chose before the next attempt, in seconds."""
     return state.next_action.sleep if state.next_action is not None else 0.0
+
+
+def logged(log: logging.Logger, what: str) -> BeforeSleep:
+    """A hook saying, before each wait, what failed, with which error, and for how long."""
+
+    def say(state: RetryCallState) -> None:
+        exc = error_of(state)
+        log.warning(
+            "%s (%s: %s); trying again in %.1fs", what, type(exc).__name__, exc, next_wait(state)
+        )
+
+    return say
 
 
 def _is_retriable_kafka_answer(exc: BaseException) -> bool:

@@ -7,9 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tenacity import RetryCallState
-
-from shared.retrying import error_of, next_wait, wait_for_stop, wait_out
+from shared.retrying import logged, wait_for_stop, wait_out
 
 __all__ = ["until_it_answers", "wait_for_stop"]
 
@@ -40,14 +38,4 @@ async def until_it_answers(
             return None
         return task.result()
 
-    def say(state: RetryCallState) -> None:
-        exc = error_of(state)
-        log.warning(
-            "%s: a server is unreachable (%s: %s); trying again in %.1fs",
-            what,
-            type(exc).__name__,
-            exc,
-            next_wait(state),
-        )
-
-    return await wait_out(attempt, is_outage, stop, say)
+    return await wait_out(attempt, is_outage, stop, logged(log, f"{what}: a server is unreachable"))

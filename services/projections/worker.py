@@ -46,7 +46,7 @@ from shared.observability import (
     metrics,
     seconds_since,
 )
-from shared.retrying import doubling_wait, error_of, message_failures, next_wait, wait_out
+from shared.retrying import doubling_wait, error_of, logged, message_failures, wait_out
 from shared.settings import KontaktSettings
 from shared.text import clean_text, clean_value
 from shared.waiting import until_it_answers
@@ -246,23 +246,13 @@ class Worker:
             await self.process_batch(family, records, self.routes)
             return len(records)
 
-        def say(state: RetryCallState) -> None:
-            exc = error_of(state)
-            log.warning(
-                "consuming %s failed (%s: %s); again in %.1fs",
-                family,
-                type(exc).__name__,
-                exc,
-                next_wait(state),
-            )
-
         # Fetching or committing failed (Kafka restarting, a rebalance): what was not
         # committed comes again.
         await wait_out(
             lambda: consume(source, handle, self._stop),
             lambda exc: isinstance(exc, Exception),
             self._stop,
-            say,
+            logged(log, f"consuming {family} failed"),
         )
 
     async def process_batch(

@@ -27,7 +27,7 @@ from shared.addresses import address_hash
 from shared.contract import contacts as c
 from shared.contract import inbound
 from shared.settings import KontaktSettings
-from tests.unit.test_contacts_fold import created, next_event
+from tests.unit.contact_events import created, next_event
 
 KEY = b"k" * 32
 AT = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
