@@ -46,7 +46,14 @@ from shared.observability import (
     metrics,
     seconds_since,
 )
-from shared.retrying import doubling_wait, error_of, logged, message_failures, wait_out
+from shared.retrying import (
+    doubling_wait,
+    error_of,
+    logged,
+    message_failures,
+    wait_for_stop,
+    wait_out,
+)
 from shared.settings import KontaktSettings
 from shared.text import clean_text, clean_value
 from shared.waiting import until_it_answers
@@ -305,7 +312,7 @@ class Worker:
             what,
             delay,
         )
-        await asyncio.sleep(delay)
+        await wait_for_stop(self._stop, delay)  # a stop does not wait for the outage
 
     def _count(self, family: str, applied: bool, occurred_at: datetime | None) -> None:
         m = metrics()
