@@ -42,7 +42,7 @@ class Consumer:
 
 
 async def run(source: Consumer, handle: Any, fetched: Any = None) -> None:
-    await asyncio.wait_for(consume(source, handle, source.stop, fetched), 5)  # type: ignore[arg-type]
+    await asyncio.wait_for(consume(source, handle, source.stop, fetched), 5)
 
 
 async def test_each_partition_is_committed_past_what_its_handler_did() -> None:

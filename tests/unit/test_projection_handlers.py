@@ -131,8 +131,8 @@ def archived(row: model.ContactRow) -> c.ContactArchived:
 
 async def test_a_contact_event_is_applied_once_by_version(read_model: ReadModel) -> None:
     event = created()
-    assert await handlers.apply_contact_event(Conn(), event, KEY)  # type: ignore[arg-type]
-    assert not await handlers.apply_contact_event(Conn(), event, KEY)  # type: ignore[arg-type]
+    assert await handlers.apply_contact_event(Conn(), event, KEY)
+    assert not await handlers.apply_contact_event(Conn(), event, KEY)
     assert read_model.rows[event.contact_id].version == 1
 
 
@@ -140,7 +140,7 @@ async def test_a_lost_creation_is_repaired_from_the_store(read_model: ReadModel)
     first = created()
     second = archived(model.apply(None, first))
     history = history_of(first, second)
-    assert await handlers.apply_contact_event(Conn(), second, KEY, history=history)  # type: ignore[arg-type]
+    assert await handlers.apply_contact_event(Conn(), second, KEY, history=history)
     row = read_model.rows[first.contact_id]
     assert (row.version, row.status) == (2, "archived")
 
@@ -149,7 +149,7 @@ async def test_a_gap_the_store_cannot_fill_is_a_version_gap(read_model: ReadMode
     first = created()
     second = archived(model.apply(None, first))
     with pytest.raises(model.VersionGapError):
-        await handlers.apply_contact_event(Conn(), second, KEY, history=history_of())  # type: ignore[arg-type]
+        await handlers.apply_contact_event(Conn(), second, KEY, history=history_of())
     assert read_model.rows == {}
 
 
@@ -158,7 +158,7 @@ async def test_without_a_store_an_event_of_an_unknown_contact_is_refused(
 ) -> None:
     second = archived(model.apply(None, created()))
     with pytest.raises(model.UnknownContactError):
-        await handlers.apply_contact_event(Conn(), second, KEY)  # type: ignore[arg-type]
+        await handlers.apply_contact_event(Conn(), second, KEY)
 
 
 async def test_an_erasure_redacts_the_contacts_addresses_and_forgets_free_text(
@@ -166,10 +166,10 @@ async def test_an_erasure_redacts_the_contacts_addresses_and_forgets_free_text(
 ) -> None:
     first = created()
     row = model.apply(None, first)
-    await handlers.apply_contact_event(Conn(), first, KEY)  # type: ignore[arg-type]
+    await handlers.apply_contact_event(Conn(), first, KEY)
     data = c.ContactErasedData(reason=None, address_hashes=[])
     conn = Conn()
-    await handlers.apply_contact_event(conn, next_event(row, c.ContactErased, data=data), KEY)  # type: ignore[arg-type]
+    await handlers.apply_contact_event(conn, next_event(row, c.ContactErased, data=data), KEY)
     assert read_model.redacted == set(row.addresses)
     assert read_model.erased_hashes == {address_hash(KEY, a) for a in row.addresses}
     assert read_model.forgotten == [row.contact_id, row.person_id]
@@ -192,8 +192,8 @@ def email(message_id: str, sender: str) -> inbound.EmailLogged:
 
 
 async def test_an_email_is_stored_once_with_normalised_addresses(read_model: ReadModel) -> None:
-    assert await handlers.apply_email(Conn(), email("<m1>", "Karen@Home.example"), KEY)  # type: ignore[arg-type]
-    assert not await handlers.apply_email(Conn(), email("<m1>", "Karen@Home.example"), KEY)  # type: ignore[arg-type]
+    assert await handlers.apply_email(Conn(), email("<m1>", "Karen@Home.example"), KEY)
+    assert not await handlers.apply_email(Conn(), email("<m1>", "Karen@Home.example"), KEY)
     stored = read_model.emails["<m1>"]
     assert (stored["from_address"], stored["to"], stored["subject"]) == (
         "karen@home.example",
@@ -206,7 +206,7 @@ async def test_an_email_from_an_erased_person_keeps_neither_address_nor_subject(
     read_model: ReadModel,
 ) -> None:
     read_model.erased_hashes.add(address_hash(KEY, "karen@home.example"))
-    await handlers.apply_email(Conn(), email("<m2>", "karen@home.example"), KEY)  # type: ignore[arg-type]
+    await handlers.apply_email(Conn(), email("<m2>", "karen@home.example"), KEY)
     stored = read_model.emails["<m2>"]
     assert (stored["from_address"], stored["subject"]) == (c.ERASED, c.ERASED)
     assert stored["to"] == ["sales@acme.example"]
@@ -247,9 +247,9 @@ def record(event: c.ContactEventBase | bytes, offset: int) -> Any:
 
 def worker(read_model: ReadModel) -> tuple[Worker, Producer]:
     settings = KontaktSettings(projection_max_attempts=2, contacts_topic="contacts.events")
-    w = Worker(settings, Pool(read_model), ["contacts"])  # type: ignore[arg-type]
-    w.producer = Producer()  # type: ignore[assignment]
-    return w, w.producer  # type: ignore[return-value]
+    w = Worker(settings, Pool(read_model), ["contacts"])
+    w.producer = Producer()
+    return w, w.producer
 
 
 async def test_a_batch_is_applied_and_counted(read_model: ReadModel) -> None:

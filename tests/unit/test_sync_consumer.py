@@ -129,12 +129,12 @@ async def test_the_sync_consumer_counts_only_what_it_applied_before_a_stop() -> 
     stop = asyncio.Event()
     applied: list[int] = []
 
-    async def handle(producer: Any, message: Message, stop_: asyncio.Event) -> None:
+    async def handle(producer: Any, message: Any, stop_: asyncio.Event) -> None:
         applied.append(message.offset)
         if message.offset == 2:
             stop.set()  # asked to stop while applying this one
 
-    w._handle = handle  # type: ignore[method-assign]
+    w._handle = handle  # type: ignore[method-assign,assignment]
     messages = [Message(event_bytes(), offset=o) for o in (1, 2, 3)]
-    assert await w._partition_handler(FakeProducer(), stop)(messages) == 1  # type: ignore[arg-type]
+    assert await w._partition_handler(FakeProducer(), stop)(messages) == 1
     assert applied == [1, 2]
