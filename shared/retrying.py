@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -150,3 +151,9 @@ def write_conflicts(attempts: int) -> Retrying:
 def doubling_wait(outages_in_a_row: int, first: float, cap: float) -> float:
     """The wait after the n-th outage in a row (0-based): `first` doubled n times, at most `cap`."""
     return min(cap, first * 2**outages_in_a_row)
+
+
+def jittered_wait(n: int, first: float, cap: float, rng: random.Random) -> float:
+    """doubling_wait with jitter: between half of it and all of it, so that retries spread."""
+    longest = doubling_wait(n, first, cap)
+    return rng.uniform(longest / 2, longest)

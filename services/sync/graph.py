@@ -35,7 +35,7 @@ from tenacity import (
 
 from services.sync.domain import CONTACT_ID_PROPERTY, SyncError
 from shared.observability import metrics
-from shared.retrying import error_of, next_wait
+from shared.retrying import error_of, jittered_wait, next_wait
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.sync.graph")
@@ -212,11 +212,12 @@ class GraphClient:
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff for the attempt (1-based)."""
-        cap = min(
+        return jittered_wait(
+            attempt - 1,
+            self.settings.sync_graph_backoff_seconds,
             self.settings.sync_graph_backoff_max_seconds,
-            self.settings.sync_graph_backoff_seconds * 2 ** (attempt - 1),
+            self.rng,
         )
-        return self.rng.uniform(cap / 2, cap)
 
     def _wait(self, state: RetryCallState) -> float:
         # Never less than Graph asked; jitter only on top of it. A refused token is

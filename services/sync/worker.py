@@ -51,7 +51,14 @@ from shared.contract.contacts import ContactEvent, parse_contact_event
 from shared.kafka import ensure_topics
 from shared.lag import ConsumerMonitor
 from shared.observability import HealthServer, health_app
-from shared.retrying import doubling_wait, error_of, message_failures, next_wait, wait_out
+from shared.retrying import (
+    doubling_wait,
+    error_of,
+    jittered_wait,
+    message_failures,
+    next_wait,
+    wait_out,
+)
 from shared.settings import KontaktSettings
 from shared.waiting import until_it_answers
 from shared.waiting import wait_for_stop as _wait
@@ -240,11 +247,12 @@ class SyncWorker:
         for c, result in zip(claimed, results, strict=True):
             retry_in = 0.0
             if not result.done:
-                cap = min(
+                retry_in = jittered_wait(
+                    min(c.link.attempts, 16),
+                    self.settings.sync_graph_backoff_seconds,
                     self.settings.sync_retry_max_seconds,
-                    self.settings.sync_graph_backoff_seconds * 2 ** min(c.link.attempts, 16),
+                    self.rng,
                 )
-                retry_in = self.rng.uniform(cap / 2, cap)
             await self.store.save(
                 c.link, result.link, result.outcomes, done=result.done, retry_in=retry_in
             )
