@@ -13,8 +13,8 @@ AT = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 PHOTO = c.PhotoRef(content_hash="h1", media_type="image/png", byte_size=10, width=4, height=4)
 
 
-def created(**data: Any) -> c.ContactCreated:
-    """A ContactCreated at version 1, the data's fields overridable."""
+def created(actor: str = "alice", **data: Any) -> c.ContactCreated:
+    """A ContactCreated at version 1 by `actor`, the data's fields overridable."""
     fields: dict[str, Any] = {
         "company_id": uuid4(),
         "company_name": "Acme A/S",
@@ -36,7 +36,7 @@ def created(**data: Any) -> c.ContactCreated:
     return c.ContactCreated(
         event_id=uuid4(),
         occurred_at=AT,
-        actor="alice",
+        actor=actor,
         correlation_id="corr",
         contact_id=uuid4(),
         person_id=uuid4(),
