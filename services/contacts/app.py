@@ -52,8 +52,7 @@ def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
     try:
         migrate(settings.pg_dsn())
         # Processes starting together on a new database (API, relay) would race to create
-        # the event store's tables (the library's CREATE TABLE IF NOT EXISTS is not safe
-        # against that).
+        # the event store's tables, and the library's "if not exists" is not safe against that.
         with pool.connection() as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (locks.EVENT_STORE_SCHEMA,))
             try:
