@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from shared import locks
 from shared.settings import KontaktSettings
 from tests.conftest import env_of
 from tests.processes import ROOT, free_port, kontakt_process
@@ -34,17 +37,35 @@ def _log_of(dsn: str) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
+def _waiting_for_the_lock(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def test_processes_migrating_at_once_apply_each_migration_exactly_once(
     isolated_settings: KontaktSettings, tmp_path: Path
 ) -> None:
     env = env_of(isolated_settings)
     procs = []
-    for n in range(6):
-        with (tmp_path / f"migrate-{n}.log").open("wb") as out:
-            command = [sys.executable, "-m", "services.cli", "migrate"]
-            procs.append(
-                subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-            )
+    # Held here until all six wait for it, so they contend for real, not one after another.
+    with psycopg.connect(isolated_settings.pg_dsn(), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (locks.MIGRATIONS,))
+        for n in range(6):
+            with (tmp_path / f"migrate-{n}.log").open("wb") as out:
+                command = [sys.executable, "-m", "services.cli", "migrate"]
+                procs.append(
+                    subprocess.Popen(
+                        command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                    )
+                )
+        deadline = time.monotonic() + 60
+        while _waiting_for_the_lock(holder) < 6:
+            assert time.monotonic() < deadline, "the processes never waited for the lock"
+            assert all(p.poll() is None for p in procs), "a process exited before migrating"
+            time.sleep(0.1)
     codes = [p.wait(timeout=120) for p in procs]
     outputs = [(tmp_path / f"migrate-{n}.log").read_text() for n in range(6)]
 
