@@ -50,9 +50,9 @@ def new_database(settings: KontaktSettings) -> Iterator[NewDatabase]:
 
 def _previous_version(settings: KontaktSettings, *, rows: bool) -> None:
     with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
-        conn.execute(PREVIOUS_TABLES.read_text())  # type: ignore[arg-type]
+        conn.execute(PREVIOUS_TABLES.read_text())
         if rows:
-            conn.execute(PREVIOUS_ROWS.read_text())  # type: ignore[arg-type]
+            conn.execute(PREVIOUS_ROWS.read_text())
 
 
 def _tables(conn: psycopg.Connection[Any]) -> set[str]:

@@ -33,7 +33,7 @@ def test_no_module_outside_the_migrations_and_the_rebuild_runs_ddl() -> None:
 def test_migration_names_are_unique_across_services() -> None:
     # yoyo knows a migration by its file name alone.
     names = [
-        path.stem
+        path.name.removesuffix(".sql")
         for package in PACKAGES
         for path in (resources.files(package) / "migrations").iterdir()
         if path.name.endswith(".sql")
