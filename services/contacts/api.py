@@ -41,7 +41,6 @@ from services.contacts.schemas import (
     ContactCreate,
     ContactDetailsChange,
     ContactView,
-    EmploymentView,
     EraseRequest,
     ErasureResponse,
     HistoryEntry,
@@ -61,6 +60,7 @@ from shared.http import (
 )
 from shared.observability import correlation_id, metrics
 from shared.text import forbidden_character
+from shared.views import Employment
 
 log = logging.getLogger(__name__)
 
@@ -462,13 +462,13 @@ def as_of(
     return contact.state()
 
 
-@router.get("/{contact_id}/employments", response_model=list[EmploymentView], responses=_READ)
+@router.get("/{contact_id}/employments", response_model=list[Employment], responses=_READ)
 def employments(
     contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
-) -> list[EmploymentView]:
+) -> list[Employment]:
     """All versions of the contact's person, oldest first."""
     return [
-        EmploymentView(
+        Employment(
             contact_id=c.id,
             company_id=c.company_id,
             company_name=c.company_name,
