@@ -51,6 +51,7 @@ from services.contacts.schemas import (
     OutlookSyncSwitchOff,
 )
 from shared.auth import ADMIN_ROLE, OUTLOOK_SYNC_ROLE, Principal
+from shared.contract.contacts import JOB_DETAILS
 from shared.http import (
     EdgeText,
     StrictJSONRoute,
@@ -184,7 +185,7 @@ def change_job(
         contact_id,
         company_id=body.company_id,
         company_name=body.company_name,
-        job=body.model_dump(include={"job_title", "department", "work_email", "work_phone"}),
+        job=body.model_dump(include=set(JOB_DETAILS)),
         effective_on=body.effective_on or datetime.now(UTC).date(),
         expected_version=expected,
     )

@@ -31,6 +31,7 @@ from services.contacts.domain import (
 from services.contacts.personal_data import PersonalDataMapper, PersonCipher
 from services.contacts.photos import PhotoStore
 from shared.addresses import address_hash
+from shared.contract.contacts import EMAIL_DETAILS
 
 T = TypeVar("T")
 
@@ -400,7 +401,7 @@ class ContactsApp(Application[UUID]):
         found: set[str] = set()
         for event in self._events(contact_id):
             values = vars(event).get("changes", vars(event))
-            for name in ("work_email", "private_email"):
+            for name in EMAIL_DETAILS:
                 value = values.get(name)
                 if value and value != ERASED:
                     found.add(value)

@@ -456,7 +456,7 @@ class Contact(Aggregate):
             raise InvalidValueError(f"not a detail field: {sorted(unknown)}")
         if not changes:
             raise NothingToChangeError()
-        for required in ("first_names", "last_names"):
+        for required in contract.REQUIRED_DETAILS:
             if required in changes and not (changes[required] or "").strip():
                 raise InvalidValueError(f"{required} cannot be empty")
         differing = {k: v for k, v in changes.items() if getattr(self, k) != v}
@@ -573,6 +573,13 @@ class Contact(Aggregate):
         """Record that the person's personal data was erased (any version, any status)."""
         self._check_not_erased()
         self._trigger(self.Erased, actor, reason=reason, address_hashes=sorted(address_hashes))
+
+
+# Events and snapshots stored before an optional detail field existed lack it: it reads as null.
+for _name in DETAIL_FIELDS:
+    if _name not in contract.REQUIRED_DETAILS:
+        setattr(Contact, _name, None)
+        setattr(Contact.Created, _name, None)
 
 
 #: Every stored event's topic is "kontakt:" and its public, past-tense name.

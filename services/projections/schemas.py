@@ -9,7 +9,6 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from shared.contract.contacts import ContactStatus
-from shared.http import ErrorBody
 from shared.views import ContactFields, PhotoView
 
 T = TypeVar("T")
@@ -92,7 +91,3 @@ class LinkedItem(BaseModel):
     outcome: str | None
     role: str | None
     linked_at: datetime
-
-
-#: The one error body (412 included: it carries wanted_version and current_version).
-NotYet = ErrorBody
