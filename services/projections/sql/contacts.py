@@ -102,7 +102,7 @@ async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:
 # ------------------------------------------------------------------- rows
 
 
-#: Columns of a row that hold a ContactRow attribute as it is (one column per detail field).
+#: Columns that hold a ContactRow attribute as it is (one column per detail field).
 _PLAIN = (
     "contact_id", "person_id", "version", "position", "status", "company_id", "company_name",
     "search_text", *DETAIL_FIELDS, "started_on", "ended_on", "predecessor_id", "successor_id",
@@ -110,7 +110,8 @@ _PLAIN = (
 )  # fmt: skip
 _COLUMN_NAMES = (*_PLAIN, "photo", "outlook_sync_users", "created_at", "updated_at")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
-#: Columns a ContactRow is made from as they are (status and search_text are derived).
+#: Columns a ContactRow takes as they are (status and search_text it derives; photo and
+#: outlook_sync_users are converted).
 _FIELDS = tuple(
     name
     for name in _COLUMN_NAMES
