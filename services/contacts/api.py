@@ -469,17 +469,7 @@ def employments(
 ) -> list[Employment]:
     """All versions of the contact's person, oldest first."""
     return [
-        Employment(
-            contact_id=c.id,
-            company_id=c.company_id,
-            company_name=c.company_name,
-            job_title=c.job_title,
-            department=c.department,
-            started_on=c.started_on,
-            ended_on=c.ended_on,
-            status=c.status,
-            version=c.version,
-        )
+        Employment.model_validate({**c.state(), "contact_id": c.id})
         for c in contacts.employments(contact_id)
     ]
 
