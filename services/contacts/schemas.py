@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
@@ -101,7 +101,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ContactCreate(_Strict):
+class _WithDetails(_Strict):
+    if TYPE_CHECKING:
+        # The detail fields are the contract's, declared by name, so checkers cannot list them.
+        def __getattr__(self, name: str) -> Any: ...
+
+
+class ContactCreate(_WithDetails):
     """Create a contact."""
 
     company_id: UUID
@@ -119,7 +125,7 @@ def _required_names_schema(schema: dict[str, Any]) -> None:
         prop.pop("default", None)
 
 
-class ContactDetailsChange(_Strict):
+class ContactDetailsChange(_WithDetails):
     """Change detail fields; only the fields sent change (null clears an optional one)."""
 
     # A change names at least one field (an empty one is 422), and the names cannot be
@@ -140,7 +146,7 @@ class ContactDetailsChange(_Strict):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class JobChange(_Strict):
+class JobChange(_WithDetails):
     """Record a job change: the person's new version at the new company."""
 
     company_id: UUID
