@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from services.stack import launcher
+from devstack import stack as launcher
 from shared.settings import KontaktSettings
 
 ROOT = Path(__file__).resolve().parents[1]

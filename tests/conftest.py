@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from services.stack import launcher
+from devstack import stack as launcher
 from shared.settings import KontaktSettings
 
 #: A database of this test session's own (several sessions may share one stack).

@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from devstack import stack as launcher
 from services.contacts.app import build_contacts_app, close_contacts_app
 from services.contacts.application import ContactsApp
 from services.contacts.domain import ERASED, Actor
-from services.stack import launcher
 from shared.settings import KontaktSettings
 from tests import rawscan
 from tests.images import image_bytes

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from devstack import stack as launcher
 from services.contacts.domain import Actor, ContactError
 from services.contacts.export import StoreReader
 from services.projections.rebuild import rebuild_contacts
 from services.projections.sql import contacts as contacts_sql
-from services.stack import launcher
 from shared.kafka import read_topic
 from shared.settings import KontaktSettings
 from tests.images import image_bytes

@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def graph_url(
     settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """`kontakt sync graph-server` as its own process; yields its base URL."""
+    """`kontakt graph-server` as its own process; yields its base URL."""
     port = free_port()
     log = tmp_path_factory.mktemp("graph") / "graph-server.log"
     base = f"http://127.0.0.1:{port}"
-    args = ["sync", "graph-server", "--port", str(port)]
+    args = ["graph-server", "--port", str(port)]
     with kontakt_process(args, settings_env, log, f"{base}/_admin/stats"):
         yield base
 
