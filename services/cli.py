@@ -80,6 +80,20 @@ def keys_rotate() -> None:
     typer.echo(f"re-wrapped {count} person keys with master key {master_id}")
 
 
+@app.command("migrate")
+def migrate() -> None:
+    """Apply the database migrations not yet applied (every service also does at start)."""
+    from shared.migrations import migrate as apply_migrations
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+    try:
+        applied = apply_migrations(settings.pg_dsn())
+    except Exception as exc:  # e.g. the database cannot be reached: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+    typer.echo(f"applied: {', '.join(applied) or 'none (up to date)'}")
+
+
 @app.command("relay")
 def relay() -> None:
     """Run the outbox relay: event store -> Kafka (one active, others hot standby)."""

@@ -20,6 +20,8 @@ from services.contacts.personal_data import (
     parse_master_key,
 )
 from services.contacts.photos import PostgresPhotoStore
+from shared import locks
+from shared.migrations import migrate
 from shared.settings import KontaktSettings
 from shared.waiting import until_it_answers
 
@@ -32,12 +34,8 @@ def build_master_keys(settings: KontaktSettings) -> MasterKeys:
     )
 
 
-#: Advisory-lock key serialising the contacts service's table creation.
-SCHEMA_LOCK = 0x4B6F6E74_00000001
-
-
 def build_contacts_app(settings: KontaktSettings, *, encrypt: bool = True) -> ContactsApp:
-    """Build the application on PostgreSQL, creating its tables when missing.
+    """Build the application on PostgreSQL, migrating the database first.
 
     encrypt=False stores events without per-person encryption: only to measure its cost.
     """
@@ -48,14 +46,13 @@ def build_contacts_app(settings: KontaktSettings, *, encrypt: bool = True) -> Co
     keys = PostgresPersonKeyStore(build_master_keys(settings), pool)
     cipher = PersonCipher(keys, ttl_seconds=settings.key_cache_ttl_seconds)
     photos = PostgresPhotoStore(pool, cipher, key_secret, settings.photo_max_bytes)
-    # Processes starting together on a new database (API, relay) would race to create
-    # the same tables; CREATE TABLE IF NOT EXISTS is not safe against that.
     try:
+        migrate(settings.pg_dsn())
+        # Processes starting together on a new database (API, relay) would race to create
+        # the event store's tables, and the library's "if not exists" is not safe against that.
         with pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (locks.EVENT_STORE_SCHEMA,))
             try:
-                keys.create_schema()
-                photos.create_schema()
                 return ContactsApp(
                     settings.eventsourcing_env(),
                     key_secret=key_secret,
@@ -64,7 +61,7 @@ def build_contacts_app(settings: KontaktSettings, *, encrypt: bool = True) -> Co
                     encrypt=encrypt,
                 )
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+                conn.execute("SELECT pg_advisory_unlock(%s)", (locks.EVENT_STORE_SCHEMA,))
     except BaseException:
         pool.close()  # a caller that tries again (PostgreSQL not up yet) leaks nothing
         raise
@@ -82,8 +79,8 @@ def rotate_person_keys(settings: KontaktSettings) -> tuple[int, str]:
     with ConnectionPool(
         settings.pg_dsn(), min_size=1, max_size=1, kwargs={"autocommit": True}
     ) as pool:
+        migrate(settings.pg_dsn())
         store = PostgresPersonKeyStore(master, pool)
-        store.create_schema()
         return store.rotate(), master.current_id
 
 

@@ -122,11 +122,13 @@ def show_dead_letters(family: str | None = None) -> None:
     """Print the dead letters (of one family, if named): id, origin, family, state, error."""
     from services.projections.db import pool_for
     from services.projections.dlq import list_dead_letters
+    from shared.migrations import migrate_async
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
 
     async def collect() -> list[str]:
+        await migrate_async(settings.pg_dsn())
         async with pool_for(settings) as pool:
             letters = await list_dead_letters(settings, pool, family)
         return [
@@ -150,11 +152,13 @@ def resubmit_dead_letters(ids: list[str] | None, family: str | None = None) -> N
     """Publish dead letters (of one family, if named) again to their original topics."""
     from services.projections.db import pool_for
     from services.projections.dlq import resubmit
+    from shared.migrations import migrate_async
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
 
     async def run() -> int:
+        await migrate_async(settings.pg_dsn())
         async with pool_for(settings) as pool:
             return len(await resubmit(settings, pool, ids or None, family))
 

@@ -1,4 +1,4 @@
-"""The read models' database: one asyncpg pool and one schema step for every projections process."""
+"""The read models' database: one asyncpg pool for every projections process."""
 
 from __future__ import annotations
 
@@ -7,21 +7,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
-from services.projections.sql import items as items_sql
-from services.projections.sql import sync_status as sync_sql
 from shared.settings import KontaktSettings
-
-
-async def create_schemas(conn: asyncpg.Connection) -> None:
-    """Create every read model's tables if missing (serialised across workers)."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(7303)")
-        await contacts_sql.create_schema(conn)
-        await activities_sql.create_schema(conn)
-        await items_sql.create_schema(conn)
-        await sync_sql.create_schema(conn)
 
 
 async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:

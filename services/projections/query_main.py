@@ -1,4 +1,4 @@
-"""Composition root of the query API: settings, pool, schema, version waiter, HTTP app, run."""
+"""Composition root of the query API: settings, pool, migrations, version waiter, HTTP app, run."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import httpx
 from fastapi import FastAPI
 
 from services.projections.api import install_error_handlers, router
-from services.projections.db import create_pool, create_schemas, read_models_status
+from services.projections.db import create_pool, read_models_status
 from services.projections.versions import VersionWaiter
 from shared.http import BodyLimitMiddleware, api_app
 from shared.lifecycle import serve_app
+from shared.migrations import migrate_async
 from shared.observability import configure_logging, install_health
 from shared.settings import KontaktSettings
 
@@ -26,8 +27,7 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings, size=10)
-        async with app.state.pool.acquire() as conn:
-            await create_schemas(conn)
+        await migrate_async(settings.pg_dsn())
         app.state.waiter = VersionWaiter(
             settings, app.state.pool, timeout=settings.read_your_writes_timeout_seconds
         )

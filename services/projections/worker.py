@@ -27,7 +27,6 @@ from tenacity import RetryCallState
 
 from services.projections import handlers
 from services.projections.availability import DatabaseUnavailableError, is_database_outage
-from services.projections.db import create_schemas
 from shared.auth import AuthError, mint_token
 from shared.consuming import consume, consumer, dead_letter, producer, where
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
@@ -36,6 +35,7 @@ from shared.contract.inbound import activity_event_adapter, item_event_adapter
 from shared.contract.sync import OutlookSyncStatusChanged
 from shared.kafka import ensure_topics
 from shared.lag import ConsumerMonitor
+from shared.migrations import migrate_async
 from shared.observability import correlation_id, metrics, seconds_since
 from shared.retrying import (
     doubling_wait,
@@ -377,15 +377,14 @@ class Worker:
     # -------------------------------------------------------------- running
 
     async def start(self) -> None:
-        """Create the read-model tables if missing, then start consuming."""
+        """Migrate the database, then start consuming."""
         try:
             self._token()  # a worker that could never repair a contact should not start
         except AuthError as exc:
             raise ValueError(
                 f"{exc}; or set KONTAKT_PROJECTION_SERVICE_TOKEN for repairs from the store"
             ) from None
-        async with self.pool.acquire() as conn:
-            await create_schemas(conn)
+        await migrate_async(self.settings.pg_dsn())
         await ensure_topics(
             self.settings,
             [

@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from services.projections.contacts_model import ContactRow, Infotag
-from shared.contract.contacts import PhotoRef
+from shared.contract.contacts import DETAIL_FIELDS, PhotoRef
 
 LIVE = "rm"
 BUILD = "rm_build"
@@ -31,67 +31,44 @@ def _s(schema: str) -> str:
     return schema
 
 
-def ddl(schema: str) -> str:
-    """The schema's tables and indexes."""
-    s = _s(schema)
-    return f"""
-    CREATE SCHEMA IF NOT EXISTS {s};
-    CREATE TABLE IF NOT EXISTS {s}.contacts (
-        contact_id uuid PRIMARY KEY,
-        person_id uuid NOT NULL,
-        version integer NOT NULL,
-        position bigint NOT NULL,
-        status text NOT NULL,
-        company_id uuid NOT NULL,
-        company_name text NOT NULL,
-        first_names text NOT NULL,
-        last_names text NOT NULL,
-        search_text text NOT NULL,
-        job_title text,
-        department text,
-        work_email text,
-        private_email text,
-        work_phone text,
-        private_phone text,
-        started_on date,
-        ended_on date,
-        predecessor_id uuid,
-        successor_id uuid,
-        archived boolean NOT NULL,
-        erased boolean NOT NULL,
-        photo jsonb,
-        outlook_sync_users text[] NOT NULL,
-        created_at timestamptz,
-        updated_at timestamptz
-    );
-    CREATE INDEX IF NOT EXISTS contacts_person ON {s}.contacts (person_id);
-    CREATE INDEX IF NOT EXISTS contacts_company ON {s}.contacts (company_id, status);
-    CREATE INDEX IF NOT EXISTS contacts_search ON {s}.contacts (search_text text_pattern_ops);
-    CREATE INDEX IF NOT EXISTS contacts_names ON {s}.contacts (last_names, first_names, contact_id);
-    CREATE TABLE IF NOT EXISTS {s}.infotags (
-        contact_id uuid NOT NULL,
-        tag text NOT NULL,
-        added_by text NOT NULL,
-        added_at timestamptz NOT NULL,
-        PRIMARY KEY (contact_id, tag)
-    );
-    CREATE INDEX IF NOT EXISTS infotags_tag ON {s}.infotags (tag);
-    CREATE TABLE IF NOT EXISTS {s}.contact_addresses (
-        contact_id uuid NOT NULL,
-        person_id uuid NOT NULL,
-        address text NOT NULL,
-        PRIMARY KEY (contact_id, address)
-    );
-    CREATE INDEX IF NOT EXISTS contact_addresses_address ON {s}.contact_addresses (address);
-    CREATE TABLE IF NOT EXISTS {s}.erased_addresses (
-        address_hash text PRIMARY KEY
-    );
+async def copy_schema(conn: asyncpg.Connection, source: str, target: str) -> None:
+    """Create `target` with an empty copy of every table of `source`, keeping index names.
+
+    The live tables come from the migrations; a copy made from them cannot drift from them.
     """
-
-
-async def create_schema(conn: asyncpg.Connection, schema: str = LIVE) -> None:
-    """Create the schema's tables if missing."""
-    await conn.execute(ddl(schema))
+    src, dst = _s(source), _s(target)
+    await conn.execute(f"CREATE SCHEMA {dst}")
+    tables = await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename", src
+    )
+    for t in tables:
+        # Indexes are made below under their own names (LIKE would name them anew), so a
+        # later migration finds them by name in a rebuilt model too.
+        await conn.execute(
+            f'CREATE TABLE {dst}."{t["tablename"]}"'
+            f' (LIKE {src}."{t["tablename"]}" INCLUDING ALL EXCLUDING INDEXES)'
+        )
+    indexes = await conn.fetch(
+        """
+        SELECT t.relname AS table_name, pg_get_indexdef(x.indexrelid) AS index_def,
+               k.conname AS constraint_name, pg_get_constraintdef(k.oid) AS constraint_def
+        FROM pg_index x
+        JOIN pg_class t ON t.oid = x.indrelid
+        JOIN pg_namespace n ON n.oid = t.relnamespace
+        LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.conrelid = x.indrelid
+        WHERE n.nspname = $1
+        ORDER BY t.relname, x.indexrelid
+        """,
+        src,
+    )
+    for i in indexes:
+        if i["constraint_name"] is not None:  # a primary key or unique constraint
+            await conn.execute(
+                f'ALTER TABLE {dst}."{i["table_name"]}"'
+                f' ADD CONSTRAINT "{i["constraint_name"]}" {i["constraint_def"]}'
+            )
+        else:
+            await conn.execute(i["index_def"].replace(f" ON {src}.", f" ON {dst}.", 1))
 
 
 async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:
@@ -102,24 +79,32 @@ async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:
 # ------------------------------------------------------------------- rows
 
 
-_COLUMNS = (
-    "contact_id, person_id, version, position, status, company_id, company_name, first_names,"
-    " last_names, search_text, job_title, department, work_email, private_email, work_phone,"
-    " private_phone, started_on, ended_on, predecessor_id, successor_id, archived, erased, photo,"
-    " outlook_sync_users, created_at, updated_at"
+#: Columns that hold a ContactRow attribute as it is (one column per detail field).
+_PLAIN = (
+    "contact_id", "person_id", "version", "position", "status", "company_id", "company_name",
+    "search_text", *DETAIL_FIELDS, "started_on", "ended_on", "predecessor_id", "successor_id",
+    "archived", "erased",
+)  # fmt: skip
+_COLUMN_NAMES = (*_PLAIN, "photo", "outlook_sync_users", "created_at", "updated_at")
+_COLUMNS = ", ".join(_COLUMN_NAMES)
+#: Columns a ContactRow takes as they are (status and search_text it derives; photo and
+#: outlook_sync_users are converted).
+_FIELDS = tuple(
+    name
+    for name in _COLUMN_NAMES
+    if name not in ("status", "search_text", "photo", "outlook_sync_users")
 )
-_COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
 
 def _record(row: ContactRow) -> tuple[Any, ...]:
     photo = row.photo.model_dump_json() if row.photo else None
     return (
-        row.contact_id, row.person_id, row.version, row.position, row.status, row.company_id,
-        row.company_name, row.first_names, row.last_names, row.search_text, row.job_title,
-        row.department, row.work_email, row.private_email, row.work_phone, row.private_phone,
-        row.started_on, row.ended_on, row.predecessor_id, row.successor_id, row.archived,
-        row.erased, photo, list(row.outlook_sync_users), row.created_at, row.updated_at,
-    )  # fmt: skip
+        *(getattr(row, name) for name in _PLAIN),
+        photo,
+        list(row.outlook_sync_users),
+        row.created_at,
+        row.updated_at,
+    )
 
 
 async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> ContactRow | None:
@@ -138,32 +123,11 @@ async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> C
         return None
     tags = json.loads(rec["tag_rows"])
     return ContactRow(
-        contact_id=rec["contact_id"],
-        person_id=rec["person_id"],
-        version=rec["version"],
-        position=rec["position"],
-        company_id=rec["company_id"],
-        company_name=rec["company_name"],
-        first_names=rec["first_names"],
-        last_names=rec["last_names"],
-        job_title=rec["job_title"],
-        department=rec["department"],
-        work_email=rec["work_email"],
-        private_email=rec["private_email"],
-        work_phone=rec["work_phone"],
-        private_phone=rec["private_phone"],
-        started_on=rec["started_on"],
-        ended_on=rec["ended_on"],
-        predecessor_id=rec["predecessor_id"],
-        successor_id=rec["successor_id"],
-        archived=rec["archived"],
-        erased=rec["erased"],
+        **{name: rec[name] for name in _FIELDS},
         photo=PhotoRef.model_validate_json(rec["photo"]) if rec["photo"] else None,
         outlook_sync_users=tuple(rec["outlook_sync_users"]),
         infotags={tag: Infotag(by, datetime.fromisoformat(at)) for tag, by, at in tags},
         addresses=frozenset(rec["address_rows"]),
-        created_at=rec["created_at"],
-        updated_at=rec["updated_at"],
     )
 
 
