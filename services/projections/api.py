@@ -340,7 +340,8 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     async def not_yet(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, NotYetError)
+        if not isinstance(exc, NotYetError):
+            raise exc
         body = ErrorBody(detail=str(exc), wanted_version=exc.wanted, current_version=exc.current)
         return JSONResponse(
             body.model_dump(exclude_none=True), status_code=412, headers={"Retry-After": "1"}

@@ -392,7 +392,8 @@ class Worker:
                 if attempt < attempts:
                     self.stats.retries += 1
                     await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
-        assert error is not None
+        if error is None:  # the settings allow at least one attempt
+            raise ValueError(f"projection_max_attempts must be at least 1, got {attempts}")
         try:
             await self.dead_letter(family, record, error)
         except Exception as exc:
@@ -482,7 +483,8 @@ async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         settings.pg_dsn(), min_size=1, max_size=size, statement_cache_size=0
     )
-    assert pool is not None
+    if pool is None:  # asyncpg returns None only when told not to connect
+        raise DatabaseUnavailableError("asyncpg made no pool")
     return pool
 
 

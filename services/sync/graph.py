@@ -246,9 +246,8 @@ class GraphClient:
             if attempt < self.max_attempts:
                 log.info("graph %s %s: %s; retry in %.2fs", method, path, last, wait)
                 await self.sleep(wait)
-        assert last is not None
         metrics().graph_failures.inc()
-        raise last
+        raise last or GraphTransientError(0, "NoAttempt", "no attempt was allowed")
 
     # ------------------------------------------------------------------ operations
 

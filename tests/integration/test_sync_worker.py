@@ -173,7 +173,7 @@ def world(
         for name in ("worker.log", "graph.log"):
             text = (logs / name).read_text(errors="replace") if (logs / name).exists() else ""
             if "Traceback" in text and name == "worker.log":
-                print(text[-5000:])
+                print(text[-5000:])  # noqa: T201 - shown beside the failing test
 
 
 @pytest.fixture(scope="module")
