@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = KontaktSettings()
     if args.plain:
-        contacts_app.build_contacts_app = build_plain  # type: ignore[assignment]
+        contacts_app.build_contacts_app = build_plain
     serve(contacts_app.create_app(settings), settings.api_host, args.port)
 
 

@@ -6,9 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.processes import ROOT, free_port, kontakt_process, wait_ready
-
-__all__ = ["ROOT", "free_port", "wait_ready"]
+from tests.support import free_port, kontakt_process
 
 
 @pytest.fixture(scope="session")

@@ -7,18 +7,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from services.contacts.app import build_contacts_app, close_contacts_app, create_app
-from services.contacts.application import ContactsApp
+from services.contacts.app import create_app
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
-
-
-@pytest.fixture(scope="session")
-def contacts(settings: KontaktSettings) -> Iterator[ContactsApp]:
-    """The contacts application on the real PostgreSQL."""
-    app = build_contacts_app(settings)
-    yield app
-    close_contacts_app(app)
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +21,6 @@ def client(settings: KontaktSettings) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def token_for(settings: KontaktSettings):  # type: ignore[no-untyped-def]
+def token_for(settings: KontaktSettings):
     """Mint a token for another user."""
     return lambda sub, roles=None: mint_token(settings, sub, roles or [])

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,8 +37,8 @@ from shared.kafka import Record, ensure_topics, read_topic
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
 from tests import rawscan
-from tests.conftest import MEASURED, env_of
-from tests.processes import ROOT, free_port, kontakt_process
+from tests.conftest import MEASURED
+from tests.support import env_of, eventually, free_port, kontakt_process, run_kontakt
 
 ALICE = Actor("alice", "sync-dlq-test")
 #: A liveness bound, not a timing threshold: failing it means "stuck".
@@ -134,7 +132,7 @@ def new_contact(contacts: ContactsApp, company: str | None = None, **details: An
         company_name=company or f"Co {uuid4().hex[:4]}",
         details={"first_names": f"F{uuid4().hex[:6]}", "last_names": "Dlq", **details},
     )
-    return result.contact_id  # type: ignore[no-any-return]
+    return result.contact_id
 
 
 def users(n: int) -> list[str]:
@@ -165,11 +163,7 @@ async def produce(s: KontaktSettings, values: list[bytes], partition: int = 0) -
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Wait for a condition, failing after the liveness bound."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while not await check():
-        assert loop.time() < deadline, f"not within {DEADLINE_SECONDS}s: {what}"
-        await asyncio.sleep(0.3)
+    await eventually(check, what, DEADLINE_SECONDS, every=0.3)
 
 
 def items(rig: Rig, user: str) -> dict[str, dict[str, Any]]:
@@ -198,14 +192,7 @@ async def caught_up(s: KontaktSettings) -> bool:
 
 def kontakt(s: KontaktSettings, *args: str) -> list[str]:
     """Run a `kontakt` command with the test's settings; its output lines."""
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env_of(s),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_kontakt(env_of(s), *args)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 

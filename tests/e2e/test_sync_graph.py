@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -16,9 +15,7 @@ from services.sync.domain import Snapshot, render_contact
 from services.sync.graph import GraphClient, GraphPermanentError
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
-from tests.processes import free_port, kontakt_process
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import free_port, kontakt_process
 
 
 @pytest.fixture(scope="module")
