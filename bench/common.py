@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from services.stack import launcher
 from shared.settings import KontaktSettings
 from tests.support import (
-    own_topics,
+    isolated as own_database,
+)
+from tests.support import (
     stack_settings,
     start_kontakt,
     stop_process,
@@ -121,31 +121,16 @@ def stack() -> launcher.StackInfo:
     return launcher.up(launcher.StackConfig.from_env(), progress=lambda _: None)
 
 
-def base_settings(info: launcher.StackInfo, database: str, suffix: str) -> KontaktSettings:
-    """Settings on a database and topics of a benchmark's own."""
-    return stack_settings(info, database, "bench", **own_topics(f"bench.{suffix}"))
-
-
 @contextlib.contextmanager
 def isolated(name: str) -> Iterator[KontaktSettings]:
     """Settings on a fresh database `kontakt_bench_<name>_<id>` and topics of their own;
     both are dropped afterwards."""
-    info = stack()
-    suffix = f"{name}.{uuid.uuid4().hex[:8]}"
-    database = f"kontakt_bench_{name}_{suffix.split('.')[1]}"
-    launcher.ensure_database(info, database)
-    settings = base_settings(info, database, suffix)
-    try:
-        yield settings
-    finally:
-        drop_database(info, database)
-        asyncio.run(delete_topics(settings))
-
-
-def drop_database(info: launcher.StackInfo, database: str) -> None:
-    """DROP DATABASE ... WITH (FORCE)."""
-    with psycopg.connect(info.pg_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    base = stack_settings(stack(), "postgres", "bench")
+    with own_database(base, f"kontakt_bench_{name}", f"bench.{name}.") as settings:
+        try:
+            yield settings
+        finally:
+            asyncio.run(delete_topics(settings))
 
 
 async def delete_topics(settings: KontaktSettings) -> None:

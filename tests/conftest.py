@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from services.contacts.app import build_contacts_app, close_contacts_app
 from services.contacts.application import ContactsApp
 from services.stack import launcher
 from shared.settings import KontaktSettings
-from tests.support import env_of, own_topics, stack_settings
+from tests.support import env_of, isolated, stack_settings
 
 #: The tiers, each a folder of tests/ and a marker of the same name (`pytest -m unit`).
 TIERS = ("unit", "integration", "e2e")
@@ -79,16 +78,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture
-def isolated_settings(
-    stack: launcher.StackInfo, settings: KontaktSettings
-) -> Iterator[KontaktSettings]:
+def isolated_settings(settings: KontaktSettings) -> Iterator[KontaktSettings]:
     """Settings with a database and topics of this test's own (dropped afterwards)."""
-    suffix = uuid.uuid4().hex[:10]
-    database = f"kontakt_t_{suffix}"
-    launcher.ensure_database(stack, database)
-    yield settings.model_copy(update={"pg_database": database, **own_topics(suffix)})
-    with psycopg.connect(stack.pg_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    with isolated(settings) as own:
+        yield own
 
 
 @pytest.fixture(scope="session")

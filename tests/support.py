@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
+import psycopg
 from pydantic import SecretStr
 
 from services.contacts.application import ContactsApp
@@ -199,6 +201,17 @@ def kontakt_process(
         stop_process(proc)
 
 
+@contextmanager
+def kontakt_server(
+    args: list[str], env: dict[str, str], log: Path, ready_path: str
+) -> Iterator[str]:
+    """`kontakt ARGS --port P` on a free port until the block ends; yields its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with kontakt_process([*args, "--port", str(port)], env, log, f"{base}{ready_path}"):
+        yield base
+
+
 # ---------------------------------------------------------------------------- settings
 
 
@@ -245,6 +258,25 @@ def own_topics(suffix: str) -> dict[str, str]:
         "dead_letter_topic": f"kontakt.dead-letters.{suffix}",
         "sync_events_topic": f"outlook-sync.events.{suffix}",
     }
+
+
+@contextmanager
+def isolated(
+    settings: KontaktSettings, database_prefix: str = "kontakt_t", topic_prefix: str = ""
+) -> Iterator[KontaktSettings]:
+    """The settings with a database and topics of their own; the database is dropped after."""
+    suffix = uuid.uuid4().hex[:10]
+    database = f"{database_prefix}_{suffix}"
+    admin = settings.model_copy(update={"pg_database": "postgres"}).pg_dsn()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}" OWNER "{settings.pg_user}"')
+    try:
+        yield settings.model_copy(
+            update={"pg_database": database, **own_topics(f"{topic_prefix}{suffix}")}
+        )
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def env_of(

@@ -38,7 +38,14 @@ from shared.lag import group_lag
 from shared.settings import KontaktSettings
 from tests import rawscan
 from tests.conftest import MEASURED
-from tests.support import env_of, eventually, free_port, kontakt_process, run_kontakt
+from tests.support import (
+    env_of,
+    eventually,
+    free_port,
+    kontakt_process,
+    kontakt_server,
+    run_kontakt,
+)
 
 ALICE = Actor("alice", "sync-dlq-test")
 #: A liveness bound, not a timing threshold: failing it means "stuck".
@@ -59,17 +66,12 @@ class Rig:
 def rig(settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     """`kontakt sync graph-server` and `kontakt serve contacts` as processes."""
     logs = tmp_path_factory.mktemp("syncdlq")
-    graph_port, api_port = free_port(), free_port()
-    graph_url, api_url = f"http://127.0.0.1:{graph_port}", f"http://127.0.0.1:{api_port}"
-    graph_args = ["sync", "graph-server", "--port", str(graph_port), "--client-secret", "s3cret"]
+    graph_args = ["sync", "graph-server", "--client-secret", "s3cret"]
     with (
-        kontakt_process(graph_args, settings_env, logs / "graph.log", f"{graph_url}/_admin/stats"),
-        kontakt_process(
-            ["serve", "contacts", "--port", str(api_port)],
-            settings_env,
-            logs / "api.log",
-            f"{api_url}/health/ready",
-        ),
+        kontakt_server(graph_args, settings_env, logs / "graph.log", "/_admin/stats") as graph_url,
+        kontakt_server(
+            ["serve", "contacts"], settings_env, logs / "api.log", "/health/ready"
+        ) as api_url,
     ):
         yield Rig(graph_url, api_url, settings_env, logs)
 

@@ -15,7 +15,7 @@ from services.sync.domain import Snapshot, render_contact
 from services.sync.graph import GraphClient, GraphPermanentError
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
-from tests.support import free_port, kontakt_process
+from tests.support import kontakt_server
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,9 @@ def graph_url(
     settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`kontakt sync graph-server` as its own process; yields its base URL."""
-    port = free_port()
     log = tmp_path_factory.mktemp("graph") / "graph-server.log"
-    base = f"http://127.0.0.1:{port}"
-    args = ["sync", "graph-server", "--port", str(port)]
-    with kontakt_process(args, settings_env, log, f"{base}/_admin/stats"):
+    args = ["sync", "graph-server"]
+    with kontakt_server(args, settings_env, log, "/_admin/stats") as base:
         yield base
 
 
