@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import signal
 import subprocess
 import threading
 import time
@@ -35,7 +34,7 @@ from tests.support import (
     own_topics,
     stack_settings,
     start_kontakt,
-    stop_process,
+    stop_processes,
     wait_ready,
 )
 
@@ -168,9 +167,7 @@ class Fleet:
 
     def stop_all(self) -> dict[str, int | None]:
         """SIGTERM every process; return the exit codes (None: had to be killed)."""
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        return {name: stop_process(proc, timeout=30) for name, proc in self.procs.items()}
+        return stop_processes(self.procs, timeout=30)
 
 
 def fleet_env(settings: KontaktSettings, env: dict[str, str], graph_port: int) -> dict[str, str]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -106,7 +106,7 @@ async def relay_until_caught_up(relay: Relay, contacts: ContactsApp, timeout: fl
         )
     except BaseException:
         task.cancel()
-        with suppress(BaseException):
+        with suppress(asyncio.CancelledError, Exception):  # the failure above says enough
             await task
         raise
     stop.set()
@@ -170,16 +170,28 @@ def wait_ready(
     eventually_sync(ready, lambda: f"{url} not ready\n{log_tail(log)}", timeout)
 
 
+def stop_processes(
+    procs: Mapping[str, subprocess.Popen[bytes]], timeout: float = 20
+) -> dict[str, int | None]:
+    """SIGTERM every process at once (once: a second SIGTERM may cut a graceful stop short),
+    then wait for each, SIGKILL if stuck; the exit codes (None: had to be killed)."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    codes: dict[str, int | None] = {}
+    for name, proc in procs.items():
+        try:
+            codes[name] = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+            codes[name] = None
+    return codes
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> int | None:
     """SIGTERM, then SIGKILL if it is stuck; its exit code (None when it had to be killed)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
-        return None
+    return stop_processes({"": proc}, timeout)[""]
 
 
 def kill_process(proc: subprocess.Popen[bytes]) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -12,7 +11,7 @@ import pytest
 
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
-from tests.support import env_of, free_port, start_kontakt, stop_process, wait_ready
+from tests.support import env_of, free_port, start_kontakt, stop_processes, wait_ready
 
 
 @pytest.fixture
@@ -36,9 +35,7 @@ def processes(isolated_settings: KontaktSettings, tmp_path: Path) -> Iterator[Ko
         wait_ready(f"http://127.0.0.1:{query}/health/ready", procs["query"])
         yield settings
     finally:
-        for proc in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        codes = {name: stop_process(proc, timeout=30) for name, proc in procs.items()}
+        codes = stop_processes(procs, timeout=30)
         assert codes == dict.fromkeys(procs, 0), codes
 
 
