@@ -1,5 +1,5 @@
 """B5 sync: Graph calls per contact change, and contacts converged per second, against the
-Graph-compatible server. Processes: `kontakt sync graph-server`, `kontakt serve contacts`,
+Graph-compatible server. Processes: `kontakt graph-server`, `kontakt serve contacts`,
 `kontakt relay`, `kontakt sync worker`; commands go through the contacts application.
 
 Phases (Graph's counters reset before each):
@@ -113,7 +113,7 @@ def start(settings: KontaktSettings, procs: list[Proc]) -> tuple[str, dict[str, 
     env.pop("KONTAKT_SYNC_SERVICE_TOKEN", None)
     graph = spawn(
         "graph-server",
-        ["sync", "graph-server", "--port", str(graph_port), "--client-secret", SECRET],
+        ["graph-server", "--port", str(graph_port), "--client-secret", SECRET],
         env,
     )
     procs.append(graph)

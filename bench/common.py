@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.stack import launcher
+from devstack import stack as launcher
 from shared.settings import KontaktSettings
 from tests.support import (
     isolated as own_database,

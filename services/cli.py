@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from services import ops
 from services.projections import commands as projections_commands
-from services.stack import launcher
 from services.sync import commands as sync_commands
 
 app = typer.Typer(help="Kontakt: the contact-person service.", no_args_is_help=True)
-stack_app = typer.Typer(help="The local PostgreSQL and Kafka servers.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
-app.add_typer(stack_app, name="stack")
 keys_app = typer.Typer(help="Person keys of the per-person encryption.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 app.add_typer(keys_app, name="keys")
@@ -30,28 +26,20 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-@stack_app.command("up")
-def stack_up() -> None:
-    """Start PostgreSQL and Kafka on 127.0.0.1 (installing what is missing); reuse what runs."""
+def _add_local_tooling(app: typer.Typer) -> None:
+    """Add `stack`, `run` and `graph-server` when devstack is installed (not in the image)."""
     try:
-        info = launcher.up(launcher.StackConfig.from_env())
-    except launcher.StackError as exc:
-        _fail(str(exc))
-    for key, value in info.as_env().items():
-        typer.echo(f"{key}={value}")
+        from devstack import cli as devstack_cli
+    except ModuleNotFoundError as exc:
+        if exc.name != "devstack":
+            raise
+        return
+    app.add_typer(devstack_cli.stack_app, name="stack")
+    app.command("run")(devstack_cli.run)
+    app.command("graph-server")(devstack_cli.graph_server)
 
 
-@stack_app.command("down")
-def stack_down() -> None:
-    """Stop the servers this project started."""
-    for line in launcher.down(launcher.StackConfig.from_env()):
-        typer.echo(line)
-
-
-@stack_app.command("status")
-def stack_status() -> None:
-    """Print what runs and the connection settings the services use."""
-    typer.echo(json.dumps(launcher.status(launcher.StackConfig.from_env()), indent=2, default=str))
+_add_local_tooling(app)
 
 
 @app.command("token")
@@ -185,12 +173,20 @@ def rebuild(
     typer.echo(line)
 
 
+#: Where `kontakt contract` writes, relative to the working directory (the repository).
+CONTRACT_DOCS = Path("docs") / "contract"
+
+
 @app.command("contract")
-def contract() -> None:
+def contract(
+    directory: Annotated[
+        Path, typer.Option(help="Where to write them (the repository's docs/contract).")
+    ] = CONTRACT_DOCS,
+) -> None:
     """Write docs/contract/ (JSON Schemas, AsyncAPI) from the code, after a deliberate change."""
     from shared.contract.spec import write_docs
 
-    for path in write_docs():
+    for path in write_docs(directory):
         typer.echo(f"wrote {path}")
 
 
@@ -208,105 +204,6 @@ def serve_contacts(
     settings = KontaktSettings()
     configure_logging("contacts-api", settings.log_level, settings.log_json)
     serve(create_app(settings), host or settings.api_host, port or settings.api_port)
-
-
-#: Health ports of the processes without an API, when `kontakt run` starts them.
-RUN_PORTS = {
-    "KONTAKT_RELAY_HTTP_PORT": "8011",
-    "KONTAKT_WORKER_HTTP_PORT": "8012",
-    "KONTAKT_SYNC_HTTP_PORT": "8013",
-}
-
-
-@app.command("run")
-def run(
-    demo: Annotated[bool, typer.Option(help="Seed the demo data (idempotent).")] = True,
-) -> None:
-    """Start the servers and every Kontakt process; Ctrl-C stops what this started."""
-    import time
-
-    import httpx
-
-    from services.demo import DEMO_USER, seed
-    from services.supervisor import Child, Supervisor
-    from shared.auth import mint_token
-    from shared.settings import KontaktSettings
-
-    cfg = launcher.StackConfig.from_env()
-    already = launcher.status(cfg)
-    was_running = bool(already["postgres"]["running"] and already["kafka"]["running"])
-    try:
-        info = launcher.up(cfg)
-    except launcher.StackError as exc:
-        _fail(str(exc))
-    # The launcher's connection settings and local defaults, unless the environment
-    # says otherwise; Outlook sync talks to the local Graph-compatible server.
-    for key, value in info.as_env().items():
-        os.environ.setdefault(key, value)
-    for key, value in RUN_PORTS.items():
-        os.environ.setdefault(key, value)
-    graph_port = os.environ.setdefault("KONTAKT_SYNC_GRAPH_SERVER_PORT", "28080")
-    graph = f"http://127.0.0.1:{graph_port}"
-    os.environ.setdefault("KONTAKT_SYNC_GRAPH_BASE_URL", f"{graph}/v1.0")
-    os.environ.setdefault("KONTAKT_SYNC_GRAPH_AUTHORITY", graph)
-    os.environ.setdefault("KONTAKT_SYNC_GRAPH_CLIENT_ID", "local")
-    os.environ.setdefault("KONTAKT_LOG_JSON", "false")
-    settings = KontaktSettings()
-    api_url = f"http://{settings.api_host}:{settings.api_port}"
-    query_url = f"http://{settings.query_host}:{settings.query_port}"
-    os.environ.setdefault("KONTAKT_CONTACTS_API_URL", api_url)
-    settings = KontaktSettings()
-    supervisor = Supervisor(
-        [
-            Child("contacts API", ["serve", "contacts"]),
-            Child("relay", ["relay"]),
-            Child("projection worker", ["projections", "worker"]),
-            Child("query API", ["projections", "query"]),
-            Child("Graph-compatible server", ["sync", "graph-server"]),
-            Child("sync worker", ["sync", "worker"]),
-        ],
-        dict(os.environ),
-        typer.echo,
-    )
-    supervisor.start()
-    code = 1
-    try:
-        health = [settings.relay_http_port, settings.worker_http_port, settings.sync_http_port]
-        ready = [f"{api_url}/health/ready", f"{query_url}/health/ready"] + [
-            f"http://{settings.health_host}:{port}/health/ready" for port in health
-        ]
-        deadline = time.monotonic() + 120
-        for url in ready:
-            while True:
-                try:
-                    if httpx.get(url, timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or not supervisor.all_running():
-                    _fail(f"{url} did not become ready")
-                time.sleep(0.3)
-        token = mint_token(settings, DEMO_USER, [], 12 * 3600)
-        if demo:
-            ids = seed(settings, token, api_url)
-            typer.echo(f"demo data seeded: Karen Jensen is {ids.contacts['karen']}")
-        typer.echo(f"contacts API:   {api_url}/docs")
-        typer.echo(f"query API:      {query_url}/docs")
-        typer.echo(f"events (AsyncAPI): {api_url}/asyncapi")
-        typer.echo(f"demo user's Outlook folder: {graph}/_admin/users/{DEMO_USER}/contacts")
-        typer.echo(
-            f"metrics: {api_url}/metrics, {query_url}/metrics, "
-            + ", ".join(f"http://{settings.health_host}:{p}/metrics" for p in health)
-        )
-        typer.echo(f"token for user '{DEMO_USER}': {token}")
-        typer.echo("Ctrl-C stops everything this command started.")
-        code = supervisor.wait()
-    finally:
-        supervisor.stop()
-        if not was_running:
-            for line in launcher.down(cfg):
-                typer.echo(line)
-    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -10,8 +10,10 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError
+from tenacity import RetryCallState
 
+from shared.retrying import error_of, kafka_answers
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.kafka")
@@ -113,16 +115,18 @@ async def retry_kafka(
     call: Callable[[], Awaitable[T]], attempts: int = 8, backoff: float = 0.25
 ) -> T:
     """Await call(), again after a short backoff when Kafka gives a retriable answer."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await call()
-        except KafkaError as exc:
-            # A fresh broker answers GroupCoordinatorNotAvailable (and its kin) for a
-            # while; those are marked retriable. Anything else is a real answer.
-            if not exc.retriable or attempt == attempts:
-                raise
-            log.info(
-                "Kafka answered %s; trying again (%d/%d)", type(exc).__name__, attempt, attempts
-            )
-            await asyncio.sleep(min(backoff * 2 ** (attempt - 1), 2.0))
-    raise AssertionError("unreachable")
+
+    def say(state: RetryCallState) -> None:
+        exc = error_of(state)
+        log.info(
+            "Kafka answered %s; trying again (%d/%d)",
+            type(exc).__name__,
+            state.attempt_number,
+            attempts,
+        )
+
+    async def attempt() -> T:  # a coroutine function: tenacity awaits only those
+        return await call()
+
+    result: T = await kafka_answers(attempts, backoff, say)(attempt)
+    return result

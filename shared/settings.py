@@ -120,7 +120,7 @@ class KontaktSettings(BaseSettings):
     sync_key_cache_ttl_seconds: float = Field(default=60.0, ge=0)
     # How often each user's folder is listed to notice items the user deleted in Outlook.
     sync_verify_seconds: float = Field(default=300.0, gt=0)
-    # The Graph-compatible server for tests and local runs (`kontakt sync graph-server`).
+    # The Graph-compatible server for tests and local runs (`kontakt graph-server`).
     sync_graph_server_host: str = "127.0.0.1"
     sync_graph_server_port: int = Field(default=28080, ge=1, le=65535)
 

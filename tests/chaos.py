@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from services.stack import launcher
+from devstack import stack as launcher
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
 from tests.images import image_bytes
@@ -111,7 +111,7 @@ class Fleet:
         """Each process's `kontakt` arguments."""
         return {
             "graph": [
-                "sync", "graph-server", "--port", str(self.graph_port),
+                "graph-server", "--port", str(self.graph_port),
                 "--client-secret", "s3cret",
             ],
             "api": ["serve", "contacts"],

@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devstack import stack as launcher
 from services.contacts.app import build_contacts_app, close_contacts_app
 from services.contacts.application import ContactsApp
-from services.stack import launcher
 from shared.settings import KontaktSettings
 from tests.support import env_of, isolated, stack_settings
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -13,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, Mapper, RecordConflictError, Transcoding
+from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoding
 
 from services.contacts.domain import (
     ERASED,
@@ -31,6 +29,7 @@ from services.contacts.domain import (
 from services.contacts.personal_data import PersonalDataMapper, PersonCipher
 from services.contacts.photos import PhotoStore
 from shared.addresses import address_hash
+from shared.retrying import write_conflicts
 
 T = TypeVar("T")
 
@@ -140,13 +139,11 @@ class ContactsApp(Application[UUID]):
         # running the command again on fresh state either succeeds, or raises
         # the domain's own error (a duplicate, a version conflict). The first
         # attempt claims uniqueness keys optimistically (see _key_events).
-        for n in range(MAX_ATTEMPTS):
-            try:
-                return attempt(n == 0)
-            except RecordConflictError:
-                # Writers of one aggregate that collided back off at random, so that
-                # they do not collide again in lockstep.
-                time.sleep(random.uniform(0, min(0.1, 0.002 * 2**n)))
+        # Writers of one aggregate that collided back off at random, so that they do
+        # not collide again in lockstep.
+        for trying in write_conflicts(MAX_ATTEMPTS):
+            with trying:
+                return attempt(trying.retry_state.attempt_number == 1)
         raise ConcurrentModificationError(MAX_ATTEMPTS)
 
     def _key_events(

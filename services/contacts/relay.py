@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,11 +26,13 @@ from aiokafka.errors import KafkaError
 from eventsourcing.persistence import InterfaceError, OperationalError
 from psycopg import sql
 from psycopg_pool import PoolTimeout
+from tenacity import RetryCallState
 
 from services.contacts.application import ContactsApp
 from services.contacts.export import StoreReader
 from shared.kafka import ensure_topics
 from shared.observability import HealthServer, health_app, metrics
+from shared.retrying import error_of, next_wait, wait_out
 from shared.settings import KontaktSettings
 from shared.waiting import until_it_answers
 from shared.waiting import wait_for_stop as _wait
@@ -80,6 +81,8 @@ class Relay:
         self.active = False
         self._lag_observed_at = 0.0
         self._lag_task: asyncio.Task[None] | None = None  # kept: a task needs a reference
+        self._producer: AIOKafkaProducer | None = None
+        self._topic_ready = False
         digest = hashlib.sha256(f"kontakt-relay:{self.name}".encode()).digest()
         self._lock_id = int.from_bytes(digest[:8], "big", signed=True)
 
@@ -212,9 +215,6 @@ class Relay:
             await self._relay(conn, stop)
 
     async def _relay(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
-        producer: AIOKafkaProducer | None = None
-        failures = 0
-        topic_ready = False
         try:
             while not stop.is_set():
                 messages, last = await asyncio.to_thread(self.read_batch)
@@ -222,37 +222,48 @@ class Relay:
                     await self._observe_lag()
                     await self._wait_for_notify(conn, stop)
                     continue
-                try:
-                    if not topic_ready:
-                        await ensure_topics(self.settings, [self.settings.contacts_topic])
-                        topic_ready = True
-                    if producer is None:
-                        producer = await self._start_producer()
-                    if messages:
-                        await self._publish_watched(producer, messages)
-                except (KafkaError, OSError, TimeoutError) as exc:
-                    failures += 1
-                    delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.8, 1.2)
-                    log.warning(
-                        "waiting for Kafka (%s: %s); position %d kept, retrying in %.1fs",
-                        type(exc).__name__,
-                        exc,
-                        self.position,
-                        delay,
-                    )
-                    if producer is not None:
-                        await _close_quietly(producer)
-                        producer = None
-                    await _wait(stop, delay)
-                    continue
-                failures = 0
+                if not await self._deliver(messages, stop):
+                    return
                 self.position = last
                 await self._save_position(conn, self.position)
                 self.published += len(messages)
                 self._observe(len(messages))
         finally:
-            if producer is not None:
-                await _close_quietly(producer)
+            if self._producer is not None:
+                await _close_quietly(self._producer)
+                self._producer = None
+
+    async def _deliver(self, messages: Sequence[OutboundMessage], stop: asyncio.Event) -> bool:
+        """Publish a batch, waiting Kafka out with the position kept; False if stopped first."""
+
+        async def attempt() -> bool:
+            if not self._topic_ready:
+                await ensure_topics(self.settings, [self.settings.contacts_topic])
+                self._topic_ready = True
+            if self._producer is None:
+                self._producer = await self._start_producer()
+            if messages:
+                await self._publish_watched(self._producer, messages)
+            return True
+
+        async def say(state: RetryCallState) -> None:
+            exc = error_of(state)
+            log.warning(
+                "waiting for Kafka (%s: %s); position %d kept, retrying in %.1fs",
+                type(exc).__name__,
+                exc,
+                self.position,
+                next_wait(state),
+            )
+            if self._producer is not None:  # a new one after the wait
+                await _close_quietly(self._producer)
+                self._producer = None
+
+        def kafka_outage(exc: BaseException) -> bool:
+            return isinstance(exc, KafkaError | OSError | TimeoutError)
+
+        delivered = await wait_out(attempt, kafka_outage, stop, say, first=1.0, jitter=0.5)
+        return delivered is True
 
     async def _wait_for_notify(
         self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event
@@ -330,25 +341,19 @@ async def _relay_until_stopped(relay: Relay, stop: asyncio.Event) -> None:
     over); this one waits, then competes for the lock again and resumes from the
     recorded position.
     """
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await relay.run(stop)
-            return
-        except Exception as exc:
-            if not is_store_outage(exc):
-                raise
-            relay.active = False
-            metrics().relay_active.set(0)
-            log.warning(
-                "PostgreSQL unreachable (%s: %s); standing by, trying again in %.1fs",
-                type(exc).__name__,
-                exc,
-                delay,
-            )
-        if await _wait(stop, delay):
-            return
-        delay = min(delay * 2, 30.0)
+
+    def say(state: RetryCallState) -> None:
+        exc = error_of(state)
+        relay.active = False
+        metrics().relay_active.set(0)
+        log.warning(
+            "PostgreSQL unreachable (%s: %s); standing by, trying again in %.1fs",
+            type(exc).__name__,
+            exc,
+            next_wait(state),
+        )
+
+    await wait_out(lambda: relay.run(stop), is_store_outage, stop, say)
 
 
 async def _close_quietly(producer: AIOKafkaProducer) -> None:

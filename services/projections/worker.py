@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from pydantic import TypeAdapter, ValidationError
+from tenacity import RetryCallState
 
 from services.projections import handlers
 from services.projections.availability import DatabaseUnavailableError, is_database_outage
@@ -34,6 +32,7 @@ from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from shared.auth import AuthError, mint_token
+from shared.consuming import consume, consumer, dead_letter, producer, where
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, ContactEventBase, contact_event_adapter
 from shared.contract.inbound import activity_event_adapter, item_event_adapter
@@ -47,6 +46,14 @@ from shared.observability import (
     metrics,
     seconds_since,
 )
+from shared.retrying import (
+    doubling_wait,
+    error_of,
+    logged,
+    message_failures,
+    wait_for_stop,
+    wait_out,
+)
 from shared.settings import KontaktSettings
 from shared.text import clean_text, clean_value
 from shared.waiting import until_it_answers
@@ -58,40 +65,6 @@ BATCH_RECORDS = 200
 
 #: Read-model families, each its own consumer group.
 FAMILIES = ("contacts", "activities", "items", "sync-status")
-
-
-def decodable_headers(record: Any) -> Any:
-    """The record with every header value valid UTF-8 (others escaped, a null one empty)."""
-    headers = tuple(
-        (key, (value or b"").decode("utf-8", "backslashreplace").encode())
-        for key, value in record.headers or ()
-    )
-    return (
-        record
-        if headers == tuple(record.headers or ())
-        else dataclasses.replace(record, headers=headers)
-    )
-
-
-async def undecoded(message: Any, decode: Callable[[Any], Awaitable[Any]]) -> Any:
-    """The message's bytes as they came: the handler judges them, record by record.
-
-    FastStream would otherwise parse every body as JSON before the handler runs, and a
-    body nested deeper than Python's recursion limit would fail the batch for ever.
-    """
-    return message.body
-
-
-async def parse_any_headers(records: Any, parse: Callable[[Any], Awaitable[Any]]) -> Any:
-    """FastStream's own parser over records whose headers it can decode.
-
-    It decodes every header value as UTF-8 before the handler runs; one producer's header
-    it cannot decode would fail the whole batch again and again, never reaching the
-    handler that dead-letters what it cannot apply.
-    """
-    if isinstance(records, tuple):
-        return await parse(tuple(decodable_headers(r) for r in records))
-    return await parse(decodable_headers(records))
 
 
 class Poison(Exception):
@@ -191,15 +164,16 @@ class Worker:
         self.families = tuple(families)
         self.key = settings.key_secret.get_secret_value().encode()
         self.stats = Stats()
-        # The broker's own chatter (one line per message, per task) below WARNING is noise.
-        broker_log = logging.getLogger("kontakt.projections.kafka")
-        broker_log.setLevel(logging.WARNING)
-        self.broker = KafkaBroker(settings.kafka_bootstrap, logger=broker_log)
+        #: Where dead letters go (made at start).
+        self.producer: AIOKafkaProducer | None = None
+        self._consumers: dict[str, AIOKafkaConsumer] = {}
+        self._consuming: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
         self._minted: tuple[float, str] | None = None
         #: Outages in a row, for the backoff (reset by any success).
         self._outages_in_a_row = 0
-        self._subscribe()
+        self.routes = self._routes()
 
     # ------------------------------------------------------------- decoding
 
@@ -261,9 +235,9 @@ class Worker:
 
     # ------------------------------------------------------------ consuming
 
-    def _subscribe(self) -> None:
+    def _routes(self) -> dict[str, Apply]:
         s = self.settings
-        appliers: dict[str, Apply] = {
+        return {
             s.contacts_topic: self._contact,
             s.activities_topic: self._email,
             s.opportunities_topic: self._item("opportunity"),
@@ -271,49 +245,36 @@ class Worker:
             s.projects_topic: self._item("project"),
             s.sync_events_topic: self._sync_status,
         }
-        for family in self.families:
-            topics = topics_of(s, family)
-            routes = {t: appliers[t] for t in topics}
-            self._route(family, topics, routes)
 
-    def _route(self, family: str, topics: list[str], routes: dict[str, Apply]) -> None:
-        # Only the message: the worker judges the bytes itself (see undecoded).
-        async def handle(msg: KafkaMessage) -> None:
-            raw: Any = msg.raw_message
-            records = raw if isinstance(raw, tuple) else (raw,)
-            await self.process_batch(family, records, routes)
-
+    async def _consume(self, family: str, source: AIOKafkaConsumer) -> None:
         # One consumer per family, whatever its topics (no rebalancing among siblings),
-        # taking what is there in batches (one transaction each). NACK on an unhandled
-        # error rewinds every partition of the batch to its first record: nothing later
-        # in a partition is committed before its earlier records are applied or
-        # dead-lettered.
-        self.broker.subscriber(
-            *topics,
-            group_id=group_id(family),
-            parser=parse_any_headers,
-            decoder=undecoded,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            auto_offset_reset="earliest",
-            batch=True,
-            max_records=BATCH_RECORDS,
-            batch_timeout_ms=20,
-            title=f"{family}:consume",
-        )(handle)
+        # taking what is there in batches: one transaction per partition's records.
+        async def handle(records: list[Any]) -> int:
+            await self.process_batch(family, records, self.routes)
+            return len(records)
+
+        # Fetching or committing failed (Kafka restarting, a rebalance): what was not
+        # committed comes again.
+        await wait_out(
+            lambda: consume(source, handle, self._stop),
+            lambda exc: isinstance(exc, Exception),
+            self._stop,
+            logged(log, f"consuming {family} failed"),
+        )
 
     async def process_batch(
         self, family: str, records: Sequence[Any], routes: dict[str, Apply]
     ) -> None:
-        """Apply a batch in one transaction; if any record fails, apply them one by one.
+        """Apply records in one transaction; if any record fails, apply them one by one.
 
-        An outage raises (after a backoff), so the batch is not committed and comes again.
+        An outage raises (after a backoff), so the records are not committed and come again.
         """
         try:
             async with self._connection() as conn, conn.transaction():
                 outcomes = [await routes[r.topic](conn, r.value or b"") for r in records]
         except Exception as exc:
             if is_outage(exc):
-                await self._wait_out(exc, f"a batch of {len(records)} ({family})")
+                await self._wait_out(exc, f"{where(records[0])} and on ({family})")
                 raise
             # One bad record spoils the batch: isolate it.
             for record in records:
@@ -339,7 +300,9 @@ class Worker:
     async def _wait_out(self, exc: BaseException, what: str) -> None:
         # Exponential backoff across consecutive outages, capped by the setting.
         self.stats.outages += 1
-        delay = min(self.settings.projection_backoff_max_seconds, 0.25 * 2**self._outages_in_a_row)
+        delay = doubling_wait(
+            self._outages_in_a_row, 0.25, self.settings.projection_backoff_max_seconds
+        )
         self._outages_in_a_row += 1
         log.warning(
             "%s unreachable (%s: %s); %s comes again in %.1fs",
@@ -349,7 +312,7 @@ class Worker:
             what,
             delay,
         )
-        await asyncio.sleep(delay)
+        await wait_for_stop(self._stop, delay)  # a stop does not wait for the outage
 
     def _count(self, family: str, applied: bool, occurred_at: datetime | None) -> None:
         m = metrics()
@@ -370,55 +333,56 @@ class Worker:
         """
         raw: bytes = record.value or b""
         attempts = self.settings.projection_max_attempts
-        error: BaseException | None = None
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self._connection() as conn, conn.transaction():
-                    applied, occurred_at = await apply(conn, raw)
-                self._outages_in_a_row = 0
-                self._count(family, applied, occurred_at)
-                return
-            except Poison as exc:
-                error = exc
-                break
-            except Exception as exc:
-                if is_outage(exc):
-                    await self._wait_out(exc, _where(record))
-                    raise
-                # This message's own failure: the database refused a value, or a
-                # handler raised on it. Bounded retries, then the dead letters.
-                error = exc
-                log.warning("attempt %d/%d at %s: %s", attempt, attempts, _where(record), exc)
-                if attempt < attempts:
-                    self.stats.retries += 1
-                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
-        if error is None:  # the settings allow at least one attempt
-            raise ValueError(f"projection_max_attempts must be at least 1, got {attempts}")
+
+        async def attempt() -> tuple[bool, datetime | None]:
+            async with self._connection() as conn, conn.transaction():
+                return await apply(conn, raw)
+
+        def retrying(state: RetryCallState) -> None:
+            # This message's own failure: the database refused a value, or a handler
+            # raised on it. Bounded retries, then the dead letters.
+            self.stats.retries += 1
+            log.warning(
+                "attempt %d/%d at %s: %s",
+                state.attempt_number,
+                attempts,
+                where(record),
+                error_of(state),
+            )
+
+        def is_failure(exc: BaseException) -> bool:
+            return not isinstance(exc, Poison) and not is_outage(exc)
+
+        try:
+            outcome: tuple[bool, datetime | None] = await message_failures(
+                attempts, is_failure, retrying
+            )(attempt)
+        except Exception as exc:
+            if is_outage(exc):
+                await self._wait_out(exc, where(record))
+                raise
+            if is_failure(exc):
+                log.warning("attempt %d/%d at %s: %s", attempts, attempts, where(record), exc)
+            error: BaseException = exc
+        else:
+            self._outages_in_a_row = 0
+            self._count(family, *outcome)
+            return
         try:
             await self.dead_letter(family, record, error)
         except Exception as exc:
             # Kafka could not take the dead letter: keep the record uncommitted instead.
-            await self._wait_out(exc, f"the dead letter of {_where(record)}")
+            await self._wait_out(exc, f"the dead letter of {where(record)}")
             raise
 
     async def dead_letter(self, family: str, record: Any, error: BaseException) -> None:
         """Publish the original bytes with the error to the dead-letter topic."""
-        await self.broker.publish(
-            record.value or b"",
-            topic=self.settings.dead_letter_topic,
-            key=record.key,
-            headers={
-                "x-original-topic": record.topic,
-                "x-original-partition": str(record.partition),
-                "x-original-offset": str(record.offset),
-                "x-family": family,
-                "x-error": f"{type(error).__name__}: {error}"[:2000],
-                "x-failed-at": datetime.now(UTC).isoformat(),
-            },
-        )
+        if self.producer is None:
+            raise ConnectionError("the worker is not started: no producer for dead letters")
+        await dead_letter(self.producer, self.settings, record, error, {"x-family": family})
         self.stats.dead_lettered += 1
         metrics().projected.labels(family=family, outcome="dead_letter").inc()
-        log.error("dead-lettered %s (%s): %s", _where(record), family, error)
+        log.error("dead-lettered %s (%s): %s", where(record), family, error)
 
     # -------------------------------------------------------------- running
 
@@ -444,14 +408,42 @@ class Worker:
             self._http = httpx.AsyncClient(
                 base_url=self.settings.contacts_api_url, timeout=REPAIR_TIMEOUT_SECONDS
             )
-        await self.broker.start()
+        try:
+            self.producer = self.producer or producer(self.settings)
+            await self.producer.start()
+            for family in self.families:
+                source = consumer(
+                    self.settings, topics_of(self.settings, family), group_id(family), BATCH_RECORDS
+                )
+                self._consumers[family] = source
+                await source.start()
+        except BaseException:
+            await self._close_kafka()  # a start tried again after an outage begins afresh
+            raise
+        self._stop.clear()
+        self._consuming = [
+            asyncio.create_task(self._consume(f, c), name=f"{f}:consume")
+            for f, c in self._consumers.items()
+        ]
 
     async def stop(self) -> None:
-        """Stop consuming (the in-flight message finishes first)."""
-        await self.broker.stop()
+        """Stop consuming (the in-flight records finish and are committed first)."""
+        self._stop.set()
+        await asyncio.gather(*self._consuming, return_exceptions=True)
+        self._consuming = []
+        await self._close_kafka()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+    async def _close_kafka(self) -> None:
+        clients: list[AIOKafkaConsumer | AIOKafkaProducer] = [*self._consumers.values()]
+        if self.producer is not None:
+            clients.append(self.producer)
+        self._consumers, self.producer = {}, None
+        for client in clients:
+            with contextlib.suppress(Exception):  # closing a client of a dead broker
+                await client.stop()
 
 
 def _server_of(exc: BaseException) -> str:
@@ -462,10 +454,6 @@ def _server_of(exc: BaseException) -> str:
     if type(exc).__module__.startswith(("aiokafka", "kafka", "faststream")):
         return "Kafka"
     return "a server"
-
-
-def _where(record: Any) -> str:
-    return f"{record.topic}[{record.partition}]@{record.offset}"
 
 
 async def create_schemas(conn: asyncpg.Connection) -> None:

@@ -5,7 +5,9 @@ mailbox, `$batch` of at most 20. On 429 it waits at least what Retry-After says;
 timeouts and dropped connections are retried with jittered exponential backoff; other
 4xx are permanent (GraphPermanentError) and 404 is GraphNotFoundError. A POST is not
 retried after an ambiguous failure (it may have been applied): the caller looks the
-item up by its extended property before creating it again.
+item up by its extended property before creating it again. One level of retry per
+request: a `$batch` is sent once per round, and its rounds are the retries (of the
+whole batch, or of the requests in it that Graph answered 424, 429 or 5xx).
 """
 
 from __future__ import annotations
@@ -19,13 +21,21 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+)
 
 from services.sync.domain import CONTACT_ID_PROPERTY, SyncError
 from shared.observability import metrics
+from shared.retrying import error_of, jittered_wait, next_wait
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.sync.graph")
@@ -59,6 +69,27 @@ class GraphPermanentError(GraphError):
 class GraphTransientError(GraphError):
     """Retries were exhausted (throttling, 5xx, timeouts); try again later."""
 
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status, code, message)
+        #: Seconds Graph asked to wait (Retry-After), if it said.
+        self.retry_after = retry_after
+
+
+class GraphAmbiguousError(GraphTransientError):
+    """A request that was sent failed on the way: it may have been applied, so not retried."""
+
+
+class _TokenRefusedError(GraphPermanentError):
+    """Graph refused the token (401): renew it and try again at once, once."""
+
+
+def _is_retried(exc: BaseException) -> bool:
+    return isinstance(exc, GraphTransientError | _TokenRefusedError) and not isinstance(
+        exc, GraphAmbiguousError
+    )
+
 
 def retry_after_seconds(value: str | None) -> float | None:
     """Seconds a Retry-After header asks for (delta-seconds or an HTTP date)."""
@@ -84,7 +115,7 @@ def _error_of(response: httpx.Response) -> tuple[str, str]:
         return "", response.text[:200]
 
 
-def _raise_for(response: httpx.Response) -> None:
+def _raise_for(response: httpx.Response) -> NoReturn:
     code, message = _error_of(response)
     if response.status_code == 404:
         raise GraphNotFoundError(404, code or "ErrorItemNotFound", message)
@@ -181,11 +212,23 @@ class GraphClient:
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff for the attempt (1-based)."""
-        cap = min(
+        return jittered_wait(
+            attempt - 1,
+            self.settings.sync_graph_backoff_seconds,
             self.settings.sync_graph_backoff_max_seconds,
-            self.settings.sync_graph_backoff_seconds * 2 ** (attempt - 1),
+            self.rng,
         )
-        return self.rng.uniform(cap / 2, cap)
+
+    def _wait(self, state: RetryCallState) -> float:
+        # Never less than Graph asked; jitter only on top of it. A refused token is
+        # renewed at once.
+        exc = error_of(state)
+        if isinstance(exc, _TokenRefusedError):
+            return 0.0
+        asked = exc.retry_after if isinstance(exc, GraphTransientError) else None
+        if asked is not None:
+            return asked + self.rng.uniform(0, min(1.0, asked * 0.1 + 0.05))
+        return self.backoff(state.attempt_number)
 
     async def request(
         self,
@@ -198,12 +241,15 @@ class GraphClient:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         retry_ambiguous: bool = True,
+        attempts: int | None = None,
     ) -> httpx.Response:
         """One Graph request for a mailbox, retried as Graph asks; raises GraphError otherwise."""
         url = path if path.startswith("http") else f"{self.base}{path}"
-        last: GraphError | None = None
-        for attempt in range(1, self.max_attempts + 1):
-            wait = self.backoff(attempt)
+        tried = 0
+
+        async def attempt() -> httpx.Response:
+            nonlocal tried
+            tried += 1
             try:
                 token = await self.tokens.token()
                 async with self._slots[mailbox]:
@@ -215,39 +261,49 @@ class GraphClient:
                         params=params,
                         headers={"Authorization": f"Bearer {token}", **(headers or {})},
                     )
-            except GraphTransientError as exc:  # the token endpoint throttled or failed
-                last = exc
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                last = GraphTransientError(0, type(exc).__name__, str(exc) or "transport error")
-                if sent and not retry_ambiguous:
-                    raise last from None
-            else:
-                m = metrics()
-                m.graph_calls.labels(method=method, status=str(response.status_code)).inc()
-                if response.status_code == 429:
-                    m.graph_throttles.inc()
-                if response.status_code < 400:
-                    return response
-                if response.status_code == 401 and attempt == 1:
-                    self.tokens.invalidate()
-                    continue
-                if response.status_code == 429 or response.status_code in RETRIED_STATUSES:
-                    code, message = _error_of(response)
-                    last = GraphTransientError(response.status_code, code, message)
-                    asked = retry_after_seconds(response.headers.get("Retry-After"))
-                    if asked is not None:
-                        # Never less than Graph asked; jitter only on top of it.
-                        wait = asked + self.rng.uniform(0, min(1.0, asked * 0.1 + 0.05))
-                        self.retry_after_waits.append(asked)
-                else:
-                    metrics().graph_failures.inc()
-                    _raise_for(response)
-            if attempt < self.max_attempts:
-                log.info("graph %s %s: %s; retry in %.2fs", method, path, last, wait)
-                await self.sleep(wait)
-        metrics().graph_failures.inc()
-        raise last or GraphTransientError(0, "NoAttempt", "no attempt was allowed")
+                error = GraphAmbiguousError if sent and not retry_ambiguous else GraphTransientError
+                raise error(0, type(exc).__name__, str(exc) or "transport error") from None
+            m = metrics()
+            m.graph_calls.labels(method=method, status=str(response.status_code)).inc()
+            if response.status_code == 429:
+                m.graph_throttles.inc()
+            if response.status_code < 400:
+                return response
+            if response.status_code == 401 and tried == 1:
+                self.tokens.invalidate()
+                raise _TokenRefusedError(401, *_error_of(response))
+            if response.status_code == 429 or response.status_code in RETRIED_STATUSES:
+                code, message = _error_of(response)
+                asked = retry_after_seconds(response.headers.get("Retry-After"))
+                if asked is not None:
+                    self.retry_after_waits.append(asked)
+                raise GraphTransientError(response.status_code, code, message, retry_after=asked)
+            metrics().graph_failures.inc()
+            _raise_for(response)
+
+        def say(state: RetryCallState) -> None:
+            log.info(
+                "graph %s %s: %s; retry in %.2fs", method, path, error_of(state), next_wait(state)
+            )
+
+        policy = AsyncRetrying(
+            retry=retry_if_exception(_is_retried),
+            stop=stop_after_attempt(attempts or self.max_attempts),
+            wait=self._wait,
+            sleep=self.sleep,
+            before_sleep=say,
+            reraise=True,
+        )
+        try:
+            response: httpx.Response = await policy(attempt)
+        except GraphAmbiguousError:
+            raise
+        except (GraphTransientError, _TokenRefusedError):
+            metrics().graph_failures.inc()
+            raise
+        return response
 
     # ------------------------------------------------------------------ operations
 
@@ -372,41 +428,54 @@ class GraphClient:
 
         Requests answered 424 (a predecessor failed), 429 or 5xx are sent again in a next
         round, after the longest Retry-After; the final result of each is returned by id.
+        At most `sync_graph_max_attempts` HTTP requests in all.
         """
         if len(requests) > MAX_BATCH:
             raise ValueError(f"a $batch holds at most {MAX_BATCH} requests")
+        order = [r["id"] for r in requests]
         results: dict[str, BatchResult] = {}
         pending = list(requests)
-        for attempt in range(1, self.max_attempts + 1):
-            chained = []
-            for i, r in enumerate(pending):
-                item = dict(r)
-                if i:
-                    item["dependsOn"] = [pending[i - 1]["id"]]
-                chained.append(item)
-            response = await self.request(mailbox, "POST", "/$batch", json={"requests": chained})
+        asked: list[float] = []
+
+        async def send() -> list[dict[str, Any]]:
+            # One level of retry: the $batch itself is sent once per round.
+            chained = [
+                {**r, "dependsOn": [pending[i - 1]["id"]]} if i else dict(r)
+                for i, r in enumerate(pending)
+            ]
+            response = await self.request(
+                mailbox, "POST", "/$batch", json={"requests": chained}, attempts=1
+            )
             retry: list[dict[str, Any]] = []
-            wait = self.backoff(attempt)
             by_id = {r["id"]: r for r in pending}
+            asked.clear()
             for answer in response.json().get("responses", []):
                 rid, status = str(answer["id"]), int(answer["status"])
                 if status in (424, 429) or status in RETRIED_STATUSES:
                     retry.append(by_id[rid])
-                    asked = retry_after_seconds(
-                        {k.lower(): v for k, v in (answer.get("headers") or {}).items()}.get(
-                            "retry-after"
-                        )
-                    )
-                    if asked is not None:
-                        wait = max(wait, asked)
-                        self.retry_after_waits.append(asked)
+                    headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
+                    wait = retry_after_seconds(headers.get("retry-after"))
+                    if wait is not None:
+                        asked.append(wait)
+                        self.retry_after_waits.append(wait)
                 else:
                     results[rid] = BatchResult(status, answer.get("body"))
-            pending = sorted(retry, key=lambda r: [x["id"] for x in requests].index(r["id"]))
-            if not pending:
-                return results
-            if attempt < self.max_attempts:
-                await self.sleep(wait)
+            pending[:] = sorted(retry, key=lambda r: order.index(r["id"]))
+            return pending
+
+        def wait(state: RetryCallState) -> float:
+            # After a round answered in part: the longest Retry-After, if it is longer.
+            backoff = self.backoff(state.attempt_number)
+            return max([backoff, *asked]) if error_of(state) is None else self._wait(state)
+
+        policy = AsyncRetrying(
+            retry=retry_if_result(bool) | retry_if_exception(_is_retried),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait,
+            sleep=self.sleep,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        await policy(send)
         for r in pending:
             results[r["id"]] = BatchResult(503, None)
         return results

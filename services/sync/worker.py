@@ -28,15 +28,15 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
+from tenacity import RetryCallState
 
 from services.sync.contacts_api import ContactsClient, ContactsUnavailableError, PersonUnknownError
 from services.sync.dlq import FAMILY as DEAD_LETTER_FAMILY
@@ -45,13 +45,21 @@ from services.sync.engine import Engine, Work
 from services.sync.graph import GraphClient, GraphError
 from services.sync.sealing import PersonKeys
 from services.sync.store import SyncStore
+from shared.consuming import Handler, consume, consumer, dead_letter, producer, where
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, parse_contact_event
 from shared.kafka import ensure_topics
 from shared.lag import ConsumerMonitor
 from shared.observability import HealthServer, health_app
+from shared.retrying import (
+    doubling_wait,
+    error_of,
+    jittered_wait,
+    message_failures,
+    next_wait,
+    wait_out,
+)
 from shared.settings import KontaktSettings
-from shared.text import clean_text
 from shared.waiting import until_it_answers
 from shared.waiting import wait_for_stop as _wait
 
@@ -60,21 +68,19 @@ log = logging.getLogger("kontakt.sync.worker")
 
 async def _forever(name: str, step: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
     """Run a loop body until stopped, logging and backing off on unexpected errors."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await step()
-            delay = 0.5
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed; again in %.1fs", name, delay)
-            await _wait(stop, delay)
-            delay = min(delay * 2, 30.0)
+
+    def say(state: RetryCallState) -> None:
+        log.error("%s failed; again in %.1fs", name, next_wait(state), exc_info=error_of(state))
+
+    await wait_out(step, lambda exc: isinstance(exc, Exception), stop, say)
 
 
-def _where(message: Any) -> str:
-    return f"{message.topic}[{message.partition}]@{message.offset}"
+class _Outage(Exception):
+    """Applying failed while the database did not answer: wait, do not count an attempt."""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, _Outage | ContactEventsUnavailableError | ContactsUnavailableError)
 
 
 class SyncWorker:
@@ -102,6 +108,8 @@ class SyncWorker:
         self.rng = random.Random()
         self.dead_lettered = 0
         self.repaired = 0
+        #: Dead letters Kafka refused in a row, for the wait before the record comes again.
+        self._refusals = 0
 
     # ------------------------------------------------------------------ consumer
 
@@ -111,45 +119,38 @@ class SyncWorker:
         await ensure_topics(
             self.settings, [self.settings.contacts_topic, self.settings.dead_letter_topic]
         )
-        consumer = AIOKafkaConsumer(
-            self.settings.contacts_topic,
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.settings.sync_consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=200,
+        source = consumer(
+            self.settings, [self.settings.contacts_topic], self.settings.sync_consumer_group
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
-        await producer.start()
-        await consumer.start()
-        commit_lock = asyncio.Lock()
-
-        async def partition(tp: TopicPartition, messages: list[Any]) -> None:
-            # Each partition of a batch goes on its own: one's retries never hold up another.
-            for message in messages:
-                await self._handle(producer, message, stop)
-                if stop.is_set():
-                    return
-            # Everything up to here is in the store (or dead-lettered): the offset may move.
-            async with commit_lock:
-                await consumer.commit({tp: messages[-1].offset + 1})
-
+        sink = producer(self.settings)
+        await sink.start()
         try:
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=500)
-                results = await asyncio.gather(
-                    *(partition(tp, ms) for tp, ms in batch.items()), return_exceptions=True
-                )
-                for result in results:
-                    if isinstance(result, BaseException):
-                        raise result  # e.g. Kafka refused a dead letter: start over uncommitted
-                if batch:
-                    self.links_changed.set()
+            await source.start()
+            await consume(
+                source, self._partition_handler(sink, stop), stop, fetched=self.links_changed.set
+            )
         finally:
-            await consumer.stop()
-            await producer.stop()
+            await source.stop()
+            await sink.stop()
+
+    def _partition_handler(self, sink: AIOKafkaProducer, stop: asyncio.Event) -> Handler:
+        """Apply a partition's records in turn; how many are done (fewer when stopped)."""
+
+        async def handle(records: list[Any]) -> int:
+            for done, record in enumerate(records):
+                try:
+                    await self._handle(sink, record, stop)
+                except Exception:
+                    # Kafka refused a dead letter: the record comes again, after a while.
+                    await _wait(stop, doubling_wait(self._refusals, 0.5, 30.0))
+                    self._refusals += 1
+                    raise
+                self._refusals = 0
+                if stop.is_set():
+                    return done  # this one may have been given up half-way
+            return len(records)
+
+        return handle
 
     async def _handle(self, producer: AIOKafkaProducer, message: Any, stop: asyncio.Event) -> None:
         """Apply one message; dead-letter it when it is unreadable or keeps failing.
@@ -164,33 +165,43 @@ class SyncWorker:
             await self._dead_letter(producer, message, exc)
             return
         attempts = self.settings.sync_max_attempts
-        attempt = 0
-        outage_delay = 0.2
-        while not stop.is_set():
+
+        async def attempt() -> None:
             try:
                 await self._apply(event)
-                return
-            except asyncio.CancelledError:
+            except (ContactEventsUnavailableError, ContactsUnavailableError):
                 raise
-            except (ContactEventsUnavailableError, ContactsUnavailableError) as exc:
-                error: BaseException = exc
-                outage = True
             except Exception as exc:
-                error = exc
-                outage = not await self._store_answers()
-            if outage:
-                log.warning(
-                    "outage applying %s (%s); again in %.1fs", _where(message), error, outage_delay
-                )
-                await _wait(stop, outage_delay)
-                outage_delay = min(outage_delay * 2, 30.0)
-                continue
-            attempt += 1
-            if attempt >= attempts:
-                await self._dead_letter(producer, message, error)
-                return
-            log.warning("attempt %d/%d at %s: %s", attempt, attempts, _where(message), error)
-            await _wait(stop, min(2.0, 0.05 * 2**attempt))
+                if not await self._store_answers():
+                    raise _Outage(f"{type(exc).__name__}: {exc}") from exc
+                raise
+
+        def outage(state: RetryCallState) -> None:
+            log.warning(
+                "outage applying %s (%s); again in %.1fs",
+                where(message),
+                error_of(state),
+                next_wait(state),
+            )
+
+        async def waited_out() -> None:
+            await wait_out(attempt, _is_outage, stop, outage, first=0.2)
+
+        def failed(state: RetryCallState) -> None:
+            log.warning(
+                "attempt %d/%d at %s: %s",
+                state.attempt_number,
+                attempts,
+                where(message),
+                error_of(state),
+            )
+
+        try:
+            await message_failures(attempts, lambda exc: isinstance(exc, Exception), failed)(
+                waited_out
+            )
+        except Exception as exc:
+            await self._dead_letter(producer, message, exc)
 
     async def _store_answers(self) -> bool:
         try:
@@ -217,25 +228,10 @@ class SyncWorker:
         self, producer: AIOKafkaProducer, message: Any, error: BaseException
     ) -> None:
         """Publish the original bytes with the error and origin to the dead-letter topic."""
-        await producer.send_and_wait(
-            self.settings.dead_letter_topic,
-            message.value,
-            key=message.key,
-            headers=[
-                (k, v.encode())
-                for k, v in {
-                    "x-original-topic": message.topic,
-                    "x-original-partition": str(message.partition),
-                    "x-original-offset": str(message.offset),
-                    "x-family": DEAD_LETTER_FAMILY,
-                    "x-group": self.settings.sync_consumer_group,
-                    "x-error": clean_text(f"{type(error).__name__}: {error}")[:2000],
-                    "x-failed-at": datetime.now(UTC).isoformat(),
-                }.items()
-            ],
-        )
+        headers = {"x-family": DEAD_LETTER_FAMILY, "x-group": self.settings.sync_consumer_group}
+        await dead_letter(producer, self.settings, message, error, headers)
         self.dead_lettered += 1
-        log.error("dead-lettered %s: %s", _where(message), type(error).__name__)
+        log.error("dead-lettered %s: %s", where(message), type(error).__name__)
 
     # ------------------------------------------------------------------ reconciler
 
@@ -251,11 +247,12 @@ class SyncWorker:
         for c, result in zip(claimed, results, strict=True):
             retry_in = 0.0
             if not result.done:
-                cap = min(
+                retry_in = jittered_wait(
+                    min(c.link.attempts, 16),
+                    self.settings.sync_graph_backoff_seconds,
                     self.settings.sync_retry_max_seconds,
-                    self.settings.sync_graph_backoff_seconds * 2 ** min(c.link.attempts, 16),
+                    self.rng,
                 )
-                retry_in = self.rng.uniform(cap / 2, cap)
             await self.store.save(
                 c.link, result.link, result.outcomes, done=result.done, retry_in=retry_in
             )
@@ -363,19 +360,13 @@ class SyncWorker:
     async def publish(self, stop: asyncio.Event) -> None:
         """Drain the outbox to the outcome topic, keyed by person id."""
         await ensure_topics(self.settings, [self.settings.sync_events_topic])
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-        )
-        await producer.start()
+        sink = producer(self.settings)
+        await sink.start()
         topic = self.settings.sync_events_topic
 
         async def send(rows: list[tuple[UUID, dict[str, Any]]]) -> None:
             futures = [
-                await producer.send(
-                    topic, json.dumps(payload).encode(), key=str(person_id).encode()
-                )
+                await sink.send(topic, json.dumps(payload).encode(), key=str(person_id).encode())
                 for person_id, payload in rows
             ]
             await asyncio.gather(*futures)
@@ -391,7 +382,7 @@ class SyncWorker:
                     await _wait(self.outbox_changed, self.settings.sync_poll_seconds)
                     self.outbox_changed.clear()
         finally:
-            await producer.stop()
+            await sink.stop()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the loops until stop is set."""

@@ -15,10 +15,9 @@ from pydantic import TypeAdapter
 from shared.contract import contacts, inbound, sync
 from shared.settings import KontaktSettings
 
-#: Where the checked-in copies live (the contract test compares them with the code).
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "contract"
-SCHEMAS_FILE = DOCS / "event-schemas.json"
-ASYNCAPI_FILE = DOCS / "asyncapi.json"
+#: The checked-in copies' file names in docs/contract/ (the contract test compares them).
+SCHEMAS_FILE = "event-schemas.json"
+ASYNCAPI_FILE = "asyncapi.json"
 
 
 def json_schemas() -> dict[str, Any]:
@@ -120,9 +119,10 @@ def render(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write_docs() -> list[Path]:
-    """Write the checked-in copies from the code (after a deliberate contract change)."""
-    DOCS.mkdir(parents=True, exist_ok=True)
-    SCHEMAS_FILE.write_text(render(json_schemas()))
-    ASYNCAPI_FILE.write_text(render(asyncapi_document(default_settings())))
-    return [SCHEMAS_FILE, ASYNCAPI_FILE]
+def write_docs(directory: Path) -> list[Path]:
+    """Write the checked-in copies from the code into directory (after a deliberate change)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    schemas, asyncapi = directory / SCHEMAS_FILE, directory / ASYNCAPI_FILE
+    schemas.write_text(render(json_schemas()))
+    asyncapi.write_text(render(asyncapi_document(default_settings())))
+    return [schemas, asyncapi]

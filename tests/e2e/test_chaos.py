@@ -25,12 +25,12 @@ import httpx
 import psycopg
 import pytest
 
+from devstack import stack as launcher
 from services.contacts.app import build_contacts_app, close_contacts_app
 from services.contacts.export import StoreReader
 from services.projections.rebuild import rebuild_contacts
 from services.projections.sql import contacts as contacts_sql
 from services.projections.worker import FAMILIES, create_pool, group_id, topics_of
-from services.stack import launcher
 from services.sync.domain import CONTACT_ID_PROPERTY, DETAIL_FIELDS, Snapshot, render_contact
 from shared.auth import mint_token
 from shared.kafka import Record, ensure_topics, read_topic

@@ -8,9 +8,9 @@ from uuid import uuid4
 import psycopg
 from pydantic import SecretStr
 
+from devstack import stack as launcher
 from services.contacts.app import build_contacts_app, close_contacts_app
 from services.contacts.domain import Actor
-from services.stack import launcher
 from shared.settings import KontaktSettings
 from tests.support import run_kontakt
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 from uuid import uuid4
 
-from services.stack import launcher
+from devstack import stack as launcher
 from shared.kafka import read_topic
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED

@@ -14,9 +14,9 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
+from devstack import stack as launcher
 from services.contacts.application import ContactsApp
 from services.contacts.domain import Actor
-from services.stack import launcher
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
 from tests.kafka_helpers import read_topic_sync

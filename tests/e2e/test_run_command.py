@@ -156,7 +156,7 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
             assert httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200
 
         # Seeding again (a second run would) duplicates nothing.
-        from services.demo import seed
+        from devstack.demo import seed
 
         again = seed(isolated_settings, token.group(1), api)
         assert again.contacts["karen"] == kid

@@ -1,7 +1,7 @@
 """The sync worker's consumer on the real servers: poison, refusals, outages, repairs, erasure.
 
 The worker runs in this process (so a test can stall its consumer or read its log)
-against the real PostgreSQL and Kafka, `kontakt sync graph-server` and `kontakt serve
+against the real PostgreSQL and Kafka, `kontakt graph-server` and `kontakt serve
 contacts` processes. Contact events are taken from the event store in contract form
 and produced by the test itself, so a test decides which ones the worker sees, and
 on which partition.
@@ -64,9 +64,9 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    """`kontakt sync graph-server` and `kontakt serve contacts` as processes."""
+    """`kontakt graph-server` and `kontakt serve contacts` as processes."""
     logs = tmp_path_factory.mktemp("syncdlq")
-    graph_args = ["sync", "graph-server", "--client-secret", "s3cret"]
+    graph_args = ["graph-server", "--client-secret", "s3cret"]
     with (
         kontakt_server(graph_args, settings_env, logs / "graph.log", "/_admin/stats") as graph_url,
         kontakt_server(

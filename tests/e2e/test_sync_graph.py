@@ -22,9 +22,9 @@ from tests.support import kontakt_server
 def graph_url(
     settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """`kontakt sync graph-server` as its own process; yields its base URL."""
+    """`kontakt graph-server` as its own process; yields its base URL."""
     log = tmp_path_factory.mktemp("graph") / "graph-server.log"
-    args = ["sync", "graph-server"]
+    args = ["graph-server"]
     with kontakt_server(args, settings_env, log, "/_admin/stats") as base:
         yield base
 

@@ -2,7 +2,7 @@
 
 Commands go through the contacts application on the real PostgreSQL; the relay
 publishes them to a topic of this module's own; `kontakt sync worker` (restarted and
-killed along the way), `kontakt sync graph-server` and `kontakt serve contacts` run as
+killed along the way), `kontakt graph-server` and `kontakt serve contacts` run as
 processes.
 """
 
@@ -141,7 +141,7 @@ def world(
     }
     env.pop("KONTAKT_SYNC_SERVICE_TOKEN", None)
     graph = start_kontakt(
-        ["sync", "graph-server", "--port", str(graph_port), "--client-secret", "s3cret"],
+        ["graph-server", "--port", str(graph_port), "--client-secret", "s3cret"],
         env,
         logs / "graph.log",
     )

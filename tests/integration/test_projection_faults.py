@@ -15,12 +15,12 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from devstack import stack as launcher
 from services.contacts.app import create_app
 from services.contacts.domain import Actor
 from services.contacts.export import StoreReader
 from services.projections.rebuild import rebuild_contacts
 from services.projections.sql import contacts as contacts_sql
-from services.stack import launcher
 from shared.kafka import read_topic
 from shared.settings import KontaktSettings
 from tests.integration.test_projection_rebuild import dump

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
@@ -26,6 +26,8 @@ from shared.contact_events import ContactEventsUnavailableError
 from shared.contract import contacts as c
 from shared.contract.inbound import activity_event_adapter
 from shared.settings import KontaktSettings
+from tests.unit.contact_events import AT
+from tests.unit.contact_events import created as contact_created
 
 
 @pytest.mark.parametrize(
@@ -92,33 +94,17 @@ def test_decoding_what_is_no_event_is_poison(raw: bytes) -> None:
 
 
 def test_the_model_cleans_text_of_stored_events_the_same_on_every_path() -> None:
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-    created = c.ContactCreated(
-        event_id=uuid4(),
-        occurred_at=at,
+    created = contact_created(
         actor="al\x00ice",
-        correlation_id="c",
-        contact_id=uuid4(),
-        person_id=uuid4(),
-        aggregate_version=1,
-        global_position=1,
-        data=c.ContactCreatedData(
-            company_id=uuid4(),
-            company_name="Acme\u200b",
-            first_names="No\x00ra",
-            last_names="Nul\ud800sen",
-            job_title=None,
-            department="\x07Sales",
-            work_email="nora.\x00n@acme.example",
-            private_email=None,
-            work_phone=None,
-            private_phone=None,
-            started_on=None,
-            predecessor_id=None,
-            infotags=[c.InfotagPlacement(tag="T\x00ag", added_by="b\x00ob", added_at=at)],
-            outlook_sync_users=["u\x00"],
-            photo=None,
-        ),
+        company_name="Acme\u200b",
+        first_names="No\x00ra",
+        last_names="Nul\ud800sen",
+        job_title=None,
+        department="\x07Sales",
+        work_email="nora.\x00n@acme.example",
+        private_email=None,
+        infotags=[c.InfotagPlacement(tag="T\x00ag", added_by="b\x00ob", added_at=AT)],
+        outlook_sync_users=["u\x00"],
     )
     row = model.apply(None, created)
     assert (row.first_names, row.last_names, row.company_name) == ("Nora", "Nulsen", "Acme")
@@ -161,12 +147,16 @@ def _worker(publish_fails: bool = False, pool: _Pool | None = None) -> tuple[Wor
     worker = Worker(settings, pool or _Pool(), ["items"])
     published: list[Any] = []
 
-    async def publish(value: bytes, **kwargs: Any) -> None:
-        if publish_fails:
-            raise ConnectionError("Kafka unreachable")
-        published.append((value, kwargs))
+    class Producer:
+        async def send_and_wait(
+            self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+        ) -> None:
+            if publish_fails:
+                raise ConnectionError("Kafka unreachable")
+            sent = {"topic": topic, "key": key, "headers": {k: v.decode() for k, v in headers}}
+            published.append((value, sent))
 
-    worker.broker.publish = publish  # type: ignore[method-assign,assignment]
+    worker.producer = Producer()
     return worker, published
 
 

@@ -121,3 +121,20 @@ async def test_a_dead_letter_kafka_refuses_raises_so_the_offset_is_not_committed
             Message(b"not json"),
             asyncio.Event(),
         )
+
+
+async def test_the_sync_consumer_counts_only_what_it_applied_before_a_stop() -> None:
+    store = FakeStore(fail=0, error=ValueError())
+    w = worker(store)
+    stop = asyncio.Event()
+    applied: list[int] = []
+
+    async def handle(producer: Any, message: Any, stop_: asyncio.Event) -> None:
+        applied.append(message.offset)
+        if message.offset == 2:
+            stop.set()  # asked to stop while applying this one
+
+    w._handle = handle  # type: ignore[method-assign,assignment]
+    messages = [Message(event_bytes(), offset=o) for o in (1, 2, 3)]
+    assert await w._partition_handler(FakeProducer(), stop)(messages) == 1
+    assert applied == [1, 2]

@@ -1,0 +1,1 @@
+"""Local tooling: the PostgreSQL + Kafka stack, the Graph-compatible server, `kontakt run`."""
