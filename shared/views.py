@@ -1,4 +1,4 @@
-"""Response fields both HTTP APIs show for a contact (the write side's reads and the query API)."""
+"""Response models both HTTP APIs show for a contact (the write side's reads and the query API)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,39 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from shared.contract.contacts import ContactStatus, InfotagPlacement, PhotoRef, detail_annotations
+
+#: What is known of a contact's current photo: the contract's shape.
+PhotoView = PhotoRef
+#: An infotag on a contact, who placed it and when: the contract's shape.
+InfotagView = InfotagPlacement
+
 
 class ContactFields(BaseModel):
     """A contact's details, status and place among the person's versions."""
 
     person_id: UUID
     version: int
-    status: str
+    status: ContactStatus
     company_id: UUID
     company_name: str
-    first_names: str
-    last_names: str
-    job_title: str | None
-    department: str | None
-    work_email: str | None
-    private_email: str | None
-    work_phone: str | None
-    private_phone: str | None
+    # The detail fields are the contract's, so a new one needs no edit here.
+    __annotations__.update(detail_annotations())
     started_on: date | None
     ended_on: date | None
     predecessor_id: UUID | None
     successor_id: UUID | None
+
+
+class Employment(BaseModel):
+    """One version of a person: an employment."""
+
+    contact_id: UUID
+    company_id: UUID
+    company_name: str
+    job_title: str | None
+    department: str | None
+    started_on: date | None
+    ended_on: date | None
+    status: ContactStatus
+    version: int

@@ -41,7 +41,6 @@ from services.contacts.schemas import (
     ContactCreate,
     ContactDetailsChange,
     ContactView,
-    EmploymentView,
     EraseRequest,
     ErasureResponse,
     HistoryEntry,
@@ -52,6 +51,7 @@ from services.contacts.schemas import (
     OutlookSyncSwitchOff,
 )
 from shared.auth import ADMIN_ROLE, OUTLOOK_SYNC_ROLE, Principal
+from shared.contract.contacts import JOB_DETAILS
 from shared.http import (
     EdgeText,
     StrictJSONRoute,
@@ -61,6 +61,7 @@ from shared.http import (
 )
 from shared.observability import correlation_id, metrics
 from shared.text import forbidden_character
+from shared.views import Employment
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def change_job(
         contact_id,
         company_id=body.company_id,
         company_name=body.company_name,
-        job=body.model_dump(include={"job_title", "department", "work_email", "work_phone"}),
+        job=body.model_dump(include=set(JOB_DETAILS)),
         effective_on=body.effective_on or datetime.now(UTC).date(),
         expected_version=expected,
     )
@@ -461,23 +462,13 @@ def as_of(
     return contact.state()
 
 
-@router.get("/{contact_id}/employments", response_model=list[EmploymentView], responses=_READ)
+@router.get("/{contact_id}/employments", response_model=list[Employment], responses=_READ)
 def employments(
     contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
-) -> list[EmploymentView]:
+) -> list[Employment]:
     """All versions of the contact's person, oldest first."""
     return [
-        EmploymentView(
-            contact_id=c.id,
-            company_id=c.company_id,
-            company_name=c.company_name,
-            job_title=c.job_title,
-            department=c.department,
-            started_on=c.started_on,
-            ended_on=c.ended_on,
-            status=c.status,
-            version=c.version,
-        )
+        Employment.model_validate({**c.state(), "contact_id": c.id})
         for c in contacts.employments(contact_id)
     ]
 

@@ -29,6 +29,7 @@ from services.contacts.domain import (
 from services.contacts.personal_data import PersonalDataMapper, PersonCipher
 from services.contacts.photos import PhotoStore
 from shared.addresses import address_hash
+from shared.contract.contacts import EMAIL_DETAILS
 from shared.retrying import write_conflicts
 
 T = TypeVar("T")
@@ -397,7 +398,7 @@ class ContactsApp(Application[UUID]):
         found: set[str] = set()
         for event in self._events(contact_id):
             values = vars(event).get("changes", vars(event))
-            for name in ("work_email", "private_email"):
+            for name in EMAIL_DETAILS:
                 value = values.get(name)
                 if value and value != ERASED:
                     found.add(value)

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any, ClassVar
+from datetime import date
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-# What personal data reads as once the person was erased: the same in the contract.
 from shared.addresses import normalise_address
-from shared.contract.contacts import ERASED
+from shared.contract import contacts as contract
+
+# What personal data reads as once the person was erased: the same in the contract.
+from shared.contract.contacts import ERASED, ContactStatus
 from shared.text import strip_invisible
 
 # --------------------------------------------------------------------------- errors
@@ -118,23 +120,11 @@ class NothingToChangeError(ContactError):
 
 # ----------------------------------------------------------------------- value types
 
-#: Fields of a contact a details change may set.
-DETAIL_FIELDS: tuple[str, ...] = (
-    "first_names",
-    "last_names",
-    "job_title",
-    "department",
-    "work_email",
-    "private_email",
-    "work_phone",
-    "private_phone",
-)
+#: Fields of a contact a details change may set (the contract defines them).
+DETAIL_FIELDS: tuple[str, ...] = contract.DETAIL_FIELDS
 
 #: Personal fields of a contact's state: encrypted in stored events and snapshots.
 PERSONAL_STATE: tuple[str, ...] = (*DETAIL_FIELDS, "photo.content_hash")
-
-#: Fields that belong to the person and follow them to a new job.
-PERSONAL_FIELDS: tuple[str, ...] = ("first_names", "last_names", "private_email", "private_phone")
 
 
 @dataclass(frozen=True)
@@ -145,15 +135,8 @@ class Actor:
     correlation_id: str
 
 
-@dataclass(frozen=True)
-class PhotoInfo:
-    """What an event records of a photo; the bytes live in the photo store."""
-
-    content_hash: str
-    media_type: str
-    byte_size: int
-    width: int
-    height: int
+#: What an event records of a photo; the bytes live in the photo store.
+PhotoInfo = contract.PhotoRef
 
 
 def normalise_text(value: str) -> str:
@@ -198,19 +181,17 @@ class Contact(Aggregate):
         PERSONAL = PERSONAL_STATE
         company_id: UUID
         company_name: str
-        first_names: str
-        last_names: str
-        job_title: str | None
-        department: str | None
-        work_email: str | None
-        private_email: str | None
-        work_phone: str | None
-        private_phone: str | None
+        # The detail fields are the contract's, so a new one needs no edit here.
+        __annotations__.update(contract.detail_annotations())
         started_on: date | None
         predecessor_id: UUID | None
         infotags: dict[str, dict[str, Any]]
         outlook_sync_users: list[str]
         photo: dict[str, Any] | None
+
+        def apply(self, aggregate: Contact) -> None:
+            for name in DETAIL_FIELDS:
+                setattr(aggregate, name, getattr(self, name))
 
     class DetailsChanged(Event):
         """ContactDetailsChanged: the named fields now hold these values."""
@@ -277,20 +258,10 @@ class Contact(Aggregate):
 
         TOPIC = "kontakt:PhotoChanged"
         PERSONAL = ("content_hash",)
-        content_hash: str
-        media_type: str
-        byte_size: int
-        width: int
-        height: int
+        __annotations__ = {n: f.annotation for n, f in PhotoInfo.model_fields.items()}
 
         def apply(self, aggregate: Contact) -> None:
-            aggregate.photo = {
-                "content_hash": self.content_hash,
-                "media_type": self.media_type,
-                "byte_size": self.byte_size,
-                "width": self.width,
-                "height": self.height,
-            }
+            aggregate.photo = {name: getattr(self, name) for name in PhotoInfo.model_fields}
 
     class PhotoRemoved(Event):
         """PhotoRemoved: the contact has no photo any more."""
@@ -346,32 +317,17 @@ class Contact(Aggregate):
         correlation_id: str,
         company_id: UUID,
         company_name: str,
-        first_names: str,
-        last_names: str,
-        job_title: str | None,
-        department: str | None,
-        work_email: str | None,
-        private_email: str | None,
-        work_phone: str | None,
-        private_phone: str | None,
         started_on: date | None,
         predecessor_id: UUID | None,
         infotags: dict[str, dict[str, Any]],
         outlook_sync_users: list[str],
         photo: dict[str, Any] | None,
     ) -> None:
+        # The detail fields are set by Created.apply, from the contract's list.
         self.person_id = person_id
         self.created_by = actor
         self.company_id = company_id
         self.company_name = company_name
-        self.first_names = first_names
-        self.last_names = last_names
-        self.job_title = job_title
-        self.department = department
-        self.work_email = work_email
-        self.private_email = private_email
-        self.work_phone = work_phone
-        self.private_phone = private_phone
         self.started_on = started_on
         self.predecessor_id = predecessor_id
         self.infotags: dict[str, dict[str, Any]] = {k: dict(v) for k, v in infotags.items()}
@@ -405,14 +361,7 @@ class Contact(Aggregate):
             correlation_id=actor.correlation_id,
             company_id=company_id,
             company_name=company_name,
-            first_names=details["first_names"],
-            last_names=details["last_names"],
-            job_title=details.get("job_title"),
-            department=details.get("department"),
-            work_email=details.get("work_email"),
-            private_email=details.get("private_email"),
-            work_phone=details.get("work_phone"),
-            private_phone=details.get("private_phone"),
+            **{name: details.get(name) for name in DETAIL_FIELDS},
             started_on=started_on,
             predecessor_id=None,
             infotags={},
@@ -422,13 +371,9 @@ class Contact(Aggregate):
 
     # ------------------------------------------------------------------ queries
 
-    TYPE_NAMES: ClassVar[dict[str, str]] = {
-        "Created": "ContactCreated",
-        "DetailsChanged": "ContactDetailsChanged",
-        "Archived": "ContactArchived",
-        "Restored": "ContactRestored",
-        "Erased": "ContactErased",
-    }
+    if TYPE_CHECKING:
+        # The detail fields (the contract's) are set by name, so checkers cannot list them.
+        def __getattr__(self, name: str) -> Any: ...
 
     @property
     def is_former(self) -> bool:
@@ -436,13 +381,11 @@ class Contact(Aggregate):
         return self.successor_id is not None
 
     @property
-    def status(self) -> str:
+    def status(self) -> ContactStatus:
         """current, former, archived or erased."""
-        if self.erased:
-            return "erased"
-        if self.is_former:
-            return "former"
-        return "archived" if self.archived else "current"
+        return contract.contact_status(
+            erased=self.erased, former=self.is_former, archived=self.archived
+        )
 
     @property
     def is_current(self) -> bool:
@@ -513,7 +456,7 @@ class Contact(Aggregate):
             raise InvalidValueError(f"not a detail field: {sorted(unknown)}")
         if not changes:
             raise NothingToChangeError()
-        for required in ("first_names", "last_names"):
+        for required in contract.REQUIRED_DETAILS:
             if required in changes and not (changes[required] or "").strip():
                 raise InvalidValueError(f"{required} cannot be empty")
         differing = {k: v for k, v in changes.items() if getattr(self, k) != v}
@@ -556,14 +499,8 @@ class Contact(Aggregate):
             correlation_id=actor.correlation_id,
             company_id=company_id,
             company_name=company_name,
-            first_names=self.first_names,
-            last_names=self.last_names,
-            job_title=job.get("job_title"),
-            department=job.get("department"),
-            work_email=job.get("work_email"),
-            private_email=self.private_email,
-            work_phone=job.get("work_phone"),
-            private_phone=self.private_phone,
+            **{name: getattr(self, name) for name in contract.PERSONAL_DETAILS},
+            **{name: job.get(name) for name in contract.JOB_DETAILS},
             started_on=effective_on,
             predecessor_id=self.id,
             infotags={k: dict(v) for k, v in self.infotags.items()},
@@ -603,15 +540,7 @@ class Contact(Aggregate):
         self.check_editable()
         if self.photo and self.photo["content_hash"] == photo.content_hash:
             return False
-        self._trigger(
-            self.PhotoChanged,
-            actor,
-            content_hash=photo.content_hash,
-            media_type=photo.media_type,
-            byte_size=photo.byte_size,
-            width=photo.width,
-            height=photo.height,
-        )
+        self._trigger(self.PhotoChanged, actor, **photo.model_dump())
         return True
 
     def remove_photo(self, actor: Actor) -> None:
@@ -646,16 +575,38 @@ class Contact(Aggregate):
         self._trigger(self.Erased, actor, reason=reason, address_hashes=sorted(address_hashes))
 
 
+# Events and snapshots stored before an optional detail field existed lack it: it reads as null.
+for _name in DETAIL_FIELDS:
+    if _name not in contract.REQUIRED_DETAILS:
+        setattr(Contact, _name, None)
+        setattr(Contact.Created, _name, None)
+
+
+#: Every stored event's topic is "kontakt:" and its public, past-tense name.
+_TOPIC_PREFIX = "kontakt:"
+
+
+def public_name(event_class: type) -> str:
+    """The public, past-tense name of an event class (e.g. ContactCreated), from its topic."""
+    topic: str = getattr(event_class, "TOPIC", "")
+    return (
+        topic.removeprefix(_TOPIC_PREFIX)
+        if topic.startswith(_TOPIC_PREFIX)
+        else event_class.__name__
+    )
+
+
 def event_type_name(event: object) -> str:
-    """The public, past-tense name of a contact event (e.g. ContactCreated)."""
-    name = type(event).__name__
-    return Contact.TYPE_NAMES.get(name, name)
+    """The public, past-tense name of an event (e.g. ContactCreated)."""
+    return public_name(type(event))
 
 
-def event_occurred_at(event: Any) -> datetime:
-    """When an event happened."""
-    ts: datetime = event.timestamp
-    return ts
+#: Every event class of the contact aggregate.
+CONTACT_EVENT_CLASSES: tuple[type[Contact.Event], ...] = tuple(
+    value
+    for value in vars(Contact).values()
+    if isinstance(value, type) and issubclass(value, Contact.Event) and value is not Contact.Event
+)
 
 
 # ------------------------------------------------------------------- uniqueness
@@ -732,7 +683,7 @@ def uniqueness_keys(contact: Contact) -> dict[str, str]:
     for normalise in (normalise_text, legacy_normalise_text):
         first, last = normalise(contact.first_names), normalise(contact.last_names)
         keys.setdefault(f"name\x1f{contact.company_id}\x1f{first}\x1f{last}", "name")
-    for field in ("work_email", "private_email"):
+    for field in contract.EMAIL_DETAILS:
         value = getattr(contact, field)
         if value:
             keys.setdefault("email\x1f" + normalise_email(value), field)

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.contacts.domain import Contact, event_type_name
+from services.contacts.domain import CONTACT_EVENT_CLASSES, Contact, event_type_name, public_name
 from shared.contract import contacts as contract
 
+# Built from the events' public names, so the domain and the contract cannot drift apart.
 _DATA: dict[type[Any], type[contract.ContactEventBase]] = {
-    Contact.Created: contract.ContactCreated,
-    Contact.DetailsChanged: contract.ContactDetailsChanged,
-    Contact.JobChanged: contract.JobChanged,
-    Contact.OutlookSyncToggled: contract.OutlookSyncToggled,
-    Contact.InfotagAdded: contract.InfotagAdded,
-    Contact.InfotagRemoved: contract.InfotagRemoved,
-    Contact.PhotoChanged: contract.PhotoChanged,
-    Contact.PhotoRemoved: contract.PhotoRemoved,
-    Contact.Archived: contract.ContactArchived,
-    Contact.Restored: contract.ContactRestored,
-    Contact.Erased: contract.ContactErased,
+    cls: contract.CONTACT_EVENTS_BY_TYPE[public_name(cls)] for cls in CONTACT_EVENT_CLASSES
 }
 
 #: Stored-event topics of the events that go on the bus.
@@ -33,11 +24,6 @@ _ENVELOPE = {
     "correlation_id",
     "originator_topic",
 }
-
-
-def is_published(event: object) -> bool:
-    """True for the events that go on the bus (contact events; not uniqueness keys)."""
-    return type(event) in _DATA
 
 
 def to_integration_event(event: Any, global_position: int) -> contract.ContactEventBase:

@@ -111,7 +111,13 @@ class PhotoStore:
         media_type, width, height = sniff(data)
         digest = self.content_hash(data)
         self._save(person_id, digest, media_type, data)
-        return PhotoInfo(digest, media_type, len(data), width, height)
+        return PhotoInfo(
+            content_hash=digest,
+            media_type=media_type,
+            byte_size=len(data),
+            width=width,
+            height=height,
+        )
 
     def _save(self, person_id: UUID, digest: str, media_type: str, data: bytes) -> None:
         raise NotImplementedError

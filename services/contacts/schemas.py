@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
@@ -17,9 +17,10 @@ from pydantic import (
     field_validator,
 )
 
+from shared.contract.contacts import DETAILS, JOB_DETAILS, REQUIRED_DETAILS, FieldKind
 from shared.http import ErrorBody as ErrorBody
 from shared.text import VISIBLE_TEXT_PATTERN, edge_text
-from shared.views import ContactFields
+from shared.views import ContactFields, InfotagView, PhotoView
 
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{1,38}[0-9]$")
 #: RFC 5321 bounds a local part to 64 octets; email-validator leaves that to the caller.
@@ -78,52 +79,62 @@ Phone = Annotated[
 ]
 
 
+#: How the edge validates each kind of detail field the contract defines.
+_EDGE_TYPES: dict[FieldKind, Any] = {
+    FieldKind.TEXT: Text,
+    FieldKind.EMAIL: Email,
+    FieldKind.PHONE: Phone,
+}
+
+
+def _details(names: tuple[str, ...], *, all_optional: bool = False) -> dict[str, Any]:
+    """Annotations of detail fields as the edge validates them; optional ones default to null."""
+    fields: dict[str, Any] = {}
+    for name in names:
+        edge = _EDGE_TYPES[DETAILS[name].kind]
+        required = name in REQUIRED_DETAILS and not all_optional
+        fields[name] = edge if required else Annotated[edge | None, Field(default=None)]
+    return fields
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ContactCreate(_Strict):
+class _WithDetails(_Strict):
+    if TYPE_CHECKING:
+        # The detail fields are the contract's, declared by name, so checkers cannot list them.
+        def __getattr__(self, name: str) -> Any: ...
+
+
+class ContactCreate(_WithDetails):
     """Create a contact."""
 
     company_id: UUID
     company_name: Text
-    first_names: Text
-    last_names: Text
-    job_title: Text | None = None
-    department: Text | None = None
-    work_email: Email | None = None
-    private_email: Email | None = None
-    work_phone: Phone | None = None
-    private_phone: Phone | None = None
+    __annotations__.update(_details(tuple(DETAILS)))
     started_on: date | None = None
 
 
 def _required_names_schema(schema: dict[str, Any]) -> None:
     schema["minProperties"] = 1
-    for name in ("first_names", "last_names"):
+    for name in REQUIRED_DETAILS:
         prop = schema["properties"][name]
         text = next(s for s in prop.pop("anyOf") if s.get("type") == "string")
         prop.update(text)
         prop.pop("default", None)
 
 
-class ContactDetailsChange(_Strict):
+class ContactDetailsChange(_WithDetails):
     """Change detail fields; only the fields sent change (null clears an optional one)."""
 
     # A change names at least one field (an empty one is 422), and the names cannot be
     # cleared: the schema says both, so clients generating requests from it are told.
     model_config = ConfigDict(extra="forbid", json_schema_extra=_required_names_schema)
 
-    first_names: Text | None = None
-    last_names: Text | None = None
-    job_title: Text | None = None
-    department: Text | None = None
-    work_email: Email | None = None
-    private_email: Email | None = None
-    work_phone: Phone | None = None
-    private_phone: Phone | None = None
+    __annotations__ = _details(tuple(DETAILS), all_optional=True)
 
-    @field_validator("first_names", "last_names", mode="before")
+    @field_validator(*REQUIRED_DETAILS, mode="before")
     @classmethod
     def _names_are_not_cleared(cls, value: object) -> object:
         if value is None:
@@ -135,15 +146,12 @@ class ContactDetailsChange(_Strict):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class JobChange(_Strict):
+class JobChange(_WithDetails):
     """Record a job change: the person's new version at the new company."""
 
     company_id: UUID
     company_name: Text
-    job_title: Text | None = None
-    department: Text | None = None
-    work_email: Email | None = None
-    work_phone: Phone | None = None
+    __annotations__.update(_details(JOB_DETAILS))
     effective_on: date | None = Field(default=None, description="Defaults to today (UTC).")
 
 
@@ -200,24 +208,6 @@ class JobChangeResponse(CommandResponse):
     predecessor: CommandResponse
 
 
-class InfotagView(BaseModel):
-    """An infotag on a contact, with who placed it and when."""
-
-    tag: str
-    added_by: str
-    added_at: datetime
-
-
-class PhotoView(BaseModel):
-    """What is known of a contact's current photo."""
-
-    content_hash: str
-    media_type: str
-    byte_size: int
-    width: int
-    height: int
-
-
 class ContactView(ContactFields):
     """A contact's state, read from the event store."""
 
@@ -241,17 +231,3 @@ class HistoryEntry(BaseModel):
     correlation_id: str
     changes: dict[str, dict[str, Any]]
     data: dict[str, Any]
-
-
-class EmploymentView(BaseModel):
-    """One version of a person: an employment."""
-
-    contact_id: UUID
-    company_id: UUID
-    company_name: str
-    job_title: str | None
-    department: str | None
-    started_on: date | None
-    ended_on: date | None
-    status: str
-    version: int

@@ -19,11 +19,8 @@ from services.projections.schemas import (
     Activity,
     ContactDetails,
     ContactSummary,
-    Employment,
-    InfotagEntry,
     LinkedItem,
     Page,
-    PhotoMeta,
     Relation,
     SyncUser,
 )
@@ -33,6 +30,7 @@ from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from services.projections.versions import VersionWaiter
 from services.projections.worker import create_pool, create_schemas
+from shared.contract.contacts import ContactStatus
 from shared.http import (
     METRICS_RESPONSES,
     BodyLimitMiddleware,
@@ -46,6 +44,7 @@ from shared.http import (
 from shared.observability import correlation_id, metrics_response
 from shared.settings import KontaktSettings
 from shared.text import forbidden_character
+from shared.views import Employment, InfotagView, PhotoView
 
 log = logging.getLogger("kontakt.query")
 
@@ -57,15 +56,6 @@ class NotYetError(Exception):
         super().__init__(f"the read model is at version {current}, not yet {wanted}")
         self.wanted = wanted
         self.current = current
-
-
-class Status(StrEnum):
-    """Contact statuses a list can filter on."""
-
-    current = "current"
-    former = "former"
-    archived = "archived"
-    erased = "erased"
 
 
 class Sort(StrEnum):
@@ -127,7 +117,7 @@ async def list_contacts(
     ] = None,
     company_id: UUID | None = None,
     infotag: Annotated[EdgeText | None, Query(max_length=100)] = None,
-    status: Annotated[list[Status] | None, Query()] = None,
+    status: Annotated[list[ContactStatus] | None, Query()] = None,
     sort: Sort = Sort.name,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -135,7 +125,7 @@ async def list_contacts(
     """Contacts by name prefix (accent- and case-insensitive), company, infotag and status."""
     from services.projections.contacts_model import fold
 
-    statuses = [s.value for s in status] if status else [Status.current.value]
+    statuses: list[ContactStatus] = status or ["current"]
     async with pool.acquire() as conn:
         total, rows = await contacts_sql.search(
             conn,
@@ -206,7 +196,7 @@ async def activities(
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
 
-@router.get("/{contact_id}/infotags", response_model=list[InfotagEntry], responses=_RESPONSES)
+@router.get("/{contact_id}/infotags", response_model=list[InfotagView], responses=_RESPONSES)
 async def infotags(
     request: Request, contact_id: UUID, pool: Pool, _: PrincipalDep, min_version: MinVersion = None
 ) -> list[dict[str, Any]]:
@@ -238,7 +228,7 @@ async def photo(
     meta = contacts_sql.photo_of(row)
     if meta is None:
         raise HTTPException(404, "contact has no photo")
-    info = PhotoMeta(**meta)
+    info = PhotoView(**meta)
     etag = f'"{info.content_hash}"'
     # The type was judged from the bytes on upload; browsers must not guess another one.
     headers = {

@@ -9,14 +9,11 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from shared.contract import contacts as c
 from shared.text import clean_text, clean_value
-
-#: Contact fields that hold e-mail addresses (matched against activities).
-ADDRESS_FIELDS = ("work_email", "private_email")
 
 
 class UnknownContactError(Exception):
@@ -45,14 +42,8 @@ class ContactRow:
     position: int
     company_id: UUID
     company_name: str
-    first_names: str
-    last_names: str
-    job_title: str | None
-    department: str | None
-    work_email: str | None
-    private_email: str | None
-    work_phone: str | None
-    private_phone: str | None
+    # The detail fields are the contract's, so a new one needs no edit here.
+    __annotations__.update(c.detail_annotations())
     started_on: date | None
     ended_on: date | None
     predecessor_id: UUID | None
@@ -67,14 +58,16 @@ class ContactRow:
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
+    if TYPE_CHECKING:
+        # The detail fields are declared by name, so checkers cannot list them.
+        def __getattr__(self, name: str) -> Any: ...
+
     @property
-    def status(self) -> str:
+    def status(self) -> c.ContactStatus:
         """current, former, archived or erased."""
-        if self.erased:
-            return "erased"
-        if self.successor_id is not None:
-            return "former"
-        return "archived" if self.archived else "current"
+        return c.contact_status(
+            erased=self.erased, former=self.successor_id is not None, archived=self.archived
+        )
 
     @property
     def search_text(self) -> str:
@@ -108,9 +101,8 @@ def _photo(photo: c.PhotoRef | None) -> c.PhotoRef | None:
 
 
 def _addresses(row: ContactRow) -> frozenset[str]:
-    current = {
-        normalise_address(v) for v in (row.work_email, row.private_email) if v and v != c.ERASED
-    }
+    values = (getattr(row, name) for name in c.EMAIL_DETAILS)
+    current = {normalise_address(v) for v in values if v and v != c.ERASED}
     return row.addresses | current
 
 
@@ -118,6 +110,7 @@ def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
     """The row after the event; raises UnknownContactError for a contact never created."""
     if isinstance(event, c.ContactCreated):
         d = event.data
+        details: dict[str, Any] = {name: _t(getattr(d, name)) for name in c.DETAIL_FIELDS}
         created = ContactRow(
             contact_id=event.contact_id,
             person_id=event.person_id,
@@ -125,14 +118,7 @@ def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
             position=event.global_position,
             company_id=d.company_id,
             company_name=clean_text(d.company_name),
-            first_names=clean_text(d.first_names),
-            last_names=clean_text(d.last_names),
-            job_title=_t(d.job_title),
-            department=_t(d.department),
-            work_email=_t(d.work_email),
-            private_email=_t(d.private_email),
-            work_phone=_t(d.work_phone),
-            private_phone=_t(d.private_phone),
+            **details,
             started_on=d.started_on,
             ended_on=None,
             predecessor_id=d.predecessor_id,
@@ -186,17 +172,11 @@ def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
     if isinstance(event, c.ContactRestored):
         return replace(row, archived=False)
     if isinstance(event, c.ContactErased):
+        erased: dict[str, Any] = dict.fromkeys(c.DETAIL_FIELDS, c.ERASED)
         return replace(
             row,
             erased=True,
-            first_names=c.ERASED,
-            last_names=c.ERASED,
-            job_title=c.ERASED,
-            department=c.ERASED,
-            work_email=c.ERASED,
-            private_email=c.ERASED,
-            work_phone=c.ERASED,
-            private_phone=c.ERASED,
+            **erased,
             photo=None,
             outlook_sync_users=(),
             addresses=frozenset(),

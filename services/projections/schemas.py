@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Generic, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel
 
-from shared.http import ErrorBody
-from shared.views import ContactFields
+from shared.contract.contacts import ContactStatus
+from shared.views import ContactFields, PhotoView
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ class ContactSummary(BaseModel):
     contact_id: UUID
     person_id: UUID
     version: int
-    status: str
+    status: ContactStatus
     first_names: str
     last_names: str
     company_id: UUID
@@ -46,7 +46,7 @@ class Relation(BaseModel):
     last_names: str
     job_title: str | None
     company_name: str | None = None
-    status: str | None = None
+    status: ContactStatus | None = None
 
 
 class SyncUser(BaseModel):
@@ -58,21 +58,11 @@ class SyncUser(BaseModel):
     updated_at: datetime | None = None
 
 
-class PhotoMeta(BaseModel):
-    """What is known of the current photo (bytes at /contacts/{id}/photo)."""
-
-    content_hash: str
-    media_type: str
-    byte_size: int
-    width: int
-    height: int
-
-
 class ContactDetails(ContactFields):
     """The Details tab."""
 
     contact_id: UUID
-    photo: PhotoMeta | None
+    photo: PhotoView | None
     other_versions: list[Relation]
     colleagues: list[Relation]
     outlook_sync: list[SyncUser]
@@ -91,14 +81,6 @@ class Activity(BaseModel):
     sent_at: datetime
 
 
-class InfotagEntry(BaseModel):
-    """An infotag, who placed it and when."""
-
-    tag: str
-    added_by: str
-    added_at: datetime
-
-
 class LinkedItem(BaseModel):
     """An opportunity, campaign or project the contact is linked to."""
 
@@ -109,21 +91,3 @@ class LinkedItem(BaseModel):
     outcome: str | None
     role: str | None
     linked_at: datetime
-
-
-class Employment(BaseModel):
-    """One version of the person."""
-
-    contact_id: UUID
-    company_id: UUID
-    company_name: str
-    job_title: str | None
-    department: str | None
-    started_on: date | None
-    ended_on: date | None
-    status: str
-    version: int
-
-
-#: The one error body (412 included: it carries wanted_version and current_version).
-NotYet = ErrorBody

@@ -5,7 +5,7 @@ so that the same Outlook item follows the person across job changes. Its state:
 
     off --(switched on)--> linking --(created or found again)--> linked(graph id, hashes)
     linked --(details/photo/infotags/new job)--> linked (one update, none if nothing shows)
-    linked --(switched off, archived, erased)--> unlinking --> off
+    linked --(switched off, archived, erased)--> off (the item deleted)
     linked --(404: the user deleted it in Outlook)--> user_deleted --(switched off)--> off
     any --(permanent Graph error)--> failed (parked until the contact changes again)
 
@@ -22,6 +22,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from shared.contract.contacts import (
+    DETAIL_FIELDS,
     ERASED,
     ContactArchived,
     ContactCreated,
@@ -29,6 +30,7 @@ from shared.contract.contacts import (
     ContactErased,
     ContactEvent,
     ContactRestored,
+    ContactStatus,
     InfotagAdded,
     InfotagRemoved,
     JobChanged,
@@ -50,19 +52,7 @@ CONTACT_ID_PROPERTY = "String {00020329-0000-0000-C000-000000000046} Name Kontak
 #: Reason given when the user deleted the item in Outlook.
 DELETED_IN_OUTLOOK = "deleted in Outlook by the user"
 
-ContactStatus = Literal["current", "former", "archived", "erased"]
-LinkState = Literal["off", "linking", "linked", "unlinking", "user_deleted", "failed"]
-
-DETAIL_FIELDS = (
-    "first_names",
-    "last_names",
-    "job_title",
-    "department",
-    "work_email",
-    "private_email",
-    "work_phone",
-    "private_phone",
-)
+LinkState = Literal["off", "linking", "linked", "user_deleted", "failed"]
 
 
 class SyncError(Exception):
@@ -333,7 +323,7 @@ def plan(link: Link, snap: Snapshot) -> Plan:
     if not wants_item(link, snap):
         if link.graph_id is not None:
             return Plan("delete")
-        if link.state in ("linking", "unlinking"):
+        if link.state == "linking":
             return Plan("find_and_delete")
         return Plan("noop")
     body = render_contact(snap)
@@ -366,11 +356,6 @@ def linked(link: Link, graph_id: str, p: Plan) -> Link:
         reason=None,
         attempts=0,
     )
-
-
-def unlinking(link: Link) -> Link:
-    """Before a delete."""
-    return replace(link, state="unlinking")
 
 
 def unlinked(link: Link) -> Link:

@@ -501,7 +501,7 @@ class SyncStore:
         return sequence
 
     async def progress(self, link: domain.Link) -> None:
-        """Record an intermediate state (linking, unlinking) before the Graph call."""
+        """Record the intermediate state (linking) before the Graph call."""
         async with self.pool.connection() as conn:
             await conn.execute(
                 "UPDATE sync_links SET state = %s, updated_at = now()"
@@ -537,15 +537,6 @@ class SyncStore:
                 (person_ids, person_ids),
             )
             return [_link(r) for r in await cur.fetchall()]
-
-    async def contact_versions(self, contact_ids: list[UUID]) -> dict[UUID, int]:
-        """The last applied version of each contact (for tests and progress checks)."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT contact_id, version FROM sync_contacts WHERE contact_id = ANY(%s)",
-                (contact_ids,),
-            )
-            return {r["contact_id"]: r["version"] for r in await cur.fetchall()}
 
     # ------------------------------------------------------------------ erasure
 

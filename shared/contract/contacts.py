@@ -9,8 +9,10 @@ aggregate version, global position) and a `data` object whose shape the
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -21,16 +23,35 @@ EVENT_ID_NAMESPACE = UUID("5b0e7c8a-6a7d-4f43-9d1c-0b8a4c9f2e11")
 #: What personal data reads as after the person was erased.
 ERASED = "[erased]"
 
-DetailField = Literal[
-    "first_names",
-    "last_names",
-    "job_title",
-    "department",
-    "work_email",
-    "private_email",
-    "work_phone",
-    "private_phone",
-]
+ContactStatus = Literal["current", "former", "archived", "erased"]
+"""Where a contact stands: one version of a person is current, former (moved on), archived or
+erased."""
+
+
+def contact_status(*, erased: bool, former: bool, archived: bool) -> ContactStatus:
+    """A contact's status: erased above all, then former (moved on), then archived."""
+    if erased:
+        return "erased"
+    if former:
+        return "former"
+    return "archived" if archived else "current"
+
+
+class FieldKind(StrEnum):
+    """What a detail field holds, which decides how the edge validates it."""
+
+    TEXT = "text"
+    EMAIL = "email"
+    PHONE = "phone"
+
+
+@dataclass(frozen=True)
+class Detail:
+    """A detail field's kind, and whether it belongs to the person or to the job."""
+
+    kind: FieldKind
+    #: A personal field follows the person to a new job; the others are the job's.
+    personal: bool
 
 
 def event_id_for(contact_id: UUID, aggregate_version: int) -> UUID:
@@ -41,6 +62,47 @@ def event_id_for(contact_id: UUID, aggregate_version: int) -> UUID:
 class _Model(BaseModel):
     # Consumers must tolerate fields added later (additive changes keep the version).
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ContactDetails(_Model):
+    """A contact's detail fields: the one definition the domain, the APIs, the read model and
+    the sync derive theirs from (a field without a default is required)."""
+
+    first_names: Annotated[str, Detail(FieldKind.TEXT, personal=True)]
+    last_names: Annotated[str, Detail(FieldKind.TEXT, personal=True)]
+    job_title: Annotated[str | None, Detail(FieldKind.TEXT, personal=False)]
+    department: Annotated[str | None, Detail(FieldKind.TEXT, personal=False)]
+    work_email: Annotated[str | None, Detail(FieldKind.EMAIL, personal=False)]
+    private_email: Annotated[str | None, Detail(FieldKind.EMAIL, personal=True)]
+    work_phone: Annotated[str | None, Detail(FieldKind.PHONE, personal=False)]
+    private_phone: Annotated[str | None, Detail(FieldKind.PHONE, personal=True)]
+
+
+#: Every detail field by name, in the contract's order.
+DETAILS: dict[str, Detail] = {
+    name: next(m for m in info.metadata if isinstance(m, Detail))
+    for name, info in ContactDetails.model_fields.items()
+}
+DETAIL_FIELDS: tuple[str, ...] = tuple(DETAILS)
+#: Detail fields every contact has (they cannot be cleared).
+REQUIRED_DETAILS: tuple[str, ...] = tuple(
+    name for name, info in ContactDetails.model_fields.items() if info.annotation is str
+)
+#: Detail fields that belong to the person and follow them to a new job.
+PERSONAL_DETAILS: tuple[str, ...] = tuple(n for n, d in DETAILS.items() if d.personal)
+#: Detail fields of the job: a job change sets them afresh.
+JOB_DETAILS: tuple[str, ...] = tuple(n for n, d in DETAILS.items() if not d.personal)
+#: Detail fields that hold e-mail addresses.
+EMAIL_DETAILS: tuple[str, ...] = tuple(n for n, d in DETAILS.items() if d.kind is FieldKind.EMAIL)
+
+# A Literal of a computed tuple is what the JSON Schema needs (the names as an enum);
+# type checkers only see str.
+DetailField = Literal[DETAIL_FIELDS]  # type: ignore[valid-type]
+
+
+def detail_annotations(names: tuple[str, ...] = DETAIL_FIELDS) -> dict[str, Any]:
+    """The contract's type of each named detail field, to declare them elsewhere by."""
+    return {name: ContactDetails.model_fields[name].annotation for name in names}
 
 
 class InfotagPlacement(_Model):
@@ -76,19 +138,15 @@ class ContactEventBase(_Model):
     global_position: int = Field(ge=1, description="Position in Kontakt's event store")
 
 
-class ContactCreatedData(_Model):
-    """A contact was created; with predecessor_id, a new version after a job change."""
-
+class _Employer(_Model):
     company_id: UUID
     company_name: str
-    first_names: str
-    last_names: str
-    job_title: str | None
-    department: str | None
-    work_email: str | None
-    private_email: str | None
-    work_phone: str | None
-    private_phone: str | None
+
+
+# Bases' fields come first, the last base's first: company, details, then the rest.
+class ContactCreatedData(ContactDetails, _Employer):
+    """A contact was created; with predecessor_id, a new version after a job change."""
+
     started_on: date | None
     predecessor_id: UUID | None
     infotags: list[InfotagPlacement]
@@ -261,6 +319,11 @@ CONTACT_EVENT_TYPES: tuple[type[ContactEventBase], ...] = (
     ContactRestored,
     ContactErased,
 )
+
+#: Each contact event's model by its type name.
+CONTACT_EVENTS_BY_TYPE: dict[str, type[ContactEventBase]] = {
+    model.model_fields["type"].default: model for model in CONTACT_EVENT_TYPES
+}
 
 contact_event_adapter: TypeAdapter[ContactEvent] = TypeAdapter(ContactEvent)
 

@@ -35,9 +35,6 @@ class EmailLogged(_Inbound):
     sent_at: datetime
 
 
-ActivityEvent = Annotated[EmailLogged, Field(discriminator="type")]
-
-
 class ItemCreated(_Inbound):
     """An item (opportunity, campaign or project) was created."""
 

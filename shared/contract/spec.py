@@ -20,20 +20,20 @@ SCHEMAS_FILE = "event-schemas.json"
 ASYNCAPI_FILE = "asyncapi.json"
 
 
-def json_schemas() -> dict[str, Any]:
+def json_schemas(settings: KontaktSettings | None = None) -> dict[str, Any]:
     """The JSON Schema of every event we publish and consume, by topic and type."""
+    s = settings or default_settings()
     published = {
-        model.model_fields["type"].default: model.model_json_schema()
-        for model in contacts.CONTACT_EVENT_TYPES
+        name: model.model_json_schema() for name, model in contacts.CONTACT_EVENTS_BY_TYPE.items()
     }
     items = TypeAdapter(inbound.ItemEvent).json_schema(by_alias=True)
     return {
-        "contacts.events": published,
-        "activities.events": {"EmailLogged": inbound.EmailLogged.model_json_schema(by_alias=True)},
-        "opportunities.events": items,
-        "campaigns.events": items,
-        "projects.events": items,
-        sync.OUTLOOK_SYNC_EVENTS: {
+        s.contacts_topic: published,
+        s.activities_topic: {"EmailLogged": inbound.EmailLogged.model_json_schema(by_alias=True)},
+        s.opportunities_topic: items,
+        s.campaigns_topic: items,
+        s.projects_topic: items,
+        s.sync_events_topic: {
             "OutlookSyncStatusChanged": sync.OutlookSyncStatusChanged.model_json_schema()
         },
     }

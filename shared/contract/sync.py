@@ -16,9 +16,6 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: The default topic name (settings: KONTAKT_SYNC_EVENTS_TOPIC).
-OUTLOOK_SYNC_EVENTS = "outlook-sync.events"
-
 SyncStatus = Literal["linked", "updated", "unlinked", "failed"]
 
 

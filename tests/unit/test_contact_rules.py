@@ -80,7 +80,9 @@ def test_job_change_carries_personal_data_tags_sync_and_photo_but_not_work_data(
     old = new_contact()
     old.add_infotag(ALICE, "VIP")
     old.toggle_outlook_sync(ALICE, user_id="alice", enabled=True)
-    old.change_photo(ALICE, PhotoInfo("h1", "image/png", 10, 2, 2))
+    old.change_photo(
+        ALICE, PhotoInfo(content_hash="h1", media_type="image/png", byte_size=10, width=2, height=2)
+    )
     new = old.change_job(
         Actor("bob", "corr-2"),
         successor_id=uuid4(),
@@ -177,8 +179,12 @@ def test_photo_removal_needs_a_photo() -> None:
     contact = new_contact()
     with pytest.raises(NoPhotoError):
         contact.remove_photo(ALICE)
-    assert contact.change_photo(ALICE, PhotoInfo("h", "image/png", 1, 1, 1))
-    assert not contact.change_photo(ALICE, PhotoInfo("h", "image/png", 1, 1, 1))
+    assert contact.change_photo(
+        ALICE, PhotoInfo(content_hash="h", media_type="image/png", byte_size=1, width=1, height=1)
+    )
+    assert not contact.change_photo(
+        ALICE, PhotoInfo(content_hash="h", media_type="image/png", byte_size=1, width=1, height=1)
+    )
     contact.remove_photo(ALICE)
     assert contact.photo is None
 

@@ -24,6 +24,7 @@ from services.contacts.schemas import (
     OutlookSyncSwitchOff,
 )
 from services.projections.sql.contacts import like_prefix
+from shared.contract.contacts import DETAILS, FieldKind
 from shared.http import printable, strict_json, validation_body
 from tests.images import image_bytes
 
@@ -63,7 +64,9 @@ COMMANDS: list[tuple[type[BaseModel], dict[str, Any], list[str]]] = [
 ]
 
 #: A valid value per kind of field, into which a bad character is put.
-VALID = {"work_email": "kj@acme.example", "private_email": "kj@home.example"}
+_BY_KIND = {FieldKind.EMAIL: "kj@other.example", FieldKind.PHONE: "+45 11 22 33 44"}
+VALID = {name: _BY_KIND[d.kind] for name, d in DETAILS.items() if d.kind in _BY_KIND}
+VALID |= {"work_email": "kj@acme.example", "private_email": "kj@home.example"}
 VALID |= {"work_phone": "+45 12 34 56 78", "private_phone": "+45 87 65 43 21"}
 
 BAD_CHARACTERS = {

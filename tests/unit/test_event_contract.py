@@ -53,7 +53,9 @@ def test_every_domain_event_maps_to_a_contract_event_that_round_trips() -> None:
     contact.add_infotag(actor, "t")
     contact.remove_infotag(actor, "t")
     contact.change_details(actor, {"job_title": "Z", "work_phone": None, "department": "D"})
-    contact.change_photo(actor, PhotoInfo("h", "image/png", 1, 2, 3))
+    contact.change_photo(
+        actor, PhotoInfo(content_hash="h", media_type="image/png", byte_size=1, width=2, height=3)
+    )
     contact.remove_photo(actor)
     contact.toggle_outlook_sync(actor, user_id="u", enabled=True)
     contact.archive(actor, "r")

@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from services.projections.contacts_model import ContactRow, Infotag
-from shared.contract.contacts import PhotoRef
+from shared.contract.contacts import DETAIL_FIELDS, PhotoRef
 
 LIVE = "rm"
 BUILD = "rm_build"
@@ -102,24 +102,32 @@ async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:
 # ------------------------------------------------------------------- rows
 
 
-_COLUMNS = (
-    "contact_id, person_id, version, position, status, company_id, company_name, first_names,"
-    " last_names, search_text, job_title, department, work_email, private_email, work_phone,"
-    " private_phone, started_on, ended_on, predecessor_id, successor_id, archived, erased, photo,"
-    " outlook_sync_users, created_at, updated_at"
+#: Columns that hold a ContactRow attribute as it is (one column per detail field).
+_PLAIN = (
+    "contact_id", "person_id", "version", "position", "status", "company_id", "company_name",
+    "search_text", *DETAIL_FIELDS, "started_on", "ended_on", "predecessor_id", "successor_id",
+    "archived", "erased",
+)  # fmt: skip
+_COLUMN_NAMES = (*_PLAIN, "photo", "outlook_sync_users", "created_at", "updated_at")
+_COLUMNS = ", ".join(_COLUMN_NAMES)
+#: Columns a ContactRow takes as they are (status and search_text it derives; photo and
+#: outlook_sync_users are converted).
+_FIELDS = tuple(
+    name
+    for name in _COLUMN_NAMES
+    if name not in ("status", "search_text", "photo", "outlook_sync_users")
 )
-_COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
 
 def _record(row: ContactRow) -> tuple[Any, ...]:
     photo = row.photo.model_dump_json() if row.photo else None
     return (
-        row.contact_id, row.person_id, row.version, row.position, row.status, row.company_id,
-        row.company_name, row.first_names, row.last_names, row.search_text, row.job_title,
-        row.department, row.work_email, row.private_email, row.work_phone, row.private_phone,
-        row.started_on, row.ended_on, row.predecessor_id, row.successor_id, row.archived,
-        row.erased, photo, list(row.outlook_sync_users), row.created_at, row.updated_at,
-    )  # fmt: skip
+        *(getattr(row, name) for name in _PLAIN),
+        photo,
+        list(row.outlook_sync_users),
+        row.created_at,
+        row.updated_at,
+    )
 
 
 async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> ContactRow | None:
@@ -138,32 +146,11 @@ async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> C
         return None
     tags = json.loads(rec["tag_rows"])
     return ContactRow(
-        contact_id=rec["contact_id"],
-        person_id=rec["person_id"],
-        version=rec["version"],
-        position=rec["position"],
-        company_id=rec["company_id"],
-        company_name=rec["company_name"],
-        first_names=rec["first_names"],
-        last_names=rec["last_names"],
-        job_title=rec["job_title"],
-        department=rec["department"],
-        work_email=rec["work_email"],
-        private_email=rec["private_email"],
-        work_phone=rec["work_phone"],
-        private_phone=rec["private_phone"],
-        started_on=rec["started_on"],
-        ended_on=rec["ended_on"],
-        predecessor_id=rec["predecessor_id"],
-        successor_id=rec["successor_id"],
-        archived=rec["archived"],
-        erased=rec["erased"],
+        **{name: rec[name] for name in _FIELDS},
         photo=PhotoRef.model_validate_json(rec["photo"]) if rec["photo"] else None,
         outlook_sync_users=tuple(rec["outlook_sync_users"]),
         infotags={tag: Infotag(by, datetime.fromisoformat(at)) for tag, by, at in tags},
         addresses=frozenset(rec["address_rows"]),
-        created_at=rec["created_at"],
-        updated_at=rec["updated_at"],
     )
 
 
