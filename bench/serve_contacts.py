@@ -13,6 +13,7 @@ from services.contacts.application import ContactsApp
 from services.contacts.personal_data import PersonCipher, PostgresPersonKeyStore
 from services.contacts.photos import PostgresPhotoStore
 from shared.http import serve
+from shared.migrations import migrate
 from shared.settings import KontaktSettings
 
 
@@ -22,11 +23,10 @@ def build_plain(settings: KontaktSettings) -> ContactsApp:
     pool = ConnectionPool(
         settings.pg_dsn(), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
     )
+    migrate(settings.pg_dsn())
     keys = PostgresPersonKeyStore(contacts_app.build_master_keys(settings), pool)
-    keys.create_schema()
     cipher = PersonCipher(keys, ttl_seconds=settings.key_cache_ttl_seconds)
     photos = PostgresPhotoStore(pool, cipher, key_secret, settings.photo_max_bytes)
-    photos.create_schema()
     return ContactsApp(
         settings.eventsourcing_env(),
         key_secret=key_secret,

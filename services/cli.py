@@ -68,6 +68,7 @@ def keys_rotate() -> None:
 
     from services.contacts.app import build_master_keys
     from services.contacts.personal_data import PersonKeyError, PostgresPersonKeyStore
+    from shared.migrations import migrate
     from shared.settings import KontaktSettings
 
     try:
@@ -76,14 +77,28 @@ def keys_rotate() -> None:
         with ConnectionPool(
             settings.pg_dsn(), min_size=1, max_size=1, kwargs={"autocommit": True}
         ) as pool:
+            migrate(settings.pg_dsn())
             store = PostgresPersonKeyStore(master, pool)
-            store.create_schema()
             count = store.rotate()
     except (PersonKeyError, ValueError) as exc:
         _fail(str(exc))
     except Exception as exc:  # e.g. the database cannot be reached: one line, no traceback
         _fail(f"{type(exc).__name__}: {exc}")
     typer.echo(f"re-wrapped {count} person keys with master key {master.current_id}")
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Apply the database migrations not yet applied (every service also does at start)."""
+    from shared.migrations import migrate as apply_migrations
+    from shared.settings import KontaktSettings
+
+    settings = KontaktSettings()
+    try:
+        applied = apply_migrations(settings.pg_dsn())
+    except Exception as exc:  # e.g. the database cannot be reached: one line, no traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+    typer.echo(f"applied: {', '.join(applied) or 'none (up to date)'}")
 
 
 @app.command("relay")

@@ -22,8 +22,10 @@ from services.contacts.personal_data import (
 )
 from services.contacts.photos import PostgresPhotoStore
 from services.contacts.sync_keys import router as sync_keys_router
+from shared import locks
 from shared.contract.spec import asyncapi_document, asyncapi_html
 from shared.http import METRICS_RESPONSES, BodyLimitMiddleware, error_responses
+from shared.migrations import migrate
 from shared.observability import metrics_response
 from shared.settings import KontaktSettings
 
@@ -38,12 +40,8 @@ def build_master_keys(settings: KontaktSettings) -> MasterKeys:
     )
 
 
-#: Advisory-lock key serialising the contacts service's table creation.
-SCHEMA_LOCK = 0x4B6F6E74_00000001
-
-
 def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
-    """Build the application on PostgreSQL, creating its tables when missing."""
+    """Build the application on PostgreSQL, migrating the database first."""
     key_secret = settings.key_secret.get_secret_value().encode()
     pool = ConnectionPool(
         settings.pg_dsn(), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
@@ -51,14 +49,13 @@ def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
     keys = PostgresPersonKeyStore(build_master_keys(settings), pool)
     cipher = PersonCipher(keys, ttl_seconds=settings.key_cache_ttl_seconds)
     photos = PostgresPhotoStore(pool, cipher, key_secret, settings.photo_max_bytes)
-    # Processes starting together on a new database (API, relay) would race to create
-    # the same tables; CREATE TABLE IF NOT EXISTS is not safe against that.
     try:
+        migrate(settings.pg_dsn())
+        # Processes starting together on a new database (API, relay) would race to create
+        # the event store's tables, and the library's "if not exists" is not safe against that.
         with pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (locks.EVENT_STORE_SCHEMA,))
             try:
-                keys.create_schema()
-                photos.create_schema()
                 return ContactsApp(
                     settings.eventsourcing_env(),
                     key_secret=key_secret,
@@ -66,7 +63,7 @@ def build_contacts_app(settings: KontaktSettings) -> ContactsApp:
                     cipher=cipher,
                 )
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+                conn.execute("SELECT pg_advisory_unlock(%s)", (locks.EVENT_STORE_SCHEMA,))
     except BaseException:
         pool.close()  # a caller that tries again (PostgreSQL not up yet) leaks nothing
         raise

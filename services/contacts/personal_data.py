@@ -34,17 +34,6 @@ from services.contacts.domain import ERASED
 PII_FIELD = "__pii__"
 NONCE_BYTES = 12
 
-KEYS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS person_keys (
-    person_id uuid PRIMARY KEY,
-    master_key_id text,
-    wrapped_key bytea,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    erased_at timestamptz,
-    CHECK ((wrapped_key IS NULL) = (erased_at IS NOT NULL))
-)
-"""
-
 
 class PersonKeyError(Exception):
     """Base class of person-key errors."""
@@ -182,11 +171,6 @@ class PostgresPersonKeyStore(PersonKeyStore):
     def __init__(self, master: MasterKeys, pool: ConnectionPool[Connection[Any]]) -> None:
         super().__init__(master)
         self._pool = pool
-
-    def create_schema(self) -> None:
-        """Create the table if missing."""
-        with self._pool.connection() as conn:
-            conn.execute(KEYS_SCHEMA)
 
     def _row(
         self, conn: Connection[Any], person_id: UUID

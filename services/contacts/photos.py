@@ -21,17 +21,6 @@ MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 #: Images past this many pixels are refused before decoding (decompression bombs).
 MAX_PIXELS = 50_000_000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS contact_photos (
-    person_id uuid NOT NULL,
-    content_hash text NOT NULL,
-    media_type text NOT NULL,
-    data bytea NOT NULL,
-    stored_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (person_id, content_hash)
-)
-"""
-
 
 class PhotoError(Exception):
     """Base class of photo input errors."""
@@ -174,11 +163,6 @@ class PostgresPhotoStore(PhotoStore):
         """Delete every photo of a person."""
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM contact_photos WHERE person_id = %s", (person_id,))
-
-    def create_schema(self) -> None:
-        """Create the table if missing."""
-        with self._pool.connection() as conn:
-            conn.execute(SCHEMA)
 
     def ping(self) -> None:
         """Raise when PostgreSQL does not answer."""

@@ -13,7 +13,6 @@ wait as hot standbys.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from tenacity import RetryCallState
 
 from services.contacts.application import ContactsApp
 from services.contacts.export import StoreReader
+from shared import locks
 from shared.kafka import ensure_topics
 from shared.observability import HealthServer, health_app, metrics
 from shared.retrying import error_of, next_wait, wait_out
@@ -45,14 +45,6 @@ LAG_EVERY_SECONDS = 2.0
 #: How often the relay says why it waits, and when it gives a batch up (to retry it).
 WAIT_LOG_SECONDS = 2.0
 PUBLISH_TIMEOUT_SECONDS = 60.0
-
-POSITIONS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS relay_positions (
-    name text PRIMARY KEY,
-    position bigint NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -83,8 +75,7 @@ class Relay:
         self._lag_task: asyncio.Task[None] | None = None  # kept: a task needs a reference
         self._producer: AIOKafkaProducer | None = None
         self._topic_ready = False
-        digest = hashlib.sha256(f"kontakt-relay:{self.name}".encode()).digest()
-        self._lock_id = int.from_bytes(digest[:8], "big", signed=True)
+        self._lock_id = locks.relay_leadership(self.name)
 
     # --------------------------------------------------------------- store side
 
@@ -109,7 +100,6 @@ class Relay:
         return bool(row and row[0])
 
     async def _load_position(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        await conn.execute(POSITIONS_SCHEMA)
         cur = await conn.execute(
             "SELECT position FROM relay_positions WHERE name = %s", (self.name,)
         )

@@ -29,7 +29,7 @@ from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from services.projections.versions import VersionWaiter
-from services.projections.worker import create_pool, create_schemas
+from services.projections.worker import create_pool
 from shared.contract.contacts import ContactStatus
 from shared.http import (
     METRICS_RESPONSES,
@@ -41,6 +41,7 @@ from shared.http import (
     error_responses,
     install_error_body,
 )
+from shared.migrations import migrate_async
 from shared.observability import correlation_id, metrics_response
 from shared.settings import KontaktSettings
 from shared.text import forbidden_character
@@ -303,8 +304,7 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings, size=10)
-        async with app.state.pool.acquire() as conn:
-            await create_schemas(conn)
+        await migrate_async(settings.pg_dsn())
         app.state.waiter = VersionWaiter(
             settings, app.state.pool, timeout=settings.read_your_writes_timeout_seconds
         )

@@ -94,11 +94,13 @@ def show_dead_letters(family: str | None = None) -> None:
     """Print the dead letters (of one family, if named): id, origin, family, state, error."""
     from services.projections.dlq import list_dead_letters
     from services.projections.worker import create_pool
+    from shared.migrations import migrate_async
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
 
     async def collect() -> list[str]:
+        await migrate_async(settings.pg_dsn())
         pool = await create_pool(settings, size=1)
         try:
             letters = await list_dead_letters(settings, pool, family)
@@ -125,11 +127,13 @@ def resubmit_dead_letters(ids: list[str] | None, family: str | None = None) -> N
     """Publish dead letters (of one family, if named) again to their original topics."""
     from services.projections.dlq import resubmit
     from services.projections.worker import create_pool
+    from shared.migrations import migrate_async
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
 
     async def run() -> int:
+        await migrate_async(settings.pg_dsn())
         pool = await create_pool(settings, size=1)
         try:
             return len(await resubmit(settings, pool, ids or None, family))

@@ -12,16 +12,6 @@ from aiokafka import AIOKafkaProducer
 from shared.kafka import Record, read_topic
 from shared.settings import KontaktSettings
 
-SCHEMA = """
-CREATE SCHEMA IF NOT EXISTS ledger;
-CREATE TABLE IF NOT EXISTS ledger.dead_letter_resubmits (
-    partition integer NOT NULL,
-    "offset" bigint NOT NULL,
-    resubmitted_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (partition, "offset")
-);
-"""
-
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -57,7 +47,6 @@ async def list_dead_letters(
 ) -> list[DeadLetter]:
     """Every dead letter on the topic (of one family, if named), with when it was re-submitted."""
     async with pool.acquire() as conn:
-        await conn.execute(SCHEMA)
         rows = await conn.fetch(
             'SELECT partition, "offset", resubmitted_at FROM ledger.dead_letter_resubmits'
         )

@@ -12,14 +12,11 @@ from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
+from shared import locks
 from shared.addresses import address_hash, normalise_address
 from shared.contract import contacts as c
 from shared.contract import inbound
 from shared.contract.sync import OutlookSyncStatusChanged
-
-#: Advisory-lock key shared by e-mail inserts (shared) and erasures (exclusive), so an
-#: e-mail committed while an erasure runs cannot slip past the redaction.
-ERASURE_LOCK = 0x6B6F6E74616B74
 
 #: A contact's stored events after a version, oldest first (the event store, via its API).
 History = Callable[[UUID, int], Awaitable[Sequence[c.ContactEventBase]]]
@@ -102,7 +99,7 @@ async def redact_hashes(
     conn: asyncpg.Connection, hashes: set[str], key: bytes, known: frozenset[str] = frozenset()
 ) -> None:
     """Redact from stored e-mails the addresses with these hashes (`known`: some in plain)."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", ERASURE_LOCK)
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.ERASURE)
     plain = set(known)
     if hashes - {address_hash(key, a) for a in known}:
         # Addresses never seen in plain here (e.g. a rebuild after the erasure): find
@@ -115,7 +112,7 @@ async def redact_hashes(
 
 async def apply_email(conn: asyncpg.Connection, event: inbound.EmailLogged, key: bytes) -> bool:
     """Store a logged e-mail once, with erased persons' addresses redacted."""
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", locks.ERASURE)
     addresses = {
         normalise_address(a) for a in (event.from_address, *event.to, *event.cc) if a.strip()
     }
@@ -154,7 +151,7 @@ async def apply_item_event(conn: asyncpg.Connection, kind: str, event: inbound.I
     elif isinstance(event, inbound.ItemClosed):
         await items_sql.close(conn, kind, event.item_id, event.outcome, at)
     elif isinstance(event, inbound.ContactLinked):
-        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", locks.ERASURE)
         # The role is free text about the contact: an erased one keeps none.
         role = None if await contacts_sql.is_erased(conn, event.contact_id) else event.role
         await items_sql.set_link(
@@ -168,7 +165,7 @@ async def apply_item_event(conn: asyncpg.Connection, kind: str, event: inbound.I
 
 async def apply_sync_status(conn: asyncpg.Connection, event: OutlookSyncStatusChanged) -> bool:
     """Keep a user's latest Outlook sync outcome for a person (no reason for an erased one)."""
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", locks.ERASURE)
     erased = await contacts_sql.person_erased(conn, event.person_id)
     return await sync_sql.record(
         conn,

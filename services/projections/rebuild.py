@@ -29,6 +29,7 @@ from services.projections import handlers
 from services.projections.sql import contacts as contacts_sql
 from shared.addresses import address_hash
 from shared.contract.contacts import ContactErased, ContactEventBase
+from shared.migrations import migrate_async
 from shared.settings import KontaktSettings
 
 log = logging.getLogger("kontakt.rebuild")
@@ -105,10 +106,10 @@ async def rebuild_contacts(
     """Rebuild the contacts read model from the store and swap it in atomically."""
     started = time.monotonic()
     key = settings.key_secret.get_secret_value().encode()
+    await migrate_async(settings.pg_dsn())
     async with pool.acquire() as conn:
-        await contacts_sql.create_schema(conn, contacts_sql.LIVE)
         await contacts_sql.drop_schema(conn, contacts_sql.BUILD)
-        await contacts_sql.create_schema(conn, contacts_sql.BUILD)
+        await contacts_sql.copy_schema(conn, contacts_sql.LIVE, contacts_sql.BUILD)
 
     # 1. Fold everything stored so far, then bulk-load it.
     total = await asyncio.to_thread(source.max_position)

@@ -27,10 +27,6 @@ from tenacity import RetryCallState
 
 from services.projections import handlers
 from services.projections.availability import DatabaseUnavailableError, is_database_outage
-from services.projections.sql import activities as activities_sql
-from services.projections.sql import contacts as contacts_sql
-from services.projections.sql import items as items_sql
-from services.projections.sql import sync_status as sync_sql
 from shared.auth import AuthError, mint_token
 from shared.consuming import consume, consumer, dead_letter, producer, where
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
@@ -39,6 +35,7 @@ from shared.contract.inbound import activity_event_adapter, item_event_adapter
 from shared.contract.sync import OutlookSyncStatusChanged
 from shared.kafka import ensure_topics
 from shared.lag import ConsumerMonitor
+from shared.migrations import migrate_async
 from shared.observability import (
     HealthServer,
     correlation_id,
@@ -387,15 +384,14 @@ class Worker:
     # -------------------------------------------------------------- running
 
     async def start(self) -> None:
-        """Create the read-model tables if missing, then start consuming."""
+        """Migrate the database, then start consuming."""
         try:
             self._token()  # a worker that could never repair a contact should not start
         except AuthError as exc:
             raise ValueError(
                 f"{exc}; or set KONTAKT_PROJECTION_SERVICE_TOKEN for repairs from the store"
             ) from None
-        async with self.pool.acquire() as conn:
-            await create_schemas(conn)
+        await migrate_async(self.settings.pg_dsn())
         await ensure_topics(
             self.settings,
             [
@@ -454,16 +450,6 @@ def _server_of(exc: BaseException) -> str:
     if type(exc).__module__.startswith(("aiokafka", "kafka", "faststream")):
         return "Kafka"
     return "a server"
-
-
-async def create_schemas(conn: asyncpg.Connection) -> None:
-    """Create every read model's tables if missing (serialised across workers)."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(7303)")
-        await contacts_sql.create_schema(conn)
-        await activities_sql.create_schema(conn)
-        await items_sql.create_schema(conn)
-        await sync_sql.create_schema(conn)
 
 
 async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:

@@ -22,64 +22,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.sync import domain
 from services.sync.sealing import PersonKeys, seal, unseal
+from shared import locks
 from shared.contract.contacts import ContactEvent
 from shared.contract.sync import OutlookSyncStatusChanged, SyncStatus
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sync_contacts (
-    contact_id uuid PRIMARY KEY,
-    person_id uuid NOT NULL,
-    version integer NOT NULL,
-    status text NOT NULL,
-    company_name text NOT NULL,
-    details jsonb NOT NULL,
-    infotags jsonb NOT NULL,
-    photo_hash text,
-    successor_id uuid
-);
--- The personal fields (company name, details, infotags), sealed under the person's
--- sync key; the plain columns hold placeholders (rows written before sealing: values).
-ALTER TABLE sync_contacts ADD COLUMN IF NOT EXISTS sealed bytea;
-CREATE INDEX IF NOT EXISTS sync_contacts_person ON sync_contacts (person_id);
-CREATE TABLE IF NOT EXISTS sync_links (
-    user_id text NOT NULL,
-    person_id uuid NOT NULL,
-    contact_id uuid NOT NULL,
-    wanted boolean NOT NULL DEFAULT false,
-    state text NOT NULL DEFAULT 'off',
-    graph_id text,
-    pushed_hash text,
-    pushed_photo text,
-    reason text,
-    suppressed boolean NOT NULL DEFAULT false,
-    suppressed_contact_id uuid,
-    suppressed_through_version integer,
-    sequence integer NOT NULL DEFAULT 0,
-    generation bigint NOT NULL DEFAULT 1,
-    synced_generation bigint NOT NULL DEFAULT 0,
-    attempts integer NOT NULL DEFAULT 0,
-    next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    lease_until timestamptz,
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (user_id, person_id)
-);
-CREATE INDEX IF NOT EXISTS sync_links_person ON sync_links (person_id, contact_id);
-CREATE INDEX IF NOT EXISTS sync_links_due ON sync_links (next_attempt_at)
-    WHERE generation > synced_generation;
-CREATE TABLE IF NOT EXISTS sync_outbox (
-    id bigserial PRIMARY KEY,
-    person_id uuid NOT NULL,
-    payload jsonb NOT NULL
-);
--- Unreadable messages go to the dead-letter topic now; the old table held error
--- texts that could quote personal data.
-DROP TABLE IF EXISTS sync_parked_messages;
-"""
-
-#: Serialises schema creation of concurrently starting workers.
-SCHEMA_LOCK = 0x6B6F6E74_73796E63
-#: One outbox publisher at a time keeps each person's outcomes in order.
-PUBLISHER_LOCK = 0x6B6F6E74_6F757462
+from shared.migrations import migrate_async
 
 _LINK_FIELDS = [f.name for f in fields(domain.Link)]
 # Written by the reconciler only; the switch fields belong to the event consumer.
@@ -156,7 +102,7 @@ class SyncStore:
 
     @classmethod
     async def open(cls, dsn: str, max_size: int = 8, keys: PersonKeys | None = None) -> SyncStore:
-        """Open a pool on the database and create the tables when missing.
+        """Open a pool on the database, migrating it first.
 
         `keys` is needed to apply events and claim links (the personal fields are
         sealed under each person's sync key); inspection and resync do without.
@@ -171,7 +117,7 @@ class SyncStore:
         try:
             await pool.open(wait=True)
             store = cls(pool, keys)
-            await store.create_schema()
+            await migrate_async(dsn)
         except BaseException:
             await pool.close()  # a caller that tries again (PostgreSQL not up) leaks nothing
             raise
@@ -185,12 +131,6 @@ class SyncStore:
         """Raise when the database does not answer."""
         async with self.pool.connection() as conn:
             await conn.execute("SELECT 1")
-
-    async def create_schema(self) -> None:
-        """Create the tables when missing."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            await conn.execute(SCHEMA)
 
     # ------------------------------------------------------------------ events
 
@@ -590,7 +530,7 @@ class SyncStore:
         """
         async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "SELECT pg_try_advisory_xact_lock(%s) AS ok", (PUBLISHER_LOCK,)
+                "SELECT pg_try_advisory_xact_lock(%s) AS ok", (locks.SYNC_OUTBOX_PUBLISHER,)
             )
             row = await cur.fetchone()
             if not row or not row["ok"]:

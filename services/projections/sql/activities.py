@@ -18,32 +18,6 @@ import asyncpg
 from services.projections.sql.contacts import LIVE
 from shared.contract.contacts import ERASED
 
-SCHEMA = """
-CREATE SCHEMA IF NOT EXISTS ledger;
-CREATE TABLE IF NOT EXISTS ledger.emails (
-    message_id text PRIMARY KEY,
-    event_id uuid NOT NULL,
-    from_address text NOT NULL,
-    to_addresses text[] NOT NULL,
-    cc_addresses text[] NOT NULL,
-    subject text NOT NULL,
-    sent_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS emails_sent ON ledger.emails (sent_at DESC, message_id);
-CREATE TABLE IF NOT EXISTS ledger.email_addresses (
-    message_id text NOT NULL,
-    address text NOT NULL,
-    role text NOT NULL,
-    PRIMARY KEY (message_id, address, role)
-);
-CREATE INDEX IF NOT EXISTS email_addresses_address ON ledger.email_addresses (address);
-"""
-
-
-async def create_schema(conn: asyncpg.Connection) -> None:
-    """Create the tables if missing."""
-    await conn.execute(SCHEMA)
-
 
 async def insert_email(
     conn: asyncpg.Connection,

@@ -31,67 +31,44 @@ def _s(schema: str) -> str:
     return schema
 
 
-def ddl(schema: str) -> str:
-    """The schema's tables and indexes."""
-    s = _s(schema)
-    return f"""
-    CREATE SCHEMA IF NOT EXISTS {s};
-    CREATE TABLE IF NOT EXISTS {s}.contacts (
-        contact_id uuid PRIMARY KEY,
-        person_id uuid NOT NULL,
-        version integer NOT NULL,
-        position bigint NOT NULL,
-        status text NOT NULL,
-        company_id uuid NOT NULL,
-        company_name text NOT NULL,
-        first_names text NOT NULL,
-        last_names text NOT NULL,
-        search_text text NOT NULL,
-        job_title text,
-        department text,
-        work_email text,
-        private_email text,
-        work_phone text,
-        private_phone text,
-        started_on date,
-        ended_on date,
-        predecessor_id uuid,
-        successor_id uuid,
-        archived boolean NOT NULL,
-        erased boolean NOT NULL,
-        photo jsonb,
-        outlook_sync_users text[] NOT NULL,
-        created_at timestamptz,
-        updated_at timestamptz
-    );
-    CREATE INDEX IF NOT EXISTS contacts_person ON {s}.contacts (person_id);
-    CREATE INDEX IF NOT EXISTS contacts_company ON {s}.contacts (company_id, status);
-    CREATE INDEX IF NOT EXISTS contacts_search ON {s}.contacts (search_text text_pattern_ops);
-    CREATE INDEX IF NOT EXISTS contacts_names ON {s}.contacts (last_names, first_names, contact_id);
-    CREATE TABLE IF NOT EXISTS {s}.infotags (
-        contact_id uuid NOT NULL,
-        tag text NOT NULL,
-        added_by text NOT NULL,
-        added_at timestamptz NOT NULL,
-        PRIMARY KEY (contact_id, tag)
-    );
-    CREATE INDEX IF NOT EXISTS infotags_tag ON {s}.infotags (tag);
-    CREATE TABLE IF NOT EXISTS {s}.contact_addresses (
-        contact_id uuid NOT NULL,
-        person_id uuid NOT NULL,
-        address text NOT NULL,
-        PRIMARY KEY (contact_id, address)
-    );
-    CREATE INDEX IF NOT EXISTS contact_addresses_address ON {s}.contact_addresses (address);
-    CREATE TABLE IF NOT EXISTS {s}.erased_addresses (
-        address_hash text PRIMARY KEY
-    );
+async def copy_schema(conn: asyncpg.Connection, source: str, target: str) -> None:
+    """Create `target` with an empty copy of every table of `source`, keeping index names.
+
+    The live tables come from the migrations; a copy made from them cannot drift from them.
     """
-
-
-async def create_schema(conn: asyncpg.Connection, schema: str = LIVE) -> None:
-    """Create the schema's tables if missing."""
-    await conn.execute(ddl(schema))
+    src, dst = _s(source), _s(target)
+    await conn.execute(f"CREATE SCHEMA {dst}")
+    tables = await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename", src
+    )
+    for t in tables:
+        # Indexes are made below under their own names (LIKE would name them anew), so a
+        # later migration finds them by name in a rebuilt model too.
+        await conn.execute(
+            f'CREATE TABLE {dst}."{t["tablename"]}"'
+            f' (LIKE {src}."{t["tablename"]}" INCLUDING ALL EXCLUDING INDEXES)'
+        )
+    indexes = await conn.fetch(
+        """
+        SELECT t.relname AS table_name, pg_get_indexdef(x.indexrelid) AS index_def,
+               k.conname AS constraint_name, pg_get_constraintdef(k.oid) AS constraint_def
+        FROM pg_index x
+        JOIN pg_class t ON t.oid = x.indrelid
+        JOIN pg_namespace n ON n.oid = t.relnamespace
+        LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.conrelid = x.indrelid
+        WHERE n.nspname = $1
+        ORDER BY t.relname, x.indexrelid
+        """,
+        src,
+    )
+    for i in indexes:
+        if i["constraint_name"] is not None:  # a primary key or unique constraint
+            await conn.execute(
+                f'ALTER TABLE {dst}."{i["table_name"]}"'
+                f' ADD CONSTRAINT "{i["constraint_name"]}" {i["constraint_def"]}'
+            )
+        else:
+            await conn.execute(i["index_def"].replace(f" ON {src}.", f" ON {dst}.", 1))
 
 
 async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:

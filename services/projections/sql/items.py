@@ -13,37 +13,6 @@ from uuid import UUID
 
 import asyncpg
 
-SCHEMA = """
-CREATE SCHEMA IF NOT EXISTS ledger;
-CREATE TABLE IF NOT EXISTS ledger.items (
-    kind text NOT NULL,
-    item_id uuid NOT NULL,
-    title text,
-    title_at timestamptz,
-    status text,
-    status_at timestamptz,
-    closed boolean NOT NULL DEFAULT false,
-    outcome text,
-    closed_at timestamptz,
-    PRIMARY KEY (kind, item_id)
-);
-CREATE TABLE IF NOT EXISTS ledger.item_links (
-    kind text NOT NULL,
-    item_id uuid NOT NULL,
-    contact_id uuid NOT NULL,
-    linked boolean NOT NULL,
-    role text,
-    changed_at timestamptz NOT NULL,
-    PRIMARY KEY (kind, item_id, contact_id)
-);
-CREATE INDEX IF NOT EXISTS item_links_contact ON ledger.item_links (contact_id, kind);
-"""
-
-
-async def create_schema(conn: asyncpg.Connection) -> None:
-    """Create the tables if missing."""
-    await conn.execute(SCHEMA)
-
 
 async def _ensure_item(conn: asyncpg.Connection, kind: str, item_id: UUID) -> None:
     await conn.execute(

@@ -13,25 +13,6 @@ from uuid import UUID
 
 import asyncpg
 
-SCHEMA = """
-CREATE SCHEMA IF NOT EXISTS ledger;
-CREATE TABLE IF NOT EXISTS ledger.outlook_sync_status (
-    user_id text NOT NULL,
-    person_id uuid NOT NULL,
-    contact_id uuid NOT NULL,
-    status text NOT NULL,
-    reason text,
-    sequence bigint NOT NULL,
-    updated_at timestamptz NOT NULL,
-    PRIMARY KEY (user_id, person_id)
-);
-"""
-
-
-async def create_schema(conn: asyncpg.Connection) -> None:
-    """Create the table if missing."""
-    await conn.execute(SCHEMA)
-
 
 async def record(
     conn: asyncpg.Connection,
