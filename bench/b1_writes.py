@@ -25,17 +25,15 @@ from bench.common import (
     Proc,
     Report,
     Sampler,
-    env_of,
-    free_port,
     isolated,
     percentile,
     processes,
     progress,
     spawn,
-    wait_ready,
 )
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
+from tests.support import env_of, free_port
 
 CLIENTS = (1, 8, 32)
 
@@ -170,7 +168,7 @@ def start_api(settings: KontaktSettings, procs: list[Proc], plain: bool = False)
         proc = spawn("contacts-api", ["serve", "contacts", "--port", str(port)], env)
     procs.append(proc)
     url = f"http://127.0.0.1:{port}"
-    wait_ready(f"{url}/health/ready", proc)
+    proc.wait_ready(f"{url}/health/ready")
     return url
 
 

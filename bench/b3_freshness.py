@@ -36,19 +36,17 @@ from bench.common import (
     Proc,
     Report,
     Sampler,
-    env_of,
-    free_port,
     isolated,
     percentile,
     processes,
     progress,
     spawn,
-    wait_ready,
 )
 from bench.seed import contact_events
 from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
+from tests.support import env_of, free_port
 
 RATE = 200.0
 
@@ -233,8 +231,8 @@ def start_pipeline(settings: KontaktSettings, procs: list[Proc]) -> tuple[str, s
     query = spawn("query-api", ["projections", "query", "--port", str(query_port)], env)
     procs.append(query)
     api_url, query_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{query_port}"
-    wait_ready(f"{api_url}/health/ready", api)
-    wait_ready(f"{query_url}/health/ready", query)
+    api.wait_ready(f"{api_url}/health/ready")
+    query.wait_ready(f"{query_url}/health/ready")
     return api_url, query_url
 
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+from psycopg_pool import ConnectionPool
+
 from bench.common import MB, Figure, Report, isolated, progress
 from bench.seed import seed
 from services.contacts.application import ContactsApp
 from services.contacts.export import StoreReader
+from services.contacts.photos import PostgresPhotoStore
 from services.contacts.store import build_contacts_app, close_contacts_app
 from services.projections.db import create_pool
 from services.projections.rebuild import BATCH, rebuild_contacts
@@ -51,9 +54,17 @@ async def rebuild(settings: KontaktSettings, contacts: ContactsApp) -> tuple[int
     return report.events, report.seconds, report.contacts
 
 
+def app_pool(contacts: ContactsApp) -> ConnectionPool:
+    """The application's own small connection pool (its photo store's)."""
+    photos = contacts.photos
+    if not isinstance(photos, PostgresPhotoStore):
+        raise TypeError("the benchmark needs the PostgreSQL photo store")
+    return photos._pool
+
+
 def disk_bytes(contacts: ContactsApp) -> tuple[int, int]:
     """(bytes of the events table with indexes and TOAST, bytes of the person keys table)."""
-    with contacts.photos._pool.connection() as conn:  # the app's own small pool
+    with app_pool(contacts).connection() as conn:  # the app's own small pool
         row = conn.execute(
             "SELECT pg_total_relation_size(%s), pg_total_relation_size('person_keys')",
             (contacts.recorder.events_table_name,),  # type: ignore[attr-defined]
@@ -71,7 +82,7 @@ def run(report: Report, quick: bool = False, events: int | None = None) -> None:
             progress(f"seeding {wanted:,} events (200 contacts x 10 events per save)")
             stored, seed_seconds = seed(contacts, wanted, progress=progress)
             progress(f"seeded {stored:,} events in {seed_seconds:.0f}s")
-            with contacts.photos._pool.connection() as conn:
+            with app_pool(contacts).connection() as conn:
                 conn.execute(f"VACUUM ANALYZE {contacts.recorder.events_table_name}")  # type: ignore[attr-defined]
             events_bytes, keys_bytes = disk_bytes(contacts)
             progress("baseline: raw read of the notification log, decoded")

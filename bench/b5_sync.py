@@ -32,18 +32,16 @@ from bench.common import (
     Proc,
     Report,
     Sampler,
-    env_of,
-    free_port,
     isolated,
     processes,
     spawn,
-    wait_ready,
 )
 from services.contacts.application import ContactsApp
 from services.contacts.domain import Actor
 from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
+from tests.support import env_of, free_port
 
 ALICE = Actor("alice", "bench")
 SECRET = "bench-graph-secret"
@@ -122,8 +120,8 @@ def start(settings: KontaktSettings, procs: list[Proc]) -> tuple[str, dict[str, 
     api = spawn("contacts-api", ["serve", "contacts", "--port", str(api_port)], env)
     procs.append(api)
     procs.append(spawn("relay", ["relay"], env))
-    wait_ready(f"{graph_url}/_admin/stats", graph)
-    wait_ready(f"http://127.0.0.1:{api_port}/health/ready", api)
+    graph.wait_ready(f"{graph_url}/_admin/stats")
+    api.wait_ready(f"http://127.0.0.1:{api_port}/health/ready")
     procs.append(spawn("sync-worker", ["sync", "worker"], env))
     return graph_url, env
 
@@ -170,7 +168,7 @@ def new_contact(contacts: ContactsApp, n: int) -> UUID:
         company_name=f"Company {n}",
         details={"first_names": f"Sync{n}", "last_names": f"Bench{uuid4().hex[:6]}"},
     )
-    return result.contact_id  # type: ignore[no-any-return]
+    return result.contact_id
 
 
 def run(report: Report, quick: bool = False) -> None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -17,18 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg
-
 from devstack import stack as launcher
 from shared.settings import KontaktSettings
+from tests.support import (
+    isolated as own_database,
+)
+from tests.support import (
+    stack_settings,
+    start_kontakt,
+    stop_process,
+    wait_ready,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 LOGS = Path(tempfile.gettempdir()) / "kontakt-bench-logs"
-
-#: Secrets of the benchmark's own (not the development defaults, so nothing warns).
-JWT_SECRET = "bench-jwt-secret-0123456789-0123456789"
-KEY_SECRET = "bench-key-secret-0123456789-0123456789"
 
 
 # ------------------------------------------------------------------ figures
@@ -123,47 +121,16 @@ def stack() -> launcher.StackInfo:
     return launcher.up(launcher.StackConfig.from_env(), progress=lambda _: None)
 
 
-def base_settings(info: launcher.StackInfo, database: str, suffix: str) -> KontaktSettings:
-    """Settings on a database and topics of a benchmark's own."""
-    return KontaktSettings(
-        pg_host=info.pg_host,
-        pg_port=info.pg_port,
-        pg_user=info.pg_user,
-        pg_password=info.pg_password,
-        pg_database=database,
-        kafka_bootstrap=info.kafka_bootstrap,
-        jwt_secret=JWT_SECRET,
-        key_secret=KEY_SECRET,
-        contacts_topic=f"bench.contacts.{suffix}",
-        activities_topic=f"bench.activities.{suffix}",
-        opportunities_topic=f"bench.opportunities.{suffix}",
-        campaigns_topic=f"bench.campaigns.{suffix}",
-        projects_topic=f"bench.projects.{suffix}",
-        dead_letter_topic=f"bench.dead-letters.{suffix}",
-        sync_events_topic=f"bench.outlook-sync.{suffix}",
-    )
-
-
 @contextlib.contextmanager
 def isolated(name: str) -> Iterator[KontaktSettings]:
     """Settings on a fresh database `kontakt_bench_<name>_<id>` and topics of their own;
     both are dropped afterwards."""
-    info = stack()
-    suffix = f"{name}.{uuid.uuid4().hex[:8]}"
-    database = f"kontakt_bench_{name}_{suffix.split('.')[1]}"
-    launcher.ensure_database(info, database)
-    settings = base_settings(info, database, suffix)
-    try:
-        yield settings
-    finally:
-        drop_database(info, database)
-        asyncio.run(delete_topics(settings))
-
-
-def drop_database(info: launcher.StackInfo, database: str) -> None:
-    """DROP DATABASE ... WITH (FORCE)."""
-    with psycopg.connect(info.pg_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    base = stack_settings(stack(), "postgres", "bench")
+    with own_database(base, f"kontakt_bench_{name}", f"bench.{name}.") as settings:
+        try:
+            yield settings
+        finally:
+            asyncio.run(delete_topics(settings))
 
 
 async def delete_topics(settings: KontaktSettings) -> None:
@@ -186,27 +153,7 @@ async def delete_topics(settings: KontaktSettings) -> None:
         await admin.close()
 
 
-def env_of(settings: KontaktSettings, **extra: str) -> dict[str, str]:
-    """Settings as KONTAKT_* environment variables, for the service processes."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"KONTAKT_{name.upper()}"] = str(value)
-    env.update(extra)
-    return env
-
-
 # ------------------------------------------------------------------ processes
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -233,13 +180,11 @@ class Proc:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
+        stop_process(self.popen)
+
+    def wait_ready(self, url: str, timeout: float = 60) -> None:
+        """Wait until url answers 200; fail early (with the log) if the process died."""
+        wait_ready(url, self.popen, timeout, self.log)
 
 
 def rss_of(pid: int) -> int:
@@ -257,31 +202,7 @@ def spawn(name: str, args: list[str], env: dict[str, str], module: str = "servic
     """Start `python -m <module> <args>` (the project's CLI by default), logging to a file."""
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{name}-{uuid.uuid4().hex[:6]}.log"
-    with log.open("ab") as out:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Proc(name, popen, log)
-
-
-def wait_ready(url: str, proc: Proc, timeout: float = 60) -> None:
-    """Wait until url answers 200; fail early if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(
-                f"{proc.name} exited ({proc.popen.returncode}) before {url} was ready;"
-                f" log {proc.log}:\n{proc.log.read_text(errors='replace')[-3000:]}"
-            )
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout}s (log {proc.log})")
+    return Proc(name, start_kontakt(args, env, log, module), log)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,8 @@ class Principal:
 
 def _verification_key(settings: KontaktSettings) -> str:
     if settings.jwt_algorithm == "RS256":
-        assert settings.jwt_public_key is not None  # checked by the settings validator
+        if settings.jwt_public_key is None:  # the settings validator refuses this already
+            raise AuthError("RS256 needs KONTAKT_JWT_PUBLIC_KEY")
         return settings.jwt_public_key
     return settings.jwt_secret.get_secret_value()
 

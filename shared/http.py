@@ -187,13 +187,15 @@ def install_error_body(app: FastAPI, name: str) -> None:
     logger = logging.getLogger(name)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
+        if not isinstance(exc, RequestValidationError):
+            raise exc
         status, body = validation_body(exc.errors())
         request.state.error = "InvalidJSON" if status == 400 else "InvalidInput"
         return JSONResponse(body, status_code=status)
 
     async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+        if not isinstance(exc, StarletteHTTPException):
+            raise exc
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": _allowed_methods(request)}

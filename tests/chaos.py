@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -30,7 +28,15 @@ from devstack import stack as launcher
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
 from tests.images import image_bytes
-from tests.processes import ROOT, free_port, wait_ready
+from tests.support import (
+    free_port,
+    kill_process,
+    own_topics,
+    stack_settings,
+    start_kontakt,
+    stop_processes,
+    wait_ready,
+)
 
 #: How far the chaos stack's ports lie from the session's (all stay below 32768).
 PORT_OFFSET = 100
@@ -54,22 +60,11 @@ def chaos_stack_config(base: launcher.StackConfig) -> launcher.StackConfig:
 def chaos_settings(info: launcher.StackInfo, database: str, suffix: str) -> KontaktSettings:
     """Settings for every process of one run: its own database, topics and ports."""
     api = free_port()
-    return KontaktSettings(
-        pg_host=info.pg_host,
-        pg_port=info.pg_port,
-        pg_user=info.pg_user,
-        pg_password=info.pg_password,
-        pg_database=database,
-        kafka_bootstrap=info.kafka_bootstrap,
-        jwt_secret="chaos-jwt-secret-0123456789-0123456789",
-        key_secret="chaos-key-secret-0123456789-0123456789",
-        contacts_topic=f"contacts.events.{suffix}",
-        activities_topic=f"activities.events.{suffix}",
-        opportunities_topic=f"opportunities.events.{suffix}",
-        campaigns_topic=f"campaigns.events.{suffix}",
-        projects_topic=f"projects.events.{suffix}",
-        dead_letter_topic=f"kontakt.dead-letters.{suffix}",
-        sync_events_topic=f"outlook-sync.events.{suffix}",
+    return stack_settings(
+        info,
+        database,
+        "chaos",
+        **own_topics(suffix),
         api_port=api,
         query_port=free_port(),
         contacts_api_url=f"http://127.0.0.1:{api}",
@@ -140,25 +135,20 @@ class Fleet:
 
     def start(self, name: str) -> None:
         """Start one process (its output appended to its log)."""
-        with (self.logs / f"{name}.log").open("ab") as out:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", *self.commands()[name]],
-                env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        log = self.logs / f"{name}.log"
+        self.procs[name] = start_kontakt(self.commands()[name], self.env, log)
 
     def start_all(self) -> None:
         """Start every process and wait until each is ready."""
         for name in self.commands():
             self.start(name)
         for name, url in self.ready_urls().items():
-            wait_ready(url, self.procs[name], timeout=120)
+            wait_ready(url, self.procs[name], timeout=120, log=self.logs / f"{name}.log")
 
     def kill_and_restart(self, name: str, pause: float) -> None:
         """SIGKILL a process (a crash), then start it again after `pause` seconds."""
         with self.lock:
-            proc = self.procs[name]
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
+            kill_process(self.procs[name])
             self.kills[name] += 1
             self.down.add(name)
         time.sleep(pause)
@@ -177,17 +167,7 @@ class Fleet:
 
     def stop_all(self) -> dict[str, int | None]:
         """SIGTERM every process; return the exit codes (None: had to be killed)."""
-        codes: dict[str, int | None] = {}
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-                codes[name] = None
-        return codes
+        return stop_processes(self.procs, timeout=30)
 
 
 def fleet_env(settings: KontaktSettings, env: dict[str, str], graph_port: int) -> dict[str, str]:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
+from services.contacts.store import build_contacts_app, close_contacts_app
 
 from devstack import stack as launcher
+from services.contacts.application import ContactsApp
 from shared.settings import KontaktSettings
+from tests.support import env_of, isolated, stack_settings
+
+#: The tiers, each a folder of tests/ and a marker of the same name (`pytest -m unit`).
+TIERS = ("unit", "integration", "e2e")
 
 #: A database of this test session's own (several sessions may share one stack).
 TEST_DATABASE = os.environ.get("KONTAKT_TEST_DATABASE", "kontakt_test")
@@ -50,16 +56,7 @@ def test_database(stack: launcher.StackInfo) -> str:
 @pytest.fixture(scope="session")
 def settings(stack: launcher.StackInfo, test_database: str) -> KontaktSettings:
     """Settings pointing every service at the real servers and the test database."""
-    return KontaktSettings(
-        pg_host=stack.pg_host,
-        pg_port=stack.pg_port,
-        pg_user=stack.pg_user,
-        pg_password=stack.pg_password,
-        pg_database=test_database,
-        kafka_bootstrap=stack.kafka_bootstrap,
-        jwt_secret="test-jwt-secret-0123456789-0123456789",
-        key_secret="test-key-secret-0123456789-0123456789",
-    )
+    return stack_settings(stack, test_database)
 
 
 @pytest.fixture(scope="session")
@@ -81,36 +78,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture
-def isolated_settings(
-    stack: launcher.StackInfo, settings: KontaktSettings
-) -> Iterator[KontaktSettings]:
+def isolated_settings(settings: KontaktSettings) -> Iterator[KontaktSettings]:
     """Settings with a database and topics of this test's own (dropped afterwards)."""
-    suffix = uuid.uuid4().hex[:10]
-    database = f"kontakt_t_{suffix}"
-    launcher.ensure_database(stack, database)
-    yield settings.model_copy(
-        update={
-            "pg_database": database,
-            "contacts_topic": f"contacts.events.{suffix}",
-            "activities_topic": f"activities.events.{suffix}",
-            "opportunities_topic": f"opportunities.events.{suffix}",
-            "campaigns_topic": f"campaigns.events.{suffix}",
-            "projects_topic": f"projects.events.{suffix}",
-            "dead_letter_topic": f"kontakt.dead-letters.{suffix}",
-            "sync_events_topic": f"outlook-sync.events.{suffix}",
-        }
-    )
-    with psycopg.connect(stack.pg_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    with isolated(settings) as own:
+        yield own
 
 
-def env_of(settings: KontaktSettings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Settings as KONTAKT_* environment variables, for subprocesses."""
-    env = dict(base if base is not None else os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"KONTAKT_{name.upper()}"] = str(value)
-    return env
+@pytest.fixture(scope="session")
+def contacts(settings: KontaktSettings) -> Iterator[ContactsApp]:
+    """The contacts application on the real PostgreSQL."""
+    app = build_contacts_app(settings)
+    yield app
+    close_contacts_app(app)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier: the folder of tests/ it lives in."""
+    here = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(here).parts
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])

@@ -22,7 +22,8 @@ from services.projections.worker import FAMILIES, Worker, group_id, topics_of
 from shared.auth import mint_token
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
-from tests.processes import free_port
+from shared.stall import PartitionLag
+from tests.support import eventually, free_port, relay_until_caught_up
 
 
 class Server:
@@ -35,10 +36,13 @@ class Server:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            assert not self.task.done(), self.task.exception()
-            await asyncio.sleep(0.02)
+        task = self.task = asyncio.create_task(self.server.serve())
+
+        def started() -> bool:
+            assert not task.done(), task.exception()
+            return self.server.started
+
+        await eventually(started, "the server did not start", every=0.02)
 
     async def stop(self) -> None:
         self.server.should_exit = True
@@ -100,19 +104,7 @@ class Pipeline:
         """Publish everything stored so far (a relay run until caught up)."""
         assert self.contacts is not None
         relay = Relay(self.settings, self.contacts)
-        stop = asyncio.Event()
-        task = asyncio.create_task(relay.run(stop))
-        target = self.contacts.recorder.max_notification_id() or 0
-        for _ in range(1200):
-            if relay.position >= target:
-                break
-            assert not task.done(), task.exception() if task.done() else None
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"relay stuck at {relay.position} of {target}")
-        stop.set()
-        await task
-        self.relay_position = relay.position
+        self.relay_position = await relay_until_caught_up(relay, self.contacts)
 
     async def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Publish a raw message (an inbound event, or a malformed one)."""
@@ -128,23 +120,23 @@ async def wait_no_lag(
     settings: KontaktSettings, families: Sequence[str], timeout: float = 60
 ) -> None:
     """Wait until the families' consumer groups committed everything on their topics."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    behind: list[PartitionLag] = []
+
+    async def caught_up() -> bool:
+        nonlocal behind
         lags = []
         for family in families:
             lags += await group_lag(
                 settings.kafka_bootstrap, group_id(family), topics_of(settings, family)
             )
         behind = [p for p in lags if p.lag > 0]
-        if not behind:
-            return
-        assert loop.time() < deadline, f"workers still behind: {behind[:5]}"
-        await asyncio.sleep(0.1)
+        return not behind
+
+    await eventually(caught_up, lambda: f"workers still behind: {behind[:5]}", timeout)
 
 
 @contextlib.asynccontextmanager
-async def pipeline(settings: KontaktSettings, **kwargs: Any):  # type: ignore[no-untyped-def]
+async def pipeline(settings: KontaktSettings, **kwargs: Any):
     """A started pipeline, stopped afterwards."""
     p = await Pipeline(settings).start(**kwargs)
     try:

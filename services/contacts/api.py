@@ -449,11 +449,10 @@ def as_of(
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     """The contact as it was at a moment or at a version (time travel)."""
-    if (at is None) == (version is None):
-        raise HTTPException(422, "give exactly one of 'at' or 'version'")
-    if version is not None:
+    if version is not None and at is None:
         return contacts.get_contact(contact_id, version).state()
-    assert at is not None
+    if at is None or version is not None:
+        raise HTTPException(422, "give exactly one of 'at' or 'version'")
     moment = at if isinstance(at, datetime) else datetime.combine(at, datetime.max.time())
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

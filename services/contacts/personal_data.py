@@ -196,10 +196,12 @@ class PostgresPersonKeyStore(PersonKeyStore):
             if inserted is not None:
                 return data_key
             row = self._row(conn, person_id)
-        assert row is not None
+        if row is None:
+            raise PersonKeyMissingError(f"no key for person {person_id}")
         if row[1] is None:
             raise PersonErasedError(person_id)
-        assert row[0] is not None
+        if row[0] is None:
+            raise MasterKeyError(f"the key of person {person_id} names no master key")
         return self.master.unwrap(person_id, row[0], bytes(row[1]))
 
     def get(self, person_id: UUID) -> bytes | None:
@@ -210,7 +212,8 @@ class PostgresPersonKeyStore(PersonKeyStore):
             raise PersonKeyMissingError(f"no key for person {person_id}")
         if row[1] is None:
             return None
-        assert row[0] is not None
+        if row[0] is None:
+            raise MasterKeyError(f"the key of person {person_id} names no master key")
         return self.master.unwrap(person_id, row[0], bytes(row[1]))
 
     def get_many(self, person_ids: set[UUID]) -> dict[UUID, bytes | None]:

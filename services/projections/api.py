@@ -295,7 +295,8 @@ def install_error_handlers(app: FastAPI) -> None:
     install_error_body(app, "kontakt.query")
 
     async def not_yet(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, NotYetError)
+        if not isinstance(exc, NotYetError):
+            raise exc
         body = ErrorBody(detail=str(exc), wanted_version=exc.wanted, current_version=exc.current)
         return JSONResponse(
             body.model_dump(exclude_none=True), status_code=412, headers={"Retry-After": "1"}

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from services.projections.availability import DatabaseUnavailableError
 from services.projections.sql import contacts as contacts_sql
 from shared.settings import KontaktSettings
 
@@ -16,8 +17,8 @@ async def create_pool(settings: KontaktSettings, size: int = 4) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         settings.pg_dsn(), min_size=1, max_size=size, statement_cache_size=0
     )
-    if pool is None:  # only with a connection class of its own, which is not ours
-        raise RuntimeError("asyncpg returned no pool")
+    if pool is None:  # asyncpg returns None only when told not to connect
+        raise DatabaseUnavailableError("asyncpg made no pool")
     return pool
 
 

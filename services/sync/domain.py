@@ -59,6 +59,10 @@ class SyncError(Exception):
     """Base of the sync service's named errors."""
 
 
+class PlanError(SyncError):
+    """A plan or intent that cannot be carried out: what it needs is missing."""
+
+
 class VersionGapError(SyncError):
     """An event more than one version past the snapshot: the ones between never arrived."""
 

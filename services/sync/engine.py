@@ -218,7 +218,8 @@ class Engine:
             await self._switch_off(state, snap)
             return
         if p.kind == "delete":
-            assert state.link.graph_id is not None
+            if state.link.graph_id is None:
+                raise domain.PlanError(f"delete planned for {state.link.user_id} without an item")
             await self.graph.delete_contact(mailbox, state.link.graph_id)
             state.set(domain.unlinked(state.link), ("unlinked", _unlink_reason(state.link, snap)))
             return
@@ -235,7 +236,8 @@ class Engine:
         if p.kind == "create":
             await self._create(w, state, p, mailbox)
             return
-        assert p.kind == "update" and state.link.graph_id is not None
+        if p.kind != "update" or state.link.graph_id is None:
+            raise domain.PlanError(f"cannot carry out {p.kind} for {state.link.user_id}")
         gid = state.link.graph_id
         try:
             # A photo removal also patches the item: that is how a deleted item shows (404).

@@ -221,7 +221,8 @@ class SyncStore:
                 moved = domain.apply_move(_link(row), intent.contact_id, intent.users_on)
                 await self._write_switch(conn, moved)
             return
-        assert intent.user_id is not None
+        if intent.user_id is None:
+            raise domain.PlanError(f"{intent.kind} intent for no user")
         await conn.execute(
             "INSERT INTO sync_links (user_id, person_id, contact_id) VALUES (%s, %s, %s)"
             " ON CONFLICT DO NOTHING",
@@ -232,7 +233,8 @@ class SyncStore:
             (intent.user_id, intent.person_id),
         )
         row = await cur.fetchone()
-        assert row is not None
+        if row is None:  # inserted or kept just above, and locked since
+            raise domain.PlanError(f"link of {intent.user_id} vanished")
         switched = domain.apply_switch(
             _link(row), intent.contact_id, intent.enabled, intent.version
         )

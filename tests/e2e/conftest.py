@@ -6,9 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.processes import ROOT, free_port, kontakt_process, wait_ready
-
-__all__ = ["ROOT", "free_port", "wait_ready"]
+from tests.support import kontakt_server
 
 
 @pytest.fixture(scope="session")
@@ -16,9 +14,6 @@ def contacts_api(
     settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The contacts API as its own process (`kontakt serve contacts`); yields its base URL."""
-    port = free_port()
     log = tmp_path_factory.mktemp("logs") / "contacts-api.log"
-    base = f"http://127.0.0.1:{port}"
-    args = ["serve", "contacts", "--port", str(port)]
-    with kontakt_process(args, settings_env, log, f"{base}/health/ready"):
+    with kontakt_server(["serve", "contacts"], settings_env, log, "/health/ready") as base:
         yield base

@@ -13,8 +13,8 @@ import pytest
 
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
-from tests.conftest import MEASURED, env_of
-from tests.processes import free_port, kontakt_process
+from tests.conftest import MEASURED
+from tests.support import env_of, free_port, kontakt_process
 
 HUGE = 200 * 1024 * 1024
 CHUNK = b"x" * 65536
@@ -79,7 +79,7 @@ class Upload:
 
 
 @pytest.fixture(scope="module")
-def apis(settings: KontaktSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ignore[type-arg]
+def apis(settings: KontaktSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Both APIs as processes: {name: (port, pid)}."""
     logs = tmp_path_factory.mktemp("body-limit")
     contacts_port, query_port = free_port(), free_port()
@@ -105,7 +105,7 @@ def apis(settings: KontaktSettings, tmp_path_factory: pytest.TempPathFactory) ->
 def test_a_200_mb_body_with_content_length_is_413_before_it_is_sent(
     apis: dict,
     settings: KontaktSettings,
-    api: str,  # type: ignore[type-arg]
+    api: str,
 ) -> None:
     port, _ = apis[api]
     upload = Upload(port, "/contacts", mint_token(settings, "alice"), declared=True)
@@ -115,7 +115,7 @@ def test_a_200_mb_body_with_content_length_is_413_before_it_is_sent(
 
 def test_a_200_mb_chunked_body_is_413_while_streaming_and_memory_stays_flat(
     apis: dict,
-    settings: KontaktSettings,  # type: ignore[type-arg]
+    settings: KontaktSettings,
 ) -> None:
     port, pid = apis["contacts"]
     before = rss_mb(pid)

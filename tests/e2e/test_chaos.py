@@ -53,8 +53,8 @@ from tests.chaos import (
     poison_rounds,
     run_faults,
 )
-from tests.conftest import MEASURED, env_of
-from tests.processes import free_port
+from tests.conftest import MEASURED
+from tests.support import env_of, free_port, within
 
 USERS = 4
 COMMANDS = 400
@@ -319,21 +319,25 @@ def recovery(settings: KontaktSettings, tally: Tally, pool: list[str]) -> list[s
     }  # fmt: skip
     failed = []
     for api, (method, port, path, kwargs) in asks.items():
-        deadline = time.monotonic() + RECOVERY_SECONDS
-        while True:
+
+        def answered(
+            api: str = api,
+            method: str = method,
+            port: int = port,
+            path: str = path,
+            kwargs: dict[str, Any] = kwargs,
+        ) -> bool:
             try:
                 response = httpx.request(
                     method, f"http://127.0.0.1:{port}{path}", headers=auth, timeout=10, **kwargs
                 )
-                tally.record(api, f"probe {method} {path}", response)
-                if 200 <= response.status_code < 300:
-                    break
             except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                failed.append(api)
-                break
-            time.sleep(0.5)
+                return False
+            tally.record(api, f"probe {method} {path}", response)
+            return 200 <= response.status_code < 300
+
+        if not within(answered, RECOVERY_SECONDS):
+            failed.append(api)
     return failed
 
 
@@ -346,7 +350,8 @@ def test_no_kill_restart_or_poison_loses_duplicates_or_stalls_anything(chaos_run
     rng = random.Random(seed)
     s, fleet = chaos_run.settings, chaos_run.fleet
     users = [f"user{n}-{uuid.uuid4().hex[:4]}" for n in range(USERS)]
-    tally, pool, pool_lock = Tally(), [], threading.Lock()
+    pool: list[str] = []
+    tally, pool_lock = Tally(), threading.Lock()
     per_user = COMMANDS // USERS
     plan = fault_plan(rng, LOAD_SECONDS, KILLS_PER_WORKER)
     rounds = poison_rounds(s, rng)
@@ -397,13 +402,14 @@ def test_no_kill_restart_or_poison_loses_duplicates_or_stalls_anything(chaos_run
     not_recovered = recovery(s, tally, pool)
 
     # Settle: bounded wait until nothing is behind, every worker ready and Outlook exact.
-    deadline = time.monotonic() + SETTLE_SECONDS
     behind: list[str] = ["not checked"]
     unready: list[str] = ["not checked"]
     diff: dict[str, list[str]] = {}
     duplicates = 0
     relay_lag = -1
-    while True:
+
+    def settled() -> bool:
+        nonlocal relay_lag, behind, unready, duplicates, diff
         fleet.check_alive()
         try:
             relay_lag = relay_behind(s)
@@ -414,10 +420,9 @@ def test_no_kill_restart_or_poison_loses_duplicates_or_stalls_anything(chaos_run
             diff = outlook_diff(expected_outlook(contacts, users), actual)
         except (httpx.HTTPError, OSError, AssertionError, psycopg.Error) as exc:
             behind = [f"check failed: {exc!r}"]
-        settled = not (relay_lag or behind or unready or duplicates or any(diff.values()))
-        if settled or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+        return not (relay_lag or behind or unready or duplicates or any(diff.values()))
+
+    within(settled, SETTLE_SECONDS, every=1)
     settle_seconds = time.monotonic() - started - load_seconds
 
     # Every acknowledged command is in the store.

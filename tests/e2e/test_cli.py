@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -17,21 +15,9 @@ import pytest
 from services.contacts.domain import Actor
 from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.settings import KontaktSettings
-from tests.conftest import env_of
-from tests.e2e.conftest import ROOT
+from tests.support import env_of, run_kontakt
 
 ALICE = Actor("alice", "cli-corr")
-
-
-def kontakt(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture
@@ -73,9 +59,9 @@ def data(isolated_settings: KontaktSettings) -> Iterator[dict[str, UUID]]:
         close_contacts_app(app)
 
 
-def test_history_lists_every_event_with_who_and_what(isolated_settings, data) -> None:  # type: ignore[no-untyped-def]
+def test_history_lists_every_event_with_who_and_what(isolated_settings, data) -> None:
     env = env_of(isolated_settings)
-    out = kontakt(env, "history", str(data["karen"]))
+    out = run_kontakt(env, "history", str(data["karen"]))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert [line.split()[3] for line in lines] == [
@@ -85,48 +71,48 @@ def test_history_lists_every_event_with_who_and_what(isolated_settings, data) ->
         "JobChanged",
     ]
     assert "by bob" in lines[2] and "job_title: Buyer -> Head buyer" in lines[1]
-    as_json = kontakt(env, "history", str(data["karen"]), "--json")
+    as_json = run_kontakt(env, "history", str(data["karen"]), "--json")
     assert [json.loads(x)["version"] for x in as_json.stdout.splitlines()] == [1, 2, 3, 4]
 
 
-def test_as_of_a_version_and_a_date(isolated_settings, data) -> None:  # type: ignore[no-untyped-def]
+def test_as_of_a_version_and_a_date(isolated_settings, data) -> None:
     env = env_of(isolated_settings)
-    v1 = kontakt(env, "as-of", str(data["karen"]), "1")
+    v1 = run_kontakt(env, "as-of", str(data["karen"]), "1")
     assert v1.returncode == 0 and json.loads(v1.stdout)["job_title"] == "Buyer"
-    today = kontakt(env, "as-of", str(data["karen"]), "2999-01-01")
+    today = run_kontakt(env, "as-of", str(data["karen"]), "2999-01-01")
     assert json.loads(today.stdout)["status"] == "former"
-    early = kontakt(env, "as-of", str(data["karen"]), "2000-01-01")
+    early = run_kontakt(env, "as-of", str(data["karen"]), "2000-01-01")
     assert early.returncode == 1 and "did not exist yet" in early.stderr
 
 
-def test_replay_filters_formats_and_resumes(isolated_settings, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_replay_filters_formats_and_resumes(isolated_settings, data, tmp_path: Path) -> None:
     env = env_of(isolated_settings)
-    everything = kontakt(env, "replay")
+    everything = run_kontakt(env, "replay")
     events = [json.loads(x) for x in everything.stdout.splitlines()]
     assert len(events) == 6 and "resume with --from-position" in everything.stderr
     positions = [e["global_position"] for e in events]
     assert positions == sorted(positions)
 
-    by_type = kontakt(env, "replay", "--type", "JobChanged", "--type", "InfotagAdded")
+    by_type = run_kontakt(env, "replay", "--type", "JobChanged", "--type", "InfotagAdded")
     assert sorted(json.loads(x)["type"] for x in by_type.stdout.splitlines()) == [
         "InfotagAdded",
         "JobChanged",
     ]
-    by_person = kontakt(env, "replay", "--person", str(data["person"]))
+    by_person = run_kontakt(env, "replay", "--person", str(data["person"]))
     assert len(by_person.stdout.splitlines()) == 5
-    by_contact = kontakt(env, "replay", "--contact", str(data["ole"]))
+    by_contact = run_kontakt(env, "replay", "--contact", str(data["ole"]))
     assert len(by_contact.stdout.splitlines()) == 1
-    by_company = kontakt(env, "replay", "--company", str(data["beta"]))
+    by_company = run_kontakt(env, "replay", "--company", str(data["beta"]))
     assert {json.loads(x)["contact_id"] for x in by_company.stdout.splitlines()} == {
         str(data["karen_new"]),
         str(data["ole"]),
     }
-    window = kontakt(env, "replay", "--since", "2000-01-01", "--until", "2000-12-31")
+    window = run_kontakt(env, "replay", "--since", "2000-01-01", "--until", "2000-12-31")
     assert window.stdout == ""
 
     # CSV, to a file.
     table = tmp_path / "events.csv"
-    as_csv = kontakt(env, "replay", "--format", "csv", "-o", str(table), "--batch", "3")
+    as_csv = run_kontakt(env, "replay", "--format", "csv", "-o", str(table), "--batch", "3")
     assert as_csv.returncode == 0, as_csv.stderr
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
     assert [int(r["global_position"]) for r in rows] == positions
@@ -134,21 +120,21 @@ def test_replay_filters_formats_and_resumes(isolated_settings, data, tmp_path: P
 
     # Resumable: a second run from the first's last position appends only what is new.
     stream = tmp_path / "events.jsonl"
-    first = kontakt(env, "replay", "-o", str(stream))
+    first = run_kontakt(env, "replay", "-o", str(stream))
     last = int(first.stderr.rsplit("--from-position", 1)[1])
     app = build_contacts_app(isolated_settings)
     try:
         app.add_infotag(ALICE, data["ole"], "Later")
     finally:
         close_contacts_app(app)
-    kontakt(env, "replay", "-o", str(stream), "--from-position", str(last))
+    run_kontakt(env, "replay", "-o", str(stream), "--from-position", str(last))
     got = [json.loads(x) for x in stream.read_text().splitlines()]
     assert len(got) == len(events) + 1 and got[-1]["data"] == {"tag": "Later"}
     assert len({e["event_id"] for e in got}) == len(got)
 
 
-def test_status_reports_relay_groups_read_models_and_sync(isolated_settings, data) -> None:  # type: ignore[no-untyped-def]
-    out = kontakt(env_of(isolated_settings), "status")
+def test_status_reports_relay_groups_read_models_and_sync(isolated_settings, data) -> None:
+    out = run_kontakt(env_of(isolated_settings), "status")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["store"]["newest_position"] >= 6
@@ -156,7 +142,7 @@ def test_status_reports_relay_groups_read_models_and_sync(isolated_settings, dat
     assert {"read_models", "consumer_lag", "sync"} <= report.keys()
 
 
-def test_errors_are_one_clear_line_and_a_non_zero_exit(isolated_settings, data) -> None:  # type: ignore[no-untyped-def]
+def test_errors_are_one_clear_line_and_a_non_zero_exit(isolated_settings, data) -> None:
     env = env_of(isolated_settings)
     cases = [
         (("history", "not-an-id"), "not an id"),
@@ -168,13 +154,13 @@ def test_errors_are_one_clear_line_and_a_non_zero_exit(isolated_settings, data) 
         (("replay", "--format", "xml"), "unknown format"),
     ]
     for args, expected in cases:
-        out = kontakt(env, *args)
+        out = run_kontakt(env, *args)
         assert out.returncode == 1, (args, out.stdout)
         assert out.stderr.startswith("error: ") and expected in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     down = {**env, "KONTAKT_PG_PORT": "1"}
     # (status still answers with PostgreSQL down: see test_consumer_health.py)
     for args in (("history", str(data["karen"])), ("replay",)):
-        out = kontakt(down, *args)
+        out = run_kontakt(down, *args)
         assert out.returncode == 1 and "cannot reach PostgreSQL" in out.stderr, out.stderr
         assert "Traceback" not in out.stderr

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,19 +22,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shared.auth import mint_token
 from shared.kafka import ensure_topics
 from shared.settings import KontaktSettings
-from tests.conftest import env_of
-from tests.processes import ROOT, free_port, kontakt_process
+from tests.support import env_of, eventually_sync, free_port, kontakt_process, run_kontakt
 
 #: Short, so a stall shows within seconds; the tests wait for conditions, never for this.
 STALL_SECONDS = "2"
-
-
-def kontakt(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `kontakt ARGS` to its end."""
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+#: A liveness bound for what the tests wait for, not a timing threshold.
+TIMEOUT = 90
 
 
 def produce(settings: KontaktSettings, topic: str, values: list[bytes], key: bytes) -> None:
@@ -53,18 +43,6 @@ def produce(settings: KontaktSettings, topic: str, values: list[bytes], key: byt
             await producer.stop()
 
     asyncio.run(send())
-
-
-def eventually(condition: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    """condition()'s first truthy answer, polled until a bounded deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
 
 
 def email(n: int) -> bytes:
@@ -133,17 +111,17 @@ def check_stall_is_reported(
             return None
         return [p for p in answer.json() if p["lag"] == 0 and p["committed"]] or None
 
-    applied = eventually(committed_without_lag, "the first message committed")
+    applied = eventually_sync(committed_without_lag, "the first message committed", TIMEOUT)
     [first] = applied
     partition, committed = first["partition"], first["committed"]
     assert get(f"{base}/health/ready").status_code == 200  # type: ignore[union-attr]
 
     with lock():
         publish(2)
-        stalled = eventually(
+        stalled = eventually_sync(
             lambda: (r := get(f"{base}/health/ready")) is not None and r.status_code == 503
             and r.json(),
-            "a 503 from /health/ready",
+            "a 503 from /health/ready", TIMEOUT,
         )  # fmt: skip
         [stall] = stalled["stalled"]
         assert (stall["group"], stall["topic"], stall["partition"]) == (group, topic, partition)
@@ -153,7 +131,7 @@ def check_stall_is_reported(
         metrics = get(f"{base}/metrics").text  # type: ignore[union-attr]
         assert stalled_gauge(metrics, group, topic, partition) == 1.0
 
-        out = kontakt(env, "status", "--sample-seconds", "1")
+        out = run_kontakt(env, "status", "--sample-seconds", "1")
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
         [named] = [x for x in report["stalled"] if (x["group"], x["topic"]) == (group, topic)]
@@ -164,9 +142,10 @@ def check_stall_is_reported(
         assert f"group {group} on {topic}[{partition}] at offset {committed}" in out.stderr
 
     # Freed, the worker moves on and is ready again; the gauge says 0.
-    eventually(
+    eventually_sync(
         lambda: (r := get(f"{base}/health/ready")) is not None and r.status_code == 200,
         "ready again after the handler was freed",
+        TIMEOUT,
     )
     assert stalled_gauge(get(f"{base}/metrics").text, group, topic, partition) == 0.0  # type: ignore[union-attr]
 
@@ -242,7 +221,9 @@ def test_a_sync_worker_blocked_on_a_message_is_not_ready_and_exports_its_lag(
         with kontakt_process(
             ["sync", "worker"], env, tmp_path / "sync.log", f"{base}/health/ready"
         ):
-            lag = eventually(lambda: (r := get(f"{base}/lag")) is not None and r.json(), "/lag")
+            lag = eventually_sync(
+                lambda: (r := get(f"{base}/lag")) is not None and r.json(), "/lag", TIMEOUT
+            )
             assert {p["group"] for p in lag} == {group} and {p["topic"] for p in lag} == {
                 s.contacts_topic
             }
@@ -293,7 +274,7 @@ def test_status_names_a_group_with_lag_and_no_progress_when_no_consumer_runs(
         return tp.partition
 
     partition = asyncio.run(commit_then_publish_more())
-    out = kontakt(env_of(s), "status", "--sample-seconds", "1")
+    out = run_kontakt(env_of(s), "status", "--sample-seconds", "1")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     [stall] = [x for x in report["stalled"] if x["group"] == group]
@@ -312,7 +293,7 @@ def test_status_with_postgresql_unreachable_reports_kafka_and_says_so(
     isolated_settings: KontaktSettings,
 ) -> None:
     closed = free_port()
-    out = kontakt(env_of(isolated_settings) | {"KONTAKT_PG_PORT": str(closed)}, "status",
+    out = run_kontakt(env_of(isolated_settings) | {"KONTAKT_PG_PORT": str(closed)}, "status",
                   "--sample-seconds", "0")  # fmt: skip
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -328,7 +309,7 @@ def test_status_with_kafka_unreachable_reports_the_store_and_says_so(
 ) -> None:
     closed = free_port()
     env = env_of(isolated_settings) | {"KONTAKT_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed}"}
-    out = kontakt(env, "status", "--sample-seconds", "0")
+    out = run_kontakt(env, "status", "--sample-seconds", "0")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["unreachable"] == ["Kafka"]
@@ -345,7 +326,7 @@ def test_status_with_nothing_reachable_is_one_error_line_and_exit_1(
         "KONTAKT_PG_PORT": str(free_port()),
         "KONTAKT_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
     }
-    out = kontakt(env, "status")
+    out = run_kontakt(env, "status")
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
     assert "PostgreSQL unreachable" in out.stderr and "Kafka unreachable" in out.stderr

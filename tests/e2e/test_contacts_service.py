@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from uuid import uuid4
 
 import httpx
 
-from tests.e2e.conftest import ROOT
+from tests.support import run_kontakt
 
 
 def cli_token(env: dict[str, str], sub: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "services.cli", "token", "--sub", sub],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    out = run_kontakt(env, "token", "--sub", sub)
+    out.check_returncode()
     return out.stdout.strip()
 
 

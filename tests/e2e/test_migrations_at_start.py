@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +10,7 @@ import pytest
 
 from shared import locks
 from shared.settings import KontaktSettings
-from tests.conftest import env_of
-from tests.processes import ROOT, free_port, kontakt_process
+from tests.support import env_of, eventually_sync, free_port, kontakt_process, start_kontakt
 
 #: Every migration Kontakt has, in the order they apply.
 MIGRATIONS = ["0001_contacts_tables", "0001_projections_read_models", "0001_sync_tables"]
@@ -54,18 +50,13 @@ def test_processes_migrating_at_once_apply_each_migration_exactly_once(
     with psycopg.connect(isolated_settings.pg_dsn(), autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (locks.MIGRATIONS,))
         for n in range(6):
-            with (tmp_path / f"migrate-{n}.log").open("wb") as out:
-                command = [sys.executable, "-m", "services.cli", "migrate"]
-                procs.append(
-                    subprocess.Popen(
-                        command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-                    )
-                )
-        deadline = time.monotonic() + 60
-        while _waiting_for_the_lock(holder) < 6:
-            assert time.monotonic() < deadline, "the processes never waited for the lock"
+            procs.append(start_kontakt(["migrate"], env, tmp_path / f"migrate-{n}.log"))
+
+        def all_waiting() -> bool:
             assert all(p.poll() is None for p in procs), "a process exited before migrating"
-            time.sleep(0.1)
+            return _waiting_for_the_lock(holder) >= 6
+
+        eventually_sync(all_waiting, "the processes never waited for the lock", every=0.1)
     codes = [p.wait(timeout=120) for p in procs]
     outputs = [(tmp_path / f"migrate-{n}.log").read_text() for n in range(6)]
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -14,8 +11,7 @@ import pytest
 
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
-from tests.conftest import env_of
-from tests.e2e.conftest import ROOT, free_port, wait_ready
+from tests.support import env_of, free_port, start_kontakt, stop_processes, wait_ready
 
 
 @pytest.fixture
@@ -33,22 +29,13 @@ def processes(isolated_settings: KontaktSettings, tmp_path: Path) -> Iterator[Ko
     }
     procs = {}
     for name, args in commands.items():
-        with (tmp_path / f"{name}.log").open("wb") as out:
-            procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", *args],
-                env=env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        procs[name] = start_kontakt(args, env, tmp_path / f"{name}.log")
     try:
         wait_ready(f"http://127.0.0.1:{api}/health/ready", procs["api"])
         wait_ready(f"http://127.0.0.1:{query}/health/ready", procs["query"])
         yield settings
     finally:
-        for proc in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        codes = {name: proc.wait(timeout=30) for name, proc in procs.items()}
+        codes = stop_processes(procs, timeout=30)
         assert codes == dict.fromkeys(procs, 0), codes
 
 

@@ -6,17 +6,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.settings import KontaktSettings
-from tests.conftest import env_of
-from tests.e2e.conftest import ROOT, free_port
+from tests.support import env_of, eventually_sync, free_port, start_kontakt
 
 
 def samples(url: str) -> dict[str, float]:
@@ -46,16 +43,6 @@ def processes_with(marker: str) -> list[int]:
     return [p for p in found if p != os.getpid()]
 
 
-def wait_until(check, timeout: float = 60, every: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(every)
-
-
 def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
     isolated_settings: KontaktSettings, tmp_path: Path
 ) -> None:
@@ -77,16 +64,11 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
         }
     )
     log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_kontakt(["run"], env, log)
     try:
-        printed = wait_until(lambda: "Ctrl-C stops" in log.read_text() and log.read_text(), 120)
+        printed = eventually_sync(
+            lambda: "Ctrl-C stops" in log.read_text() and log.read_text(), "the banner", 120, 0.5
+        )
         token = re.search(r"token for user 'demo': (\S+)", printed)
         karen = re.search(r"Karen Jensen is (\S+)", printed)
         assert token and karen, printed[-3000:]
@@ -96,11 +78,13 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
         q = httpx.Client(base_url=f"http://127.0.0.1:{ports['query']}", headers=auth, timeout=10)
         kid = karen.group(1)
 
-        def tab(path: str) -> object:
+        def tab(path: str) -> Any:
             response = q.get(f"/contacts/{kid}{path}")
             return response.json() if response.status_code == 200 else None
 
-        employments = wait_until(lambda: (e := tab("/employments")) and len(e) == 2 and e)
+        employments = eventually_sync(
+            lambda: (e := tab("/employments")) and len(e) == 2 and e, "employments", every=0.5
+        )
         assert [(e["company_name"], e["status"]) for e in employments] == [
             ("Nordlys A/S", "former"),
             ("Havbro ApS", "current"),
@@ -110,24 +94,34 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
         assert (
             details["job_title"] == "CFO" and details["other_versions"][0]["contact_id"] == before
         )
-        wait_until(lambda: (tab("/activities") or {}).get("total") == 1)
+        eventually_sync(lambda: (tab("/activities") or {}).get("total") == 1, "activity", every=0.5)
         assert {t["tag"] for t in tab("/infotags")} == {"Kunde/Guld", "Nyhedsbrev"}
         assert q.get(f"/contacts/{kid}/photo").headers["content-type"] == "image/png"
-        assert wait_until(lambda: (tab("/projects") or {}).get("total") == 1)
+        assert eventually_sync(
+            lambda: (tab("/projects") or {}).get("total") == 1, "project", every=0.5
+        )
         old = q.get(f"/contacts/{before}/opportunities").json()
         assert old["items"][0]["title"] == "Nye servere 2027"
         assert q.get(f"/contacts/{before}/campaigns").json()["total"] == 1
         assert q.get(f"/contacts/{before}/activities").json()["total"] == 3  # work + private
         # The demo user's Outlook folder on the Graph-compatible server.
         folder = f"http://127.0.0.1:{ports['graph']}/_admin/users/demo/contacts"
-        items = wait_until(lambda: (v := httpx.get(folder).json()["value"]) and len(v) == 2 and v)
+        items = eventually_sync(
+            lambda: (v := httpx.get(folder).json()["value"]) and len(v) == 2 and v,
+            "the Outlook items",
+            every=0.5,
+        )
         assert {i["displayName"] for i in items} == {"Karen Marie Jensen", "Ole Hansen"}
 
         # The sync service's outcome reaches the Details tab (linked, or updated since).
         def sync_statuses() -> set[str]:
             return {u["status"] for u in (tab("") or {}).get("outlook_sync", [])}
 
-        assert wait_until(lambda: (st := sync_statuses()) and st <= {"linked", "updated"})
+        assert eventually_sync(
+            lambda: (st := sync_statuses()) and st <= {"linked", "updated"},
+            "sync statuses",
+            every=0.5,
+        )
 
         # Metrics of every process, and a command moves the counters.
         api = f"http://127.0.0.1:{ports['api']}"
@@ -135,14 +129,16 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
         httpx.post(f"{api}/contacts/{kid}/infotags", json={"tag": "Metrics"}, headers=auth)
         after = samples(f"{api}/metrics")
         assert total(after, "kontakt_commands_total") == commands_before + 1
-        assert wait_until(
+        assert eventually_sync(
             lambda: (
                 total(
                     samples(f"http://127.0.0.1:{ports['relay']}/metrics"),
                     "kontakt_relay_published_total",
                 )
                 > 0
-            )
+            ),
+            "relay published",
+            every=0.5,
         )
         worker = samples(f"http://127.0.0.1:{ports['worker']}/metrics")
         assert total(worker, "kontakt_projection_messages_total") > 0

@@ -3,16 +3,13 @@ crashes, says what it waits for, and stops cleanly when asked."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from shared.settings import KontaktSettings
-from tests.conftest import env_of
-from tests.processes import ROOT, free_port
+from tests.support import env_of, eventually_sync, free_port, start_kontakt, stop_process
 
 CASES = {
     "relay, PostgreSQL down": (["relay"], "pg_port"),
@@ -33,20 +30,16 @@ def test_a_worker_started_during_an_outage_waits_and_stops_cleanly(
     )
     env = env_of(isolated_settings.model_copy(update=update))
     log = tmp_path / "process.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *args],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    proc = start_kontakt(args, env, log)
     try:
-        deadline = time.monotonic() + 60
-        while "unreachable" not in log.read_text(errors="replace"):
+
+        def waiting() -> bool:
             assert proc.poll() is None, f"exited with {proc.returncode}: {log.read_text()}"
-            assert time.monotonic() < deadline, f"no word of waiting: {log.read_text()}"
-            time.sleep(0.2)
+            return "unreachable" in log.read_text(errors="replace")
+
+        eventually_sync(waiting, lambda: f"no word of waiting: {log.read_text()}")
         time.sleep(1.0)  # still there after the first retry
         assert proc.poll() is None, f"exited with {proc.returncode}: {log.read_text()}"
     finally:
-        proc.terminate()
-        code = proc.wait(timeout=30)
+        code = stop_process(proc, timeout=30)
     assert code == 0, log.read_text()

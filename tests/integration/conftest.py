@@ -8,18 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.contacts.api_main import create_app
-from services.contacts.application import ContactsApp
-from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
-
-
-@pytest.fixture(scope="session")
-def contacts(settings: KontaktSettings) -> Iterator[ContactsApp]:
-    """The contacts application on the real PostgreSQL."""
-    app = build_contacts_app(settings)
-    yield app
-    close_contacts_app(app)
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +21,6 @@ def client(settings: KontaktSettings) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def token_for(settings: KontaktSettings):  # type: ignore[no-untyped-def]
+def token_for(settings: KontaktSettings):
     """Mint a token for another user."""
     return lambda sub, roles=None: mint_token(settings, sub, roles or [])

@@ -17,6 +17,7 @@ from shared.lag import ConsumerLagUnknownError, ConsumerMonitor
 from shared.observability import health_app, metrics
 from shared.settings import KontaktSettings
 from shared.stall import ConsumerStalledError
+from tests.support import eventually, free_port
 
 STALL = 60.0
 
@@ -133,8 +134,6 @@ def test_a_group_with_lag_and_no_committed_progress_is_stalled_and_a_moving_one_
 def test_offsets_that_cannot_be_sampled_for_the_stall_time_make_the_worker_not_ready(
     isolated_settings: KontaktSettings,
 ) -> None:
-    from tests.processes import free_port
-
     clock = Clock()
     monitor = ConsumerMonitor(
         f"127.0.0.1:{free_port()}", {"g": [isolated_settings.activities_topic]}, 1.0, clock
@@ -145,11 +144,7 @@ def test_offsets_that_cannot_be_sampled_for_the_stall_time_make_the_worker_not_r
         task = asyncio.create_task(monitor.run(stop))
         try:
             # One failed round (the port is closed) is enough to know the offsets are unknown.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 60
-            while monitor.sample_error is None:
-                assert loop.time() < deadline, "no sampling round failed"
-                await asyncio.sleep(0.1)
+            await eventually(lambda: monitor.sample_error is not None, "no sampling round failed")
         finally:
             stop.set()
             await task

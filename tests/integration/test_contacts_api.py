@@ -42,7 +42,7 @@ def test_create_returns_id_version_and_the_state_reads_back(client: TestClient) 
     assert state["status"] == "current" and state["person_id"] == created["person_id"]
 
 
-def test_missing_or_invalid_token_is_401(client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+def test_missing_or_invalid_token_is_401(client: TestClient, token_for) -> None:
     contact_id = uuid4()
     assert client.get(f"/contacts/{contact_id}", headers={"Authorization": ""}).status_code == 401
     bad = {"Authorization": "Bearer not-a-jwt"}
@@ -81,7 +81,7 @@ def test_bad_input_is_422_with_field_level_messages(client: TestClient) -> None:
 
 def test_unknown_contact_is_404_for_every_endpoint(client: TestClient) -> None:
     unknown = uuid4()
-    for method, path, kwargs in [
+    requests: list[tuple[str, str, dict[str, Any]]] = [
         ("get", f"/contacts/{unknown}", {}),
         ("get", f"/contacts/{unknown}/history", {}),
         ("get", f"/contacts/{unknown}/employments", {}),
@@ -91,7 +91,8 @@ def test_unknown_contact_is_404_for_every_endpoint(client: TestClient) -> None:
         ("post", f"/contacts/{unknown}/archive", {}),
         ("put", f"/contacts/{unknown}/outlook-sync/me", {"json": {"enabled": True}}),
         ("put", f"/contacts/{unknown}/photo", {"content": image_bytes()}),
-    ]:
+    ]
+    for method, path, kwargs in requests:
         response = getattr(client, method)(path, **kwargs)
         assert response.status_code == 404, (method, path, response.text)
 
@@ -187,7 +188,7 @@ def test_photo_upload_sniffs_type_and_limits_size(client: TestClient) -> None:
 
 def test_outlook_switch_changes_only_the_callers_own_switch(
     client: TestClient,
-    token_for,  # type: ignore[no-untyped-def]
+    token_for,
 ) -> None:
     cid = new_contact(client)["contact_id"]
     assert client.put(f"/contacts/{cid}/outlook-sync/me", json={"enabled": True}).status_code == 200
@@ -255,7 +256,7 @@ def test_time_travel_by_version_and_date(client: TestClient) -> None:
 
 def test_only_the_sync_service_may_switch_another_users_sync_off_with_a_reason(
     client: TestClient,
-    token_for,  # type: ignore[no-untyped-def]
+    token_for,
 ) -> None:
     cid = new_contact(client)["contact_id"]
     client.put(f"/contacts/{cid}/outlook-sync/me", json={"enabled": True})

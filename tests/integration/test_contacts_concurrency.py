@@ -46,7 +46,7 @@ def test_parallel_creates_of_one_name_at_one_company_let_exactly_one_win(
     losers = [r for r in results if isinstance(r, Exception)]
     assert len(winners) == 1, results
     assert all(isinstance(e, DuplicateContactError) for e in losers), losers
-    assert {e.existing_id for e in losers} == {winners[0].contact_id}
+    assert {e.existing_id for e in losers} == {winners[0].contact_id}  # type: ignore[attr-defined]
 
 
 def test_two_writers_with_the_same_expected_version_one_conflicts_nothing_lost(

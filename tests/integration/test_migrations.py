@@ -17,7 +17,7 @@ from services.cli import app
 from services.projections.sql import contacts as contacts_sql
 from shared.migrations import migrate
 from shared.settings import KontaktSettings
-from tests.conftest import env_of
+from tests.support import env_of
 
 HERE = Path(__file__).parent
 #: The tables as the version before migrations made them, and some rows in them.

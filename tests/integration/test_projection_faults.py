@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -24,21 +23,12 @@ from services.projections.rebuild import rebuild_contacts
 from services.projections.sql import contacts as contacts_sql
 from shared.kafka import read_topic
 from shared.settings import KontaktSettings
-from tests.conftest import MEASURED
 from tests.integration.test_projection_rebuild import dump
 from tests.pipeline import Pipeline, Server, pipeline, wait_no_lag
+from tests.support import eventually
 
 ALICE = Actor("alice", "faults")
 FAMILIES = ["contacts", "activities", "items", "sync-status"]
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
-    """Wait for a condition, up to a bounded deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def create(p: Pipeline, last_names: str, **details: str) -> Any:
@@ -174,7 +164,7 @@ async def test_a_version_gap_is_filled_from_the_store_before_the_event_applies(
         async def both() -> bool:
             return await tags_of(p, cid) == ["Second", "Third"]
 
-        await until(both, "the gap to be filled")
+        await eventually(both, "the gap to be filled")
         assert p.worker.stats.dead_lettered == 0 and p.worker.stats.repairs >= 1
         assert (await p.query.get(f"/contacts/{cid}")).json()["version"] == 3
 
@@ -200,7 +190,7 @@ async def test_an_outage_of_the_contacts_api_during_a_repair_dead_letters_nothin
         async def waited() -> bool:
             return worker.stats.outages >= 3
 
-        await until(waited, "the worker to meet the outage")
+        await eventually(waited, "the worker to meet the outage")
         assert worker.stats.dead_lettered == 0
         assert await tags_of(p, cid) == []
         # The API comes back: the repair goes through, the event applies, no dead letter.
@@ -361,7 +351,7 @@ async def test_postgresql_refusing_connections_is_waited_out_and_nothing_dead_le
             async def waited() -> bool:
                 return worker.stats.outages >= 3
 
-            await until(waited, "the worker to meet the outage")
+            await eventually(waited, "the worker to meet the outage")
             assert worker.stats.dead_lettered == 0
         finally:
             await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
@@ -378,62 +368,6 @@ async def test_postgresql_refusing_connections_is_waited_out_and_nothing_dead_le
         assert await read_topic(s.kafka_bootstrap, s.dead_letter_topic) == []
 
 
-async def test_a_dead_letter_kafka_cannot_take_is_not_committed_and_comes_again(
-    isolated_settings: KontaktSettings,
-) -> None:
-    # Enough attempts (about 20 s of retries) for Kafka to be down before they end.
-    own = isolated_settings.model_copy(update={"projection_max_attempts": 15})
-    async with pipeline(own) as p:
-        assert p.worker is not None
-        s = p.settings
-        worker = p.worker
-        async with p.pool.acquire() as conn:
-            await conn.execute(
-                "ALTER TABLE ledger.items ADD CONSTRAINT refused_title"
-                " CHECK (title IS NULL OR title <> 'Refused')"
-            )
-        refused = {
-            "event_id": str(uuid4()),
-            "type": "Created",
-            "occurred_at": "2026-01-01T00:00:00Z",
-            "item_id": str(uuid4()),
-            "title": "Refused",
-            "status": "open",
-        }
-        meta = await p.producer.send_and_wait(
-            s.projects_topic, json.dumps(refused).encode(), key=b"r"
-        )
-
-        async def retrying() -> bool:
-            return worker.stats.retries >= 1
-
-        await until(retrying, "the refused message to be retried")
-        # Kafka goes down while the message is being retried: its dead letter fails.
-        cfg = launcher.StackConfig.from_env()
-        await asyncio.to_thread(launcher.stop_kafka, cfg)
-        try:
-
-            async def failed() -> bool:
-                return worker.stats.outages >= 1
-
-            await until(failed, "the dead letter to fail", timeout=180)
-            assert worker.stats.dead_lettered == 0
-        finally:
-            await asyncio.to_thread(launcher.start_kafka, cfg)
-        # Not committed: once Kafka is back the message comes again and is dead-lettered.
-        await wait_no_lag(s, ["items"], timeout=180)
-        letters = await read_topic(s.kafka_bootstrap, s.dead_letter_topic)
-        origins = {
-            (r.header("x-original-partition"), r.header("x-original-offset")) for r in letters
-        }
-        assert origins == {(str(meta.partition), str(meta.offset))}
-        assert worker.stats.dead_lettered >= 1
-        MEASURED.append(
-            f"dead letter during a Kafka outage: {len(letters)} letter(s) for 1 message,"
-            f" {worker.stats.outages} outage waits"
-        )
-
-
 async def test_a_header_that_is_not_utf8_neither_stalls_the_worker_nor_loses_the_message(
     isolated_settings: KontaktSettings,
 ) -> None:
@@ -446,7 +380,7 @@ async def test_a_header_that_is_not_utf8_neither_stalls_the_worker_nor_loses_the
             s.activities_topic,
             email("<odd-headers@x>", "a@us.example", [], "odd"),
             key=key,
-            headers=headers,  # type: ignore[arg-type]
+            headers=headers,
         )
         await p.produce(s.activities_topic, email("<after-odd@x>", "a@us.example", [], "ok"), key)
         await p.settle(["activities"])

@@ -9,12 +9,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-import psycopg
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from devstack import stack as launcher
 from services.contacts.domain import Actor, ContactError
 from services.contacts.export import StoreReader
 from services.projections.rebuild import rebuild_contacts
@@ -23,6 +21,7 @@ from shared.kafka import read_topic
 from shared.settings import KontaktSettings
 from tests.images import image_bytes
 from tests.pipeline import Pipeline, pipeline
+from tests.support import isolated
 
 ALICE, BOB = Actor("alice", "p1"), Actor("bob", "p2")
 
@@ -169,30 +168,6 @@ async def dump(settings: KontaktSettings) -> dict[str, Any]:
         await conn.close()
 
 
-def fresh_settings(base: KontaktSettings) -> KontaktSettings:
-    suffix = uuid4().hex[:10]
-    database = f"kontakt_p_{suffix}"
-    cfg = launcher.StackConfig.from_env()
-    launcher.ensure_database(launcher.up(cfg, progress=lambda _: None), database)
-    return base.model_copy(
-        update={
-            "pg_database": database,
-            "contacts_topic": f"contacts.events.{suffix}",
-            "activities_topic": f"activities.events.{suffix}",
-            "projects_topic": f"projects.events.{suffix}",
-            "opportunities_topic": f"opportunities.events.{suffix}",
-            "campaigns_topic": f"campaigns.events.{suffix}",
-            "dead_letter_topic": f"dlq.{suffix}",
-            "sync_events_topic": f"outlook-sync.events.{suffix}",
-        }
-    )
-
-
-def drop(settings: KontaktSettings, stack_dsn: str) -> None:
-    with psycopg.connect(stack_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
-
-
 EVERY_KIND = [
     ("create", 0, 0, "a"),
     ("create", 1, 1, "b"),
@@ -219,13 +194,10 @@ EVERY_KIND = [
 @given(commands=st.lists(command, min_size=4, max_size=30), seed=st.integers(0, 1000))
 def test_incremental_read_models_equal_a_rebuild_row_for_row(
     settings: KontaktSettings,
-    stack: launcher.StackInfo,
     commands: list[tuple[str, int, int, str]],
     seed: int,
 ) -> None:
-    own = fresh_settings(settings)
-
-    async def scenario() -> None:
+    async def scenario(own: KontaktSettings) -> None:
         async with pipeline(own) as p:
             ids = await asyncio.to_thread(run_commands, p, commands)
             await inbound_first(p, ids, commands)
@@ -239,10 +211,8 @@ def test_incremental_read_models_equal_a_rebuild_row_for_row(
             rebuilt = await dump(p.settings)
             assert rebuilt == incremental
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        drop(own, stack.pg_dsn("postgres"))
+    with isolated(settings, "kontakt_p") as own:
+        asyncio.run(scenario(own))
 
 
 async def test_queries_keep_answering_while_a_rebuild_swaps_the_model_in(

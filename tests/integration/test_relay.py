@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date
 from uuid import uuid4
 
@@ -16,6 +15,7 @@ from shared.settings import KontaktSettings
 from tests.images import image_bytes
 from tests.kafka_helpers import read_topic
 from tests.relay_checks import check_complete_and_ordered, contact_positions
+from tests.support import relay_until_caught_up
 
 ALICE = Actor("alice", "relay-corr")
 
@@ -49,20 +49,6 @@ def every_event_type(contacts: ContactsApp) -> set[str]:
     return {str(cid), str(new.contact_id)}
 
 
-async def run_until_caught_up(relay: Relay, contacts: ContactsApp, timeout: float = 60) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    target = contacts.recorder.max_notification_id() or 0
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while relay.position < target:
-        assert not task.done(), task.exception() if task.done() else None
-        assert loop.time() < deadline, f"relay stuck at {relay.position} of {target}"
-        await asyncio.sleep(0.05)
-    stop.set()
-    await asyncio.wait_for(task, 30)
-
-
 @pytest.fixture
 def topic_settings(settings: KontaktSettings) -> KontaktSettings:
     return settings.model_copy(update={"contacts_topic": f"contacts.events.t{uuid4().hex[:8]}"})
@@ -73,7 +59,7 @@ async def test_every_event_type_arrives_in_the_documented_shape_keyed_by_person(
 ) -> None:
     ids = every_event_type(contacts)
     relay = Relay(topic_settings, contacts)
-    await run_until_caught_up(relay, contacts)
+    await relay_until_caught_up(relay, contacts)
     records = await read_topic(topic_settings.kafka_bootstrap, topic_settings.contacts_topic)
     report = check_complete_and_ordered(records, contact_positions(contacts))
     assert report.duplicates == 0
@@ -82,18 +68,18 @@ async def test_every_event_type_arrives_in_the_documented_shape_keyed_by_person(
     assert {e.type for e in mine} == {t.model_fields["type"].default for t in CONTACT_EVENT_TYPES}
     created = [e for e in mine if e.type == "ContactCreated"]
     # Published after the erasure: the relay decrypts with fresh keys, so none of it is readable.
-    assert all(e.data.first_names == "[erased]" for e in created)  # type: ignore[union-attr]
+    assert all(e.data.first_names == "[erased]" for e in created)
     assert all(e.actor in ("alice", "dpo") for e in mine)
 
 
 async def test_relay_resumes_from_its_recorded_position_without_republishing(
     contacts: ContactsApp, topic_settings: KontaktSettings
 ) -> None:
-    await run_until_caught_up(Relay(topic_settings, contacts), contacts)
+    await relay_until_caught_up(Relay(topic_settings, contacts), contacts)
     before = await read_topic(topic_settings.kafka_bootstrap, topic_settings.contacts_topic)
     every_event_type(contacts)
     second = Relay(topic_settings, contacts)
-    await run_until_caught_up(second, contacts)
+    await relay_until_caught_up(second, contacts)
     after = await read_topic(topic_settings.kafka_bootstrap, topic_settings.contacts_topic)
     report = check_complete_and_ordered(after, contact_positions(contacts))
     assert report.duplicates == 0 and len(after) - len(before) == 13

@@ -10,7 +10,7 @@ import pytest
 
 from devstack import kafka
 from devstack import stack as launcher
-from tests.processes import free_port
+from tests.support import free_port
 
 
 def test_the_probe_sees_the_running_broker(stack: launcher.StackInfo) -> None:

@@ -144,7 +144,7 @@ class _DownPool(_Pool):
 
 def _worker(publish_fails: bool = False, pool: _Pool | None = None) -> tuple[Worker, list[Any]]:
     settings = KontaktSettings(projection_max_attempts=3, projection_backoff_max_seconds=0.01)
-    worker = Worker(settings, pool or _Pool(), ["items"])  # type: ignore[arg-type]
+    worker = Worker(settings, pool or _Pool(), ["items"])
     published: list[Any] = []
 
     class Producer:
@@ -156,7 +156,7 @@ def _worker(publish_fails: bool = False, pool: _Pool | None = None) -> tuple[Wor
             sent = {"topic": topic, "key": key, "headers": {k: v.decode() for k, v in headers}}
             published.append((value, sent))
 
-    worker.producer = Producer()  # type: ignore[assignment]
+    worker.producer = Producer()
     return worker, published
 
 
@@ -219,6 +219,6 @@ def test_no_connection_to_be_had_is_an_outage_whatever_postgresql_answers() -> N
 
 def test_a_worker_that_could_never_authenticate_a_repair_refuses_to_start() -> None:
     settings = KontaktSettings(jwt_algorithm="RS256", jwt_public_key="not used here")
-    worker = Worker(settings, _Pool(), ["contacts"])  # type: ignore[arg-type]
+    worker = Worker(settings, _Pool(), ["contacts"])
     with pytest.raises(ValueError, match="KONTAKT_PROJECTION_SERVICE_TOKEN"):
         asyncio.run(worker.start())

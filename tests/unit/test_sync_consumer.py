@@ -85,7 +85,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_after_the_bounded_a
     store = FakeStore(fail=100, error=ValueError("refused"))
     producer = FakeProducer()
     w = worker(store, attempts=3)
-    await w._handle(producer, Message(event_bytes()), asyncio.Event())  # type: ignore[arg-type]
+    await w._handle(producer, Message(event_bytes()), asyncio.Event())
     assert store.calls == 3
     [(topic, _, headers)] = producer.sent
     assert topic == w.settings.dead_letter_topic
@@ -99,7 +99,7 @@ async def test_an_outage_is_waited_out_without_counting_or_dead_lettering() -> N
     store = FakeStore(fail=5, error=OSError("connection lost"), down=5)
     producer = FakeProducer()
     await worker(store, attempts=2)._handle(
-        producer,  # type: ignore[arg-type]
+        producer,
         Message(event_bytes()),
         asyncio.Event(),
     )
@@ -109,7 +109,7 @@ async def test_an_outage_is_waited_out_without_counting_or_dead_lettering() -> N
 async def test_unreadable_bytes_are_dead_lettered_at_once() -> None:
     store = FakeStore(fail=0, error=ValueError())
     producer = FakeProducer()
-    await worker(store)._handle(producer, Message(b"\xff\xfe"), asyncio.Event())  # type: ignore[arg-type]
+    await worker(store)._handle(producer, Message(b"\xff\xfe"), asyncio.Event())
     assert store.calls == 0 and [s[1] for s in producer.sent] == [b"\xff\xfe"]
 
 
@@ -117,7 +117,7 @@ async def test_a_dead_letter_kafka_refuses_raises_so_the_offset_is_not_committed
     store = FakeStore(fail=0, error=ValueError())
     with pytest.raises(KafkaConnectionError):
         await worker(store)._handle(
-            FakeProducer(refuse=True),  # type: ignore[arg-type]
+            FakeProducer(refuse=True),
             Message(b"not json"),
             asyncio.Event(),
         )

@@ -198,7 +198,7 @@ def test_stored_events_with_nul_and_lone_surrogates_are_cleaned_not_dropped() ->
         }
     )
     cleaned = domain.clean_event(event)
-    assert cleaned.data.changes == {"work_email": "null@x.example", "job_title": "CTO"}
+    assert cleaned.data.changes == {"work_email": "null@x.example", "job_title": "CTO"}  # type: ignore[union-attr]
     assert cleaned.aggregate_version == 2 and cleaned.contact_id == cid
 
 

@@ -202,7 +202,8 @@ async def test_a_lost_create_answer_is_found_again_instead_of_duplicated() -> No
 
 
 async def test_switching_off_archiving_or_erasing_deletes_the_item() -> None:
-    for change in ({"status": "archived"}, {"status": "erased"}, {}):
+    changes: tuple[dict[str, Any], ...] = ({"status": "archived"}, {"status": "erased"}, {})
+    for change in changes:
         rig = Rig()
         s = snap()
         first = await rig.step(domain.Link("bob", s.person_id, s.contact_id, wanted=True), s)

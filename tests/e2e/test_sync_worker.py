@@ -8,13 +8,10 @@ processes.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,25 +35,21 @@ from shared.contract.sync import parse_sync_event
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
-from tests.e2e.conftest import free_port, wait_ready
 from tests.images import image_bytes
 from tests.kafka_helpers import read_topic
+from tests.support import (
+    eventually,
+    free_port,
+    kill_process,
+    relay_until_caught_up,
+    start_kontakt,
+    stop_process,
+    wait_ready,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE = Actor("alice", "sync-test")
 #: A liveness bound for convergence, not a timing threshold: failing it means "stuck".
 CONVERGE_SECONDS = 180
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *args],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 @dataclass
@@ -79,13 +72,15 @@ class World:
         assert self.worker is None
         self.group = group or self.group or f"sync-test-{uuid4().hex[:8]}"
         env = {**self.env, "KONTAKT_SYNC_CONSUMER_GROUP": self.group}
-        self.worker = _spawn(["sync", "worker"], env, self.logs / "worker.log")
+        self.worker = start_kontakt(["sync", "worker"], env, self.logs / "worker.log")
 
     def stop_worker(self, kill: bool = False) -> None:
         """Stop the worker: SIGKILL (a crash) or SIGTERM (a graceful stop)."""
         assert self.worker is not None
-        self.worker.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        self.worker.wait(timeout=60)
+        if kill:
+            kill_process(self.worker)
+        else:
+            stop_process(self.worker, timeout=60)
         self.worker = None
 
     def restart_worker(self, kill: bool) -> None:
@@ -106,14 +101,7 @@ class World:
 
     async def publish(self) -> None:
         """Relay the event store to the topic until caught up."""
-        stop = asyncio.Event()
-        task = asyncio.create_task(self.relay.run(stop))
-        target = self.contacts.recorder.max_notification_id() or 0
-        while self.relay.position < target:
-            assert not task.done(), task.exception() if task.done() else None
-            await asyncio.sleep(0.05)
-        stop.set()
-        await asyncio.wait_for(task, 60)
+        await relay_until_caught_up(self.relay, self.contacts, timeout=CONVERGE_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +140,12 @@ def world(
         "KONTAKT_CONTACTS_API_URL": api_url,
     }
     env.pop("KONTAKT_SYNC_SERVICE_TOKEN", None)
-    graph = _spawn(
+    graph = start_kontakt(
         ["graph-server", "--port", str(graph_port), "--client-secret", "s3cret"],
         env,
         logs / "graph.log",
     )
-    api = _spawn(["serve", "contacts", "--port", str(api_port)], env, logs / "api.log")
+    api = start_kontakt(["serve", "contacts", "--port", str(api_port)], env, logs / "api.log")
     w = World(topic_settings, env, graph_url, logs, Relay(topic_settings, contacts), contacts)
     try:
         wait_ready(f"{graph_url}/_admin/stats", graph)
@@ -168,12 +156,11 @@ def world(
         if w.worker is not None:
             w.stop_worker()
         for proc in (graph, api):
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_process(proc, timeout=30)
         for name in ("worker.log", "graph.log"):
             text = (logs / name).read_text(errors="replace") if (logs / name).exists() else ""
             if "Traceback" in text and name == "worker.log":
-                print(text[-5000:])
+                print(text[-5000:])  # noqa: T201 - shown beside the failing test
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +179,7 @@ def current_id(contacts: ContactsApp, contact_id: UUID) -> UUID:
     contact = contacts.get_contact(contact_id)
     while contact.successor_id is not None:
         contact = contacts.get_contact(contact.successor_id)
-    return contact.id  # type: ignore[no-any-return]
+    return contact.id
 
 
 def expected_items(contacts: ContactsApp, starts: list[UUID], users: list[str]) -> dict[str, Any]:
@@ -247,14 +234,14 @@ async def converge(
     world: World, starts: list[UUID], users: list[str], store: SyncStore
 ) -> dict[str, Any]:
     """Publish until the worker's switch-offs are published too and every folder matches."""
-    person_ids = set()
+    person_ids: set[str] = set()
     for s in starts:
         person_ids.update(str(c.id) for c in world.contacts.employments(s))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + CONVERGE_SECONDS
     expected: dict[str, Any] = {}
     actual: dict[str, Any] = {}
-    while loop.time() < deadline:
+
+    async def converged() -> bool:
+        nonlocal expected, actual
         assert world.worker is None or world.worker.poll() is None, "the worker died"
         await world.publish()
         expected = expected_items(world.contacts, starts, users)
@@ -262,10 +249,15 @@ async def converge(
             u: {k: {f: v for f, v in item.items() if f != "folder"} for k, item in items.items()}
             for u, items in actual_items(world, users, person_ids).items()
         }
-        if actual == expected and await store.pending() == 0:
-            return expected
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"no convergence: expected {expected}, actual {actual}")
+        return actual == expected and await store.pending() == 0
+
+    await eventually(
+        converged,
+        lambda: f"no convergence: expected {expected}, actual {actual}",
+        CONVERGE_SECONDS,
+        0.5,
+    )
+    return expected
 
 
 async def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
@@ -284,7 +276,7 @@ def new_contact(contacts: ContactsApp, **details: Any) -> UUID:
             **details,
         },
     )
-    return result.contact_id  # type: ignore[no-any-return]
+    return result.contact_id
 
 
 def users(n: int) -> list[str]:
@@ -388,13 +380,12 @@ async def test_a_mailbox_the_app_may_not_touch_is_reported_failed_and_parked(
     c.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
     await world.publish()
     person = c.get_contact(cid).person_id
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + CONVERGE_SECONDS
-    while loop.time() < deadline:
+
+    async def failed() -> bool:
         links = await store.links([person])
-        if links and links[0].state == "failed":
-            break
-        await asyncio.sleep(0.2)
+        return bool(links) and links[0].state == "failed"
+
+    await eventually(failed, "the link failed", CONVERGE_SECONDS, 0.2)
     [link] = await store.links([person])
     assert link.state == "failed" and "403" in (link.reason or "")
     assert await store.pending() == 0  # parked: not retried until the contact changes
@@ -519,9 +510,9 @@ async def test_every_folder_converges_to_the_switches_under_faults_and_restarts(
         stats = world.admin("GET", "stats")
         world.admin("PUT", "faults", json={"rate": 0})
     # No item a user deleted came back (unless they switched it on again since).
-    for user, start in deleted:
-        mine = {str(v.id) for v in c.employments(UUID(start))}
-        assert not set(expected[user]) & mine, f"{user} got {start} back"
+    for user, gone in deleted:
+        mine = {str(v.id) for v in c.employments(UUID(gone))}
+        assert not set(expected[user]) & mine, f"{user} got {gone} back"
     world.contact_ids.update(starts)
     share = stats["faults"] / max(stats["requests"], 1)
     MEASURED.append(
@@ -550,17 +541,20 @@ async def test_a_rerun_of_the_same_events_makes_zero_graph_writes(
     # A new consumer group re-reads the whole topic: every event is delivered again.
     group = f"sync-rerun-{uuid4().hex[:8]}"
     world.start_worker(group)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + CONVERGE_SECONDS
     topic = world.settings.contacts_topic
-    while not await group_caught_up(world.settings.kafka_bootstrap, group, topic):
-        assert loop.time() < deadline, "the re-run did not catch up"
-        await asyncio.sleep(0.5)
+    await eventually(
+        lambda: group_caught_up(world.settings.kafka_bootstrap, group, topic),
+        "the re-run did not catch up",
+        CONVERGE_SECONDS,
+        0.5,
+    )
     # And every link reconciled once more: what was pushed is what Outlook shows.
     marked = await store.mark_all_dirty()
-    while await store.pending():
-        assert loop.time() < deadline, "the links did not settle"
-        await asyncio.sleep(0.2)
+
+    async def settled() -> bool:
+        return await store.pending() == 0
+
+    await eventually(settled, "the links did not settle", CONVERGE_SECONDS, 0.2)
     stats = world.admin("GET", "stats")
     MEASURED.append(f"sync re-run: {marked} links reconciled again, Graph writes {stats['writes']}")
     assert stats["writes"] == 0
@@ -584,15 +578,17 @@ async def test_after_losing_its_state_the_worker_finds_its_items_instead_of_dupl
     group = f"sync-lost-{uuid4().hex[:8]}"
     world.start_worker(group)
     persons = [c.get_contact(s).person_id for s in starts[:2]]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + CONVERGE_SECONDS
-    while not (
-        await group_caught_up(world.settings.kafka_bootstrap, group, world.settings.contacts_topic)
-        and await store.pending() == 0
-        and [link.state for link in await store.links(persons)] == ["linked"] * 4
-    ):
-        assert loop.time() < deadline, "the worker did not rebuild its state"
-        await asyncio.sleep(0.5)
+
+    async def rebuilt() -> bool:
+        return (
+            await group_caught_up(
+                world.settings.kafka_bootstrap, group, world.settings.contacts_topic
+            )
+            and await store.pending() == 0
+            and [link.state for link in await store.links(persons)] == ["linked"] * 4
+        )
+
+    await eventually(rebuilt, "the worker did not rebuild its state", CONVERGE_SECONDS, 0.5)
     expected = await converge(world, starts, us, store)
     stats = world.admin("GET", "stats")
     MEASURED.append(

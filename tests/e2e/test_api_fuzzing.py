@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from services.projections.query_main import create_query_app
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
-from tests.processes import free_port
+from tests.support import eventually_sync, free_port
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
@@ -40,11 +39,12 @@ class ThreadServer:
 
     def __enter__(self) -> str:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
+
+        def started() -> bool:
             assert self.thread.is_alive(), "the server stopped while starting"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
+            return self.server.started
+
+        eventually_sync(started, "the server did not start", every=0.05)
         return f"http://127.0.0.1:{self.port}"
 
     def __exit__(self, *_: object) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -17,23 +16,15 @@ from shared.auth import mint_token
 from shared.kafka import read_topic
 from shared.settings import KontaktSettings
 from tests import rawscan
-from tests.conftest import env_of
 from tests.integration.test_projection_rebuild import dump
 from tests.pipeline import pipeline, wait_no_lag
+from tests.support import env_of, eventually, run_kontakt, start_kontakt
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE = Actor("alice", "ops")
 
 
 def worker_process(settings: KontaktSettings, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "projections", "worker"],
-            env=env_of(settings),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start_kontakt(["projections", "worker"], env_of(settings), log)
 
 
 async def wait_for_members(settings: KontaktSettings, group: str, count: int) -> None:
@@ -42,16 +33,16 @@ async def wait_for_members(settings: KontaktSettings, group: str, count: int) ->
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
+
+    async def assigned() -> bool:
+        (described,) = await admin.describe_consumer_groups([group])
+        members = described.groups[0][5] if described.groups else []
+        return len(members) == count and all(m[4] for m in members)
+
     try:
-        for _ in range(120):
-            (described,) = await admin.describe_consumer_groups([group])
-            members = described.groups[0][5] if described.groups else []
-            if len(members) == count and all(m[4] for m in members):
-                return
-            await asyncio.sleep(0.5)
+        await eventually(assigned, f"{group} never had {count} members with partitions", 60, 0.5)
     finally:
         await admin.close()
-    raise AssertionError(f"{group} never had {count} members with partitions")
 
 
 async def test_two_workers_share_partitions_and_one_killed_mid_stream_loses_nothing(
@@ -67,13 +58,13 @@ async def test_two_workers_share_partitions_and_one_killed_mid_stream_loses_noth
 
             def burst(start: int, count: int) -> None:
                 for i in range(start, start + count):
-                    cid = p.contacts.create_contact(  # type: ignore[union-attr]
+                    cid = p.contacts.create_contact(
                         ALICE,
                         company_id=uuid4(),
                         company_name="Scale",
                         details={"first_names": f"S{i}", "last_names": "Out"},
                     ).contact_id
-                    p.contacts.add_infotag(ALICE, cid, f"t{i % 5}")  # type: ignore[union-attr]
+                    p.contacts.add_infotag(ALICE, cid, f"t{i % 5}")
 
             await asyncio.to_thread(burst, 0, 150)
             await p.relay()
@@ -163,13 +154,7 @@ async def test_malformed_messages_are_dead_lettered_and_good_ones_still_applied(
         assert [t["tag"] for t in tags] == ["late"]
 
         env = env_of(s)
-        listed = subprocess.run(
-            [sys.executable, "-m", "services.cli", "projections", "dlq", "list"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+        listed = run_kontakt(env, "projections", "dlq", "list")
         assert listed.returncode == 0, listed.stderr
         assert len(listed.stdout.strip().splitlines()) == 1 + len(letters)
         assert "open" in listed.stdout
@@ -177,21 +162,8 @@ async def test_malformed_messages_are_dead_lettered_and_good_ones_still_applied(
         (late,) = [r for r in letters if "refused_title" in (r.header("x-error") or "")]
         async with p.pool.acquire() as conn:
             await conn.execute("ALTER TABLE ledger.items DROP CONSTRAINT refused_title")
-        fixed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "projections",
-                "dlq",
-                "resubmit",
-                f"{late.partition}:{late.offset}",
-            ],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+        where = f"{late.partition}:{late.offset}"
+        fixed = run_kontakt(env, "projections", "dlq", "resubmit", where)
         assert fixed.returncode == 0 and "re-submitted 1" in fixed.stdout, fixed.stderr
         await wait_no_lag(s, ["contacts", "activities", "items", "sync-status"])
         async with p.pool.acquire() as conn:
@@ -200,23 +172,11 @@ async def test_malformed_messages_are_dead_lettered_and_good_ones_still_applied(
             )
         assert title == "Refused"
         # A still-malformed one goes back to the dead letters when re-submitted.
-        rest = subprocess.run(
-            [sys.executable, "-m", "services.cli", "projections", "dlq", "resubmit"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+        rest = run_kontakt(env, "projections", "dlq", "resubmit")
         assert rest.returncode == 0 and "re-submitted 8" in rest.stdout, rest.stderr
         await wait_no_lag(s, ["contacts", "activities", "items", "sync-status"])
         assert len(await read_topic(s.kafka_bootstrap, s.dead_letter_topic)) == 9 + 8
-        bad = subprocess.run(
-            [sys.executable, "-m", "services.cli", "projections", "dlq", "resubmit", "9:9999"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+        bad = run_kontakt(env, "projections", "dlq", "resubmit", "9:9999")
         assert bad.returncode == 1 and "no dead letter 9:9999" in bad.stderr
 
 

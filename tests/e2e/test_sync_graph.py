@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -16,9 +15,7 @@ from services.sync.domain import Snapshot, render_contact
 from services.sync.graph import GraphClient, GraphPermanentError
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
-from tests.processes import free_port, kontakt_process
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import kontakt_server
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +23,9 @@ def graph_url(
     settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`kontakt graph-server` as its own process; yields its base URL."""
-    port = free_port()
     log = tmp_path_factory.mktemp("graph") / "graph-server.log"
-    base = f"http://127.0.0.1:{port}"
-    args = ["graph-server", "--port", str(port)]
-    with kontakt_process(args, settings_env, log, f"{base}/_admin/stats"):
+    args = ["graph-server"]
+    with kontakt_server(args, settings_env, log, "/_admin/stats") as base:
         yield base
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,8 +37,15 @@ from shared.kafka import Record, ensure_topics, read_topic
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
 from tests import rawscan
-from tests.conftest import MEASURED, env_of
-from tests.processes import ROOT, free_port, kontakt_process
+from tests.conftest import MEASURED
+from tests.support import (
+    env_of,
+    eventually,
+    free_port,
+    kontakt_process,
+    kontakt_server,
+    run_kontakt,
+)
 
 ALICE = Actor("alice", "sync-dlq-test")
 #: A liveness bound, not a timing threshold: failing it means "stuck".
@@ -61,17 +66,12 @@ class Rig:
 def rig(settings_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     """`kontakt graph-server` and `kontakt serve contacts` as processes."""
     logs = tmp_path_factory.mktemp("syncdlq")
-    graph_port, api_port = free_port(), free_port()
-    graph_url, api_url = f"http://127.0.0.1:{graph_port}", f"http://127.0.0.1:{api_port}"
-    graph_args = ["graph-server", "--port", str(graph_port), "--client-secret", "s3cret"]
+    graph_args = ["graph-server", "--client-secret", "s3cret"]
     with (
-        kontakt_process(graph_args, settings_env, logs / "graph.log", f"{graph_url}/_admin/stats"),
-        kontakt_process(
-            ["serve", "contacts", "--port", str(api_port)],
-            settings_env,
-            logs / "api.log",
-            f"{api_url}/health/ready",
-        ),
+        kontakt_server(graph_args, settings_env, logs / "graph.log", "/_admin/stats") as graph_url,
+        kontakt_server(
+            ["serve", "contacts"], settings_env, logs / "api.log", "/health/ready"
+        ) as api_url,
     ):
         yield Rig(graph_url, api_url, settings_env, logs)
 
@@ -134,7 +134,7 @@ def new_contact(contacts: ContactsApp, company: str | None = None, **details: An
         company_name=company or f"Co {uuid4().hex[:4]}",
         details={"first_names": f"F{uuid4().hex[:6]}", "last_names": "Dlq", **details},
     )
-    return result.contact_id  # type: ignore[no-any-return]
+    return result.contact_id
 
 
 def users(n: int) -> list[str]:
@@ -165,11 +165,7 @@ async def produce(s: KontaktSettings, values: list[bytes], partition: int = 0) -
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Wait for a condition, failing after the liveness bound."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while not await check():
-        assert loop.time() < deadline, f"not within {DEADLINE_SECONDS}s: {what}"
-        await asyncio.sleep(0.3)
+    await eventually(check, what, DEADLINE_SECONDS, every=0.3)
 
 
 def items(rig: Rig, user: str) -> dict[str, dict[str, Any]]:
@@ -198,14 +194,7 @@ async def caught_up(s: KontaktSettings) -> bool:
 
 def kontakt(s: KontaktSettings, *args: str) -> list[str]:
     """Run a `kontakt` command with the test's settings; its output lines."""
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env_of(s),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_kontakt(env_of(s), *args)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
@@ -22,8 +21,7 @@ from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
 from tests.kafka_helpers import read_topic_sync
 from tests.relay_checks import check_complete_and_ordered, contact_positions
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import eventually_sync, kill_process, start_kontakt, stop_process
 
 
 class RelayProcess:
@@ -35,26 +33,16 @@ class RelayProcess:
 
     def start(self) -> RelayProcess:
         self._actives_before = self.text().count("active:") if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "relay"],
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = start_kontakt(["relay"], self.env, self.log)
         return self
 
     def kill9(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        kill_process(self.proc)
 
-    def stop(self) -> int:
+    def stop(self) -> int | None:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+        return stop_process(self.proc, timeout=30)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -64,11 +52,13 @@ class RelayProcess:
         self.wait_for("active:", times=self._actives_before + 1)
 
     def wait_for(self, needle: str, timeout: float = 30, times: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        while self.text().count(needle) < times:
+        def logged() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.text()[-3000:]
-            assert time.monotonic() < deadline, f"{needle!r} not logged:\n{self.text()[-3000:]}"
-            time.sleep(0.1)
+            return self.text().count(needle) >= times
+
+        eventually_sync(
+            logged, lambda: f"{needle!r} not logged:\n{self.text()[-3000:]}", timeout, 0.1
+        )
 
 
 @pytest.fixture
@@ -113,25 +103,32 @@ def burst(contacts: ContactsApp, commands: int, pause: float, threads: int = 2) 
             time.sleep(pause)
 
     workers = [threading.Thread(target=work, args=(commands // threads,)) for _ in range(threads)]
-    runner = threading.Thread(
-        target=lambda: [(w.start(), None) for w in workers] and [w.join() for w in workers]
-    )
+
+    def run_all() -> None:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    runner = threading.Thread(target=run_all)
     runner.start()
     return runner
 
 
 def wait_caught_up(settings: KontaktSettings, contacts: ContactsApp, timeout: float = 120) -> None:
     target = contacts.recorder.max_notification_id() or 0
-    deadline = time.monotonic() + timeout
     with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
-        while True:
-            row = conn.execute(
+
+        def position() -> tuple[Any, ...] | None:
+            return conn.execute(
                 "SELECT position FROM relay_positions WHERE name = %s", (settings.contacts_topic,)
             ).fetchone()
-            if row and row[0] >= target:
-                return
-            assert time.monotonic() < deadline, f"relay at {row} of {target}"
-            time.sleep(0.2)
+
+        eventually_sync(
+            lambda: (row := position()) is not None and row[0] >= target,
+            lambda: f"relay at {position()} of {target}",
+            timeout,
+        )
 
 
 def verify_topic(settings: KontaktSettings, contacts: ContactsApp, label: str) -> None:

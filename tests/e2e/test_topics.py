@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from uuid import uuid4
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.kafka_helpers import topic_partitions
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import run_kontakt
 
 
 async def retention_ms(bootstrap: str, topic: str) -> str:
@@ -48,26 +44,14 @@ async def test_topics_command_creates_every_contract_topic_once(
         "KONTAKT_TOPIC_PARTITIONS": "4",
         "KONTAKT_TOPIC_RETENTION_MS": "3600000",
     }
-    first = subprocess.run(
-        [sys.executable, "-m", "services.cli", "topics"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    first = run_kontakt(env, "topics")
     assert first.returncode == 0, first.stderr
     bootstrap = env["KONTAKT_KAFKA_BOOTSTRAP"]
     for topic in names.values():
         assert topic in first.stdout
         assert await topic_partitions(bootstrap, topic) == [0, 1, 2, 3]
         assert await retention_ms(bootstrap, topic) == "3600000"
-    again = subprocess.run(
-        [sys.executable, "-m", "services.cli", "topics"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    again = run_kontakt(env, "topics")
     assert again.returncode == 0 and "none (all exist)" in again.stdout
 
 
@@ -75,14 +59,7 @@ def test_topics_command_says_so_in_one_line_when_kafka_is_unreachable(
     settings_env: dict[str, str],
 ) -> None:
     env = {**settings_env, "KONTAKT_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "services.cli", "topics"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = run_kontakt(env, "topics")
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.startswith("error: could not create topics at 127.0.0.1:1")
     assert len(run.stderr.strip().splitlines()) == 1
