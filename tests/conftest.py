@@ -8,10 +8,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from services.contacts.store import build_contacts_app, close_contacts_app
 
 from devstack import stack as launcher
 from services.contacts.application import ContactsApp
+from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.settings import KontaktSettings
 from tests.support import env_of, isolated, stack_settings
 

@@ -7,10 +7,10 @@ from uuid import uuid4
 
 import psycopg
 from pydantic import SecretStr
-from services.contacts.store import build_contacts_app, close_contacts_app
 
 from devstack import stack as launcher
 from services.contacts.domain import Actor
+from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.settings import KontaktSettings
 from tests.support import run_kontakt
 
