@@ -1,6 +1,6 @@
 """The local tooling's commands: `stack up|down|status`, `run` and `graph-server`.
 
-services/cli.py adds them to the `kontakt` command when devstack is installed.
+services/cli adds them to the `kontakt` command when devstack is installed.
 """
 
 from __future__ import annotations
@@ -11,13 +11,9 @@ from typing import Annotated
 import typer
 
 from devstack import stack
+from shared.commandline import fail
 
 stack_app = typer.Typer(help="The local PostgreSQL and Kafka servers.", no_args_is_help=True)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @stack_app.command("up")
@@ -26,7 +22,7 @@ def stack_up() -> None:
     try:
         info = stack.up(stack.StackConfig.from_env())
     except stack.StackError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for key, value in info.as_env().items():
         typer.echo(f"{key}={value}")
 
@@ -53,7 +49,7 @@ def run(
     try:
         code = run_system(demo, typer.echo)
     except (stack.StackError, RunError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     raise typer.Exit(code)
 
 
@@ -100,7 +96,7 @@ def graph_server(
             )
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     # An injected dropped connection is no server error worth a traceback.
     logging.getLogger("uvicorn.error").addFilter(
         lambda record: not (record.exc_info and record.exc_info[0] is DropConnectionError)

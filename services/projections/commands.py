@@ -8,16 +8,13 @@ from typing import Annotated
 
 import typer
 
+from shared.commandline import fail
+
 app = typer.Typer(
     help="Read models: workers, query API, rebuilds, dead letters.", no_args_is_help=True
 )
 dlq_app = typer.Typer(help="Dead letters: messages a worker could not apply.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @app.command("worker")
@@ -34,7 +31,7 @@ def worker(
     try:
         main(families)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command("query")
@@ -62,7 +59,7 @@ def rebuild(
     from shared.settings import KontaktSettings
 
     if model not in REBUILDABLE:
-        _fail(
+        fail(
             f"{model!r} cannot be rebuilt from the store; choose from {', '.join(REBUILDABLE)}"
             " (activities and items hold other services' events, kept as they arrived)"
         )
@@ -78,7 +75,7 @@ def rebuild(
                 )
             )
     except Exception as exc:  # unreachable servers: one line, no traceback
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
     typer.echo(
         f"rebuilt {model}: {report.events} events, {report.contacts} contacts, up to position"
         f" {report.position}, in {report.seconds:.1f}s ({report.rate:,.0f} events/s)"
@@ -115,7 +112,7 @@ def lag() -> None:
     try:
         typer.echo(json.dumps(asyncio.run(collect()), indent=2))
     except Exception as exc:  # an unreachable broker: one line, no traceback
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
 
 
 def show_dead_letters(family: str | None = None) -> None:
@@ -142,7 +139,7 @@ def show_dead_letters(family: str | None = None) -> None:
     try:
         lines = asyncio.run(collect())
     except Exception as exc:  # unreachable servers: one line, no traceback
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
     typer.echo("id\torigin\tfamily\tstate\terror")
     for line in lines:
         typer.echo(line)
@@ -165,9 +162,9 @@ def resubmit_dead_letters(ids: list[str] | None, family: str | None = None) -> N
     try:
         count = asyncio.run(run())
     except KeyError as exc:
-        _fail(str(exc.args[0]))
+        fail(str(exc.args[0]))
     except Exception as exc:  # unreachable servers: one line, no traceback
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
     typer.echo(f"re-submitted {count} dead letters")
 
 

@@ -40,11 +40,6 @@ dlq_app = typer.Typer(
 app.add_typer(dlq_app, name="dlq")
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 @dlq_app.command("list")
 def dlq_list() -> None:
     """List the sync worker's dead letters: id, origin, family, state, error."""

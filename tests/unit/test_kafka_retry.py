@@ -47,7 +47,7 @@ def test_an_error_that_is_not_retriable_is_raised_at_once() -> None:
 def test_status_asks_again_when_a_fresh_broker_has_no_group_coordinator_yet(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from services import ops
+    from services.cli import status as ops
     from shared import lag
     from shared.settings import KontaktSettings
 

@@ -70,7 +70,7 @@ def test_a_status_that_needs_an_unreachable_server_is_a_503_in_the_health_shape(
 def test_status_takes_each_part_from_the_service_that_says_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from services import ops
+    from services.cli import status as ops
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()

@@ -1,4 +1,4 @@
-"""The `kontakt` command line: the local stack, the services, and tokens."""
+"""The `kontakt` command line: composed here, each command dispatching to one function."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
-from services import ops
+from services.cli import status as status_command
+from services.contacts import commands as contacts_commands
 from services.projections import commands as projections_commands
 from services.sync import commands as sync_commands
+from shared.commandline import fail
 
 app = typer.Typer(help="Kontakt: the contact-person service.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
@@ -18,15 +20,10 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(keys_app, name="keys")
 app.add_typer(projections_commands.app, name="projections")
 app.add_typer(sync_commands.app, name="sync")
-app.command("history")(ops.history)
-app.command("as-of")(ops.as_of)
-app.command("replay")(ops.replay)
-app.command("status")(ops.status)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+app.command("history")(contacts_commands.history)
+app.command("as-of")(contacts_commands.as_of)
+app.command("replay")(contacts_commands.replay)
+app.command("status")(status_command.status)
 
 
 def _add_local_tooling(app: typer.Typer) -> None:
@@ -58,7 +55,7 @@ def token(
     try:
         typer.echo(mint_token(KontaktSettings(), sub, role or [], ttl))
     except (AuthError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @keys_app.command("rotate")
@@ -74,9 +71,9 @@ def keys_rotate() -> None:
     try:
         count, master_id = rotate_person_keys(KontaktSettings())
     except (PersonKeyError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except Exception as exc:  # e.g. the database cannot be reached: one line, no traceback
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
     typer.echo(f"re-wrapped {count} person keys with master key {master_id}")
 
 
@@ -90,7 +87,7 @@ def migrate() -> None:
     try:
         applied = apply_migrations(settings.pg_dsn())
     except Exception as exc:  # e.g. the database cannot be reached: one line, no traceback
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
     typer.echo(f"applied: {', '.join(applied) or 'none (up to date)'}")
 
 
@@ -117,7 +114,7 @@ def topics() -> None:
     try:
         created = asyncio.run(ensure_topics(settings, settings.all_topics()))
     except Exception as exc:  # an unreachable broker: one line, no traceback
-        _fail(f"could not create topics at {settings.kafka_bootstrap}: {exc}")
+        fail(f"could not create topics at {settings.kafka_bootstrap}: {exc}")
     typer.echo(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
@@ -152,7 +149,3 @@ def serve_contacts(
 def main() -> None:
     """Entry point of the console script."""
     app()
-
-
-if __name__ == "__main__":
-    main()

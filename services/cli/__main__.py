@@ -1,0 +1,5 @@
+"""`python -m services.cli`: the `kontakt` command."""
+
+from services.cli import main
+
+main()
