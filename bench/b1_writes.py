@@ -29,6 +29,7 @@ from bench.common import (
     percentile,
     processes,
     progress,
+    run_alone,
     spawn,
 )
 from shared.auth import mint_token
@@ -271,12 +272,7 @@ def run(report: Report, quick: bool = False) -> None:
 
 def main() -> None:
     """Run B1 alone."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    run(Report(), args.quick)
+    run_alone(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import Figure, Report, isolated, progress
+from bench.common import Figure, Report, isolated, progress, run_alone
 from bench.seed import seed
 from services.contacts.relay import OutboundMessage, Relay
 from services.contacts.store import build_contacts_app, close_contacts_app
@@ -125,11 +125,7 @@ async def _delete(settings: KontaktSettings, topic: str) -> None:
 
 def main() -> None:
     """Run B2 alone."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    run(Report(), parser.parse_args().quick)
+    run_alone(run, __doc__)
 
 
 if __name__ == "__main__":

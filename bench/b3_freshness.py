@@ -40,6 +40,7 @@ from bench.common import (
     percentile,
     processes,
     progress,
+    run_alone,
     spawn,
 )
 from bench.seed import contact_events
@@ -308,11 +309,7 @@ def run(report: Report, quick: bool = False) -> None:
 
 def main() -> None:
     """Run B3 alone."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    run(Report(), parser.parse_args().quick)
+    run_alone(run, __doc__)
 
 
 if __name__ == "__main__":

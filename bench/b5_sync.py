@@ -34,6 +34,7 @@ from bench.common import (
     Sampler,
     isolated,
     processes,
+    run_alone,
     spawn,
 )
 from services.contacts.application import ContactsApp
@@ -301,11 +302,7 @@ def run(report: Report, quick: bool = False) -> None:
 
 def main() -> None:
     """Run B5 alone."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    run(Report(), parser.parse_args().quick)
+    run_alone(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ figures (each beside its baseline) and small statistics."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import subprocess
@@ -251,3 +252,10 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 MB = 1024 * 1024
+
+
+def run_alone(run: Callable[[Report, bool], object], description: str | None) -> None:
+    """Run one benchmark by itself (`--quick` for the short form), as `bin/bench` runs it."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true")
+    run(Report(), parser.parse_args().quick)
