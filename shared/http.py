@@ -9,7 +9,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -83,15 +83,33 @@ class FieldError(BaseModel):
     message: str
 
 
+class DuplicateCandidate(BaseModel):
+    """A current contact at the same company that may be the same person, and why."""
+
+    contact_id: UUID
+    first_names: str
+    last_names: str
+    matched: list[Literal["name", "phone"]] = Field(
+        description="name: names equal after folding (ø/oe, æ/ae, å/aa, ß/ss, case, accents,"
+        " invisible characters); phone: the same phone number (digits, country code optional)"
+    )
+    declared_distinct: bool = Field(
+        default=False, description="One of the two was declared a different person"
+    )
+
+
 class ErrorBody(BaseModel):
     """Every 4xx and 5xx of both APIs: a message, and fields that say more when they apply.
 
-    ``field`` and ``existing_contact_id`` name a duplicate, ``current_version`` a stale
-    version, ``successor_id`` the newer version of a former contact, ``wanted_version``
-    what a read-your-writes query waited for, ``errors`` every refused field of a 422.
+    ``field`` and ``existing_contact_id`` name a duplicate, ``error`` and ``candidates`` a
+    possible duplicate, ``current_version`` a stale version, ``successor_id`` the newer
+    version of a former contact, ``wanted_version`` what a read-your-writes query waited
+    for, ``errors`` every refused field of a 422.
     """
 
     detail: str
+    error: Literal["possible_duplicate"] | None = None
+    candidates: list[DuplicateCandidate] | None = None
     field: str | None = None
     existing_contact_id: UUID | None = None
     current_version: int | None = None

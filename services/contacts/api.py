@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -25,6 +26,7 @@ from fastapi import (
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
+from pydantic import StringConstraints
 
 from services.contacts import domain
 from services.contacts.application import CommandResult, ContactsApp
@@ -36,6 +38,7 @@ from services.contacts.photos import (
     UnsupportedPhotoTypeError,
 )
 from services.contacts.schemas import (
+    PHONE_PATTERN,
     ArchiveRequest,
     CommandResponse,
     ContactCreate,
@@ -49,10 +52,12 @@ from services.contacts.schemas import (
     JobChangeResponse,
     OutlookSyncSwitch,
     OutlookSyncSwitchOff,
+    PossibleDuplicates,
 )
 from shared.auth import ADMIN_ROLE, OUTLOOK_SYNC_ROLE, Principal
 from shared.contract.contacts import JOB_DETAILS
 from shared.http import (
+    DuplicateCandidate,
     EdgeText,
     StrictJSONRoute,
     error_responses,
@@ -140,13 +145,14 @@ def create_contact(
     body: ContactCreate, contacts: Contacts, actor: ActorDep, response: Response
 ) -> CommandResponse:
     """Create a contact."""
-    details = body.model_dump(exclude={"company_id", "company_name", "started_on"})
+    details = body.model_dump(exclude={"company_id", "company_name", "started_on", "distinct_from"})
     result = contacts.create_contact(
         actor,
         company_id=body.company_id,
         company_name=body.company_name,
         details=details,
         started_on=body.started_on,
+        distinct_from=body.distinct_from,
     )
     response.headers["Location"] = f"/contacts/{result.contact_id}"
     return _result(response, result)
@@ -162,7 +168,10 @@ def change_details(
     response: Response,
 ) -> CommandResponse:
     """Change a contact's details (only the fields sent)."""
-    return _result(response, contacts.change_details(actor, contact_id, body.changes(), expected))
+    result = contacts.change_details(
+        actor, contact_id, body.changes(), expected, distinct_from=body.distinct_from
+    )
+    return _result(response, result)
 
 
 @router.post(
@@ -416,6 +425,44 @@ def erase_person(
     )
 
 
+def _candidates(found: list[domain.NearDuplicate]) -> PossibleDuplicates:
+    return PossibleDuplicates(
+        candidates=[DuplicateCandidate.model_validate(asdict(c)) for c in found]
+    )
+
+
+# Before /{contact_id}, which would take "possible-duplicates" for a malformed id.
+@router.get("/possible-duplicates", response_model=PossibleDuplicates)
+def possible_duplicates_of(
+    contacts: Contacts,
+    _: Annotated[Principal, Depends(get_principal)],
+    company_id: UUID,
+    first_names: Annotated[EdgeText | None, Query(max_length=200)] = None,
+    last_names: Annotated[EdgeText | None, Query(max_length=200)] = None,
+    phone: Annotated[
+        list[Annotated[str, StringConstraints(max_length=40, pattern=PHONE_PATTERN)]] | None,
+        Query(max_length=2, description="A phone number (up to two: work and private)"),
+    ] = None,
+) -> PossibleDuplicates:
+    """Ask before creating: current contacts at the company a contact with these would look like.
+
+    The same rules as the 409 possible_duplicate of a create: names equal after folding, or
+    the same phone number.
+    """
+    if not phone and not (first_names and last_names):
+        raise HTTPException(422, "give first_names and last_names, or a phone, to compare")
+    found = contacts.possible_duplicates_of(company_id, first_names, last_names, tuple(phone or ()))
+    return _candidates(found)
+
+
+@router.get("/{contact_id}/possible-duplicates", response_model=PossibleDuplicates, responses=_READ)
+def possible_duplicates(
+    contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
+) -> PossibleDuplicates:
+    """Current contacts at the contact's company that may be the same person, and why."""
+    return _candidates(contacts.possible_duplicates(contact_id))
+
+
 @router.get("/{contact_id}", response_model=ContactView, responses=_READ)
 def get_contact(
     contact_id: UUID,
@@ -502,6 +549,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (domain.VersionConflictError, 409),
     (domain.ConcurrentModificationError, 409),
     (domain.DuplicateContactError, 409),
+    (domain.PossibleDuplicateError, 409),
     (domain.ContactArchivedError, 409),
     (domain.ContactNotArchivedError, 409),
     (domain.FormerEmploymentError, 409),
@@ -519,6 +567,12 @@ def _error_body(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, domain.DuplicateContactError):
         body["field"] = exc.field
         body["existing_contact_id"] = str(exc.existing_id)
+    elif isinstance(exc, domain.PossibleDuplicateError):
+        body["error"] = exc.code
+        body["candidates"] = [
+            DuplicateCandidate.model_validate(asdict(c)).model_dump(mode="json")
+            for c in exc.candidates
+        ]
     elif isinstance(exc, domain.VersionConflictError):
         body["current_version"] = exc.actual
     elif isinstance(exc, domain.FormerEmploymentError) and exc.successor_id:

@@ -21,9 +21,13 @@ from services.contacts.domain import (
     ContactErasedError,
     ContactNotFoundError,
     DuplicateContactError,
+    NearDuplicate,
+    NearKey,
     PhotoInfo,
+    PossibleDuplicateError,
     UniqueKey,
     event_type_name,
+    near_keys,
     uniqueness_keys,
 )
 from services.contacts.personal_data import PersonalDataMapper, PersonCipher
@@ -41,6 +45,14 @@ _ENVELOPE_FIELDS = frozenset(
 
 #: How often a command is retried when a concurrent writer saved first.
 MAX_ATTEMPTS = 10
+
+#: Key material of near-duplicate keys starts so (see domain.near_keys).
+_NEAR = "near-"
+
+
+def held_keys(contact: Contact) -> dict[str, str]:
+    """Every key a contact holds while current: uniqueness keys and near-duplicate keys."""
+    return {**uniqueness_keys(contact), **near_keys(contact)}
 
 
 class DateAsISO(Transcoding):
@@ -151,21 +163,26 @@ class ContactsApp(Application[UUID]):
         self,
         changes: list[tuple[UUID, dict[str, str], dict[str, str]]],
         optimistic: bool = False,
+        near_ok: set[UUID] | None = None,
     ) -> list[Any]:
-        """Release and claim uniqueness keys for (owner, keys before, keys after) triples.
+        """Release and claim keys for (owner, keys before, keys after) triples.
 
+        Uniqueness keys are claimed first, so an exact duplicate is refused as one. Then
+        near-duplicate keys are joined; with near_ok given, a key other current contacts
+        (but those in near_ok) hold refuses the change with PossibleDuplicateError.
         Optimistic: keys to claim are assumed new and not read first (most keys are new);
         should one exist, the save fails with RecordConflictError and the command's retry
         reads it (`_retrying` passes optimistic only to a command's first attempt).
         """
-        loaded: dict[UUID, UniqueKey | None] = {}
+        loaded: dict[UUID, Any] = {}
 
-        def get(material: str) -> tuple[UUID, UniqueKey | None]:
+        def get(material: str) -> tuple[UUID, Any]:
             kid = self.key_id(material)
             if kid not in loaded:
+                kind = NearKey if material.startswith(_NEAR) else UniqueKey
                 try:
                     key: object = self.repository.get(kid)
-                    loaded[kid] = key if isinstance(key, UniqueKey) else None
+                    loaded[kid] = key if isinstance(key, kind) else None
                 except AggregateNotFoundError:
                     loaded[kid] = None
             return kid, loaded[kid]
@@ -174,38 +191,77 @@ class ContactsApp(Application[UUID]):
         for owner, before, after in changes:
             for material in before.keys() - after.keys():
                 _, key = get(material)
-                if key is not None:
+                if isinstance(key, UniqueKey):
                     key.release(owner)
-        for owner, before, after in changes:
-            for material in after.keys() - before.keys():
-                if optimistic and (kid := self.key_id(material)) not in loaded:
-                    loaded[kid] = UniqueKey.claim_new(kid, after[material], owner)
-                    continue
-                kid, key = get(material)
-                if key is None:
-                    loaded[kid] = UniqueKey.claim_new(kid, after[material], owner)
-                else:
-                    try:
-                        key.claim(owner)
-                    except DuplicateContactError as exc:
-                        # Name the field the way this claimant used it.
-                        raise DuplicateContactError(after[material], exc.existing_id) from None
+                elif isinstance(key, NearKey):
+                    key.leave(owner)
+        claims = [
+            (owner, material, after[material])
+            for owner, before, after in changes
+            for material in after.keys() - before.keys()
+        ]
+        # Uniqueness keys before near-duplicate keys: an exact duplicate is refused as one.
+        claims.sort(key=lambda claim: claim[1].startswith(_NEAR))
+        matched: dict[UUID, list[str]] = {}
+        for owner, material, field in claims:
+            near = material.startswith(_NEAR)
+            if optimistic and (kid := self.key_id(material)) not in loaded:
+                new = NearKey.join_new if near else UniqueKey.claim_new
+                loaded[kid] = new(kid, field, owner)
+                continue
+            kid, key = get(material)
+            if key is None:
+                new = NearKey.join_new if near else UniqueKey.claim_new
+                loaded[kid] = new(kid, field, owner)
+            elif near:
+                if near_ok is not None:
+                    for other in sorted(key.members - near_ok - {owner}):
+                        matched.setdefault(other, []).append(field)
+                key.join(owner)
+            else:
+                try:
+                    key.claim(owner)
+                except DuplicateContactError as exc:
+                    # Name the field the way this claimant used it.
+                    raise DuplicateContactError(field, exc.existing_id) from None
+        if matched:
+            raise PossibleDuplicateError(self._near_duplicates(matched, set()))
         return [k for k in loaded.values() if k is not None and k.pending_events]
+
+    def _near_duplicates(
+        self, matched: dict[UUID, list[str]], distinct_from: set[UUID], of: UUID | None = None
+    ) -> list[NearDuplicate]:
+        """The named candidates of matched {contact id: rules}, as they read now."""
+        found: list[NearDuplicate] = []
+        for contact_id, rules in matched.items():
+            other = self._load(contact_id)
+            found.append(
+                NearDuplicate(
+                    contact_id=contact_id,
+                    first_names=other.first_names,
+                    last_names=other.last_names,
+                    matched=tuple(sorted(set(rules))),
+                    declared_distinct=contact_id in distinct_from
+                    or (of is not None and of in other.distinct_from),
+                )
+            )
+        return sorted(found, key=lambda c: (c.last_names, c.first_names, str(c.contact_id)))
 
     def _change(
         self,
         contact_id: UUID,
         expected_version: int | None,
         mutate: Callable[[Contact], object],
+        near_ok: set[UUID] | None = None,
     ) -> CommandResult:
         def attempt(optimistic: bool) -> CommandResult:
             contact = self._load(contact_id)
             contact.check_version(expected_version)
-            before = uniqueness_keys(contact)
+            before = held_keys(contact)
             mutate(contact)
             if contact.pending_events:
                 keys = self._key_events(
-                    [(contact.id, before, uniqueness_keys(contact))], optimistic
+                    [(contact.id, before, held_keys(contact))], optimistic, near_ok
                 )
                 self.save(contact, *keys)
             return CommandResult(contact.id, contact.version, contact.person_id)
@@ -222,8 +278,13 @@ class ContactsApp(Application[UUID]):
         company_name: str,
         details: dict[str, str | None],
         started_on: date | None = None,
+        distinct_from: list[UUID] | None = None,
     ) -> CommandResult:
-        """Create a contact (the first version of a new person)."""
+        """Create a contact (the first version of a new person).
+
+        Refused with PossibleDuplicateError when current contacts at the company look like
+        the same person, unless each of them is named in distinct_from.
+        """
         contact_id, person_id = uuid4(), uuid4()
 
         def attempt(optimistic: bool) -> CommandResult:
@@ -235,8 +296,11 @@ class ContactsApp(Application[UUID]):
                 company_name=company_name,
                 details=details,
                 started_on=started_on,
+                distinct_from=distinct_from,
             )
-            keys = self._key_events([(contact.id, {}, uniqueness_keys(contact))], optimistic)
+            keys = self._key_events(
+                [(contact.id, {}, held_keys(contact))], optimistic, set(distinct_from or ())
+            )
             self.save(contact, *keys)
             return CommandResult(contact.id, contact.version, contact.person_id)
 
@@ -248,10 +312,18 @@ class ContactsApp(Application[UUID]):
         contact_id: UUID,
         changes: dict[str, str | None],
         expected_version: int | None = None,
+        distinct_from: list[UUID] | None = None,
     ) -> CommandResult:
-        """Change detail fields of a current contact."""
+        """Change detail fields of a current contact.
+
+        A change that makes it look like other current contacts at the company (a rename,
+        a phone number) is refused with PossibleDuplicateError unless distinct_from names them.
+        """
         return self._change(
-            contact_id, expected_version, lambda c: c.change_details(actor, changes)
+            contact_id,
+            expected_version,
+            lambda c: c.change_details(actor, changes, distinct_from),
+            near_ok=set(distinct_from or ()),
         )
 
     def change_job(
@@ -271,7 +343,7 @@ class ContactsApp(Application[UUID]):
         def attempt(optimistic: bool) -> tuple[CommandResult, CommandResult]:
             old = self._load(contact_id)
             old.check_version(expected_version)
-            before = uniqueness_keys(old)
+            before = held_keys(old)
             new = old.change_job(
                 actor,
                 successor_id=successor_id,
@@ -281,7 +353,7 @@ class ContactsApp(Application[UUID]):
                 effective_on=effective_on,
             )
             keys = self._key_events(
-                [(old.id, before, uniqueness_keys(old)), (new.id, {}, uniqueness_keys(new))],
+                [(old.id, before, held_keys(old)), (new.id, {}, held_keys(new))],
                 optimistic,
             )
             self.save(old, new, *keys)
@@ -380,7 +452,7 @@ class ContactsApp(Application[UUID]):
             )
             changes: list[tuple[UUID, dict[str, str], dict[str, str]]] = []
             for version in versions:
-                before = uniqueness_keys(version)
+                before = held_keys(version)
                 if not version.erased:
                     version.erase(actor, reason, hashes)
                 changes.append((version.id, before, {}))
@@ -467,6 +539,41 @@ class ContactsApp(Application[UUID]):
         if contact is None:
             raise ContactNotFoundError(contact_id)
         return entries
+
+    def _members(self, keys: dict[str, str], of: UUID | None = None) -> dict[UUID, list[str]]:
+        """The current contacts sharing any of the near-duplicate keys: {id: rules}."""
+        matched: dict[UUID, list[str]] = {}
+        for material, rule in keys.items():
+            key: object = None
+            try:
+                key = self.repository.get(self.key_id(material))
+            except AggregateNotFoundError:
+                continue
+            if isinstance(key, NearKey):
+                members: set[UUID] = key.members
+                for member in sorted(members - {of} if of else members):
+                    matched.setdefault(member, []).append(rule)
+        return matched
+
+    def possible_duplicates(self, contact_id: UUID) -> list[NearDuplicate]:
+        """The current contacts at the contact's company that may be the same person."""
+        contact = self._load(contact_id)
+        contact.check_version(None)  # an erased person has no look-alikes to show
+        matched = self._members(near_keys(contact), of=contact.id)
+        return self._near_duplicates(matched, set(contact.distinct_from), of=contact.id)
+
+    def possible_duplicates_of(
+        self,
+        company_id: UUID,
+        first_names: str | None,
+        last_names: str | None,
+        phones: tuple[str | None, ...] = (),
+    ) -> list[NearDuplicate]:
+        """The current contacts at a company a contact with these values would look like."""
+        keys = near_keys(
+            company_id=company_id, first_names=first_names, last_names=last_names, phones=phones
+        )
+        return self._near_duplicates(self._members(keys), set())
 
     def employments(self, contact_id: UUID) -> list[Contact]:
         """All versions of the contact's person, oldest first."""

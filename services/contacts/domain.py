@@ -18,7 +18,7 @@ from shared.contract import contacts as contract
 
 # What personal data reads as once the person was erased: the same in the contract.
 from shared.contract.contacts import ERASED, ContactStatus
-from shared.text import strip_invisible
+from shared.text import fold_name, phone_key, strip_invisible
 
 # --------------------------------------------------------------------------- errors
 
@@ -90,6 +90,31 @@ class DuplicateContactError(ContactError):
         super().__init__(f"another current contact already has this {field}: {existing_id}")
         self.field = field
         self.existing_id = existing_id
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """A current contact the new or renamed one may be, and which rules matched."""
+
+    contact_id: UUID
+    first_names: str
+    last_names: str
+    matched: tuple[str, ...]
+    #: One of the two said they are different people (distinct_from).
+    declared_distinct: bool = False
+
+
+class PossibleDuplicateError(ContactError):
+    """The contact would be a near duplicate of current contacts at the same company."""
+
+    code = "possible_duplicate"
+
+    def __init__(self, candidates: list[NearDuplicate]) -> None:
+        super().__init__(
+            f"possibly the same person as {len(candidates)} current contact(s) at this company;"
+            " if this is a different person, send their ids in distinct_from"
+        )
+        self.candidates = candidates
 
 
 class InfotagNotPlacedError(ContactError):
@@ -188,10 +213,13 @@ class Contact(Aggregate):
         infotags: dict[str, dict[str, Any]]
         outlook_sync_users: list[str]
         photo: dict[str, Any] | None
+        #: Contacts the creator said this person is not, though they look alike.
+        distinct_from: list[UUID]
 
         def apply(self, aggregate: Contact) -> None:
             for name in DETAIL_FIELDS:
                 setattr(aggregate, name, getattr(self, name))
+            aggregate.distinct_from = set(self.distinct_from)
 
     class DetailsChanged(Event):
         """ContactDetailsChanged: the named fields now hold these values."""
@@ -199,10 +227,14 @@ class Contact(Aggregate):
         TOPIC = "kontakt:ContactDetailsChanged"
         PERSONAL = ("changes.*",)
         changes: dict[str, str | None]
+        #: Contacts the editor said this person is not, though the change makes them look alike.
+        distinct_from: list[UUID]
 
         def apply(self, aggregate: Contact) -> None:
             for name, value in self.changes.items():
                 setattr(aggregate, name, value)
+            if self.distinct_from:
+                aggregate.distinct_from = aggregate.distinct_from | set(self.distinct_from)
 
     class JobChanged(Event):
         """JobChanged: this employment ended; the person goes on as the successor."""
@@ -337,6 +369,8 @@ class Contact(Aggregate):
         self.successor_id: UUID | None = None
         self.archived = False
         self.erased = False
+        # Set by Created.apply; contacts the person was declared not to be.
+        self.distinct_from: set[UUID] = set()
 
     # ---------------------------------------------------------------- factories
 
@@ -351,6 +385,7 @@ class Contact(Aggregate):
         company_name: str,
         details: dict[str, str | None],
         started_on: date | None = None,
+        distinct_from: list[UUID] | None = None,
     ) -> Contact:
         """Create the first version of a person at a company."""
         return cls._create(
@@ -367,6 +402,7 @@ class Contact(Aggregate):
             infotags={},
             outlook_sync_users=[],
             photo=None,
+            distinct_from=sorted(set(distinct_from or ())),
         )
 
     # ------------------------------------------------------------------ queries
@@ -448,7 +484,12 @@ class Contact(Aggregate):
         if expected is not None and expected != self.version:
             raise VersionConflictError(expected, self.version)
 
-    def change_details(self, actor: Actor, changes: dict[str, str | None]) -> bool:
+    def change_details(
+        self,
+        actor: Actor,
+        changes: dict[str, str | None],
+        distinct_from: list[UUID] | None = None,
+    ) -> bool:
         """Record the fields whose values differ; False when nothing differs."""
         self.check_editable()
         unknown = set(changes) - set(DETAIL_FIELDS)
@@ -462,7 +503,12 @@ class Contact(Aggregate):
         differing = {k: v for k, v in changes.items() if getattr(self, k) != v}
         if not differing:
             return False
-        self._trigger(self.DetailsChanged, actor, changes=differing)
+        self._trigger(
+            self.DetailsChanged,
+            actor,
+            changes=differing,
+            distinct_from=sorted(set(distinct_from or ())),
+        )
         return True
 
     def change_job(
@@ -506,6 +552,7 @@ class Contact(Aggregate):
             infotags={k: dict(v) for k, v in self.infotags.items()},
             outlook_sync_users=sorted(self.outlook_sync_users),
             photo=dict(self.photo) if self.photo else None,
+            distinct_from=sorted(self.distinct_from),
         )
 
     def toggle_outlook_sync(
@@ -580,6 +627,12 @@ for _name in DETAIL_FIELDS:
     if _name not in contract.REQUIRED_DETAILS:
         setattr(Contact, _name, None)
         setattr(Contact.Created, _name, None)
+
+# Events and snapshots from before distinct_from existed declared no one distinct.
+# The fallbacks are never mutated: every change assigns a new set.
+setattr(Contact, "distinct_from", set())  # noqa: B010
+setattr(Contact.Created, "distinct_from", ())  # noqa: B010
+setattr(Contact.DetailsChanged, "distinct_from", ())  # noqa: B010
 
 
 #: Every stored event's topic is "kontakt:" and its public, past-tense name.
@@ -688,4 +741,100 @@ def uniqueness_keys(contact: Contact) -> dict[str, str]:
         if value:
             keys.setdefault("email\x1f" + normalise_email(value), field)
             keys.setdefault("email\x1f" + normalise_address(value), field)
+    return keys
+
+
+# --------------------------------------------------------------- near duplicates
+
+#: Why two contacts at one company may be one person, by the rule's name.
+NEAR_DUPLICATE_RULES: dict[str, str] = {
+    "name": "first and last names equal after folding (ø/oe, æ/ae, å/aa, ß/ss, case,"
+    " accents, invisible characters)",
+    "phone": "the same phone number (compared on its digits, country code optional)",
+}
+
+
+class NearKey(Aggregate):
+    """The current contacts of one company that share a near-duplicate key.
+
+    Unlike a uniqueness key it has many members (people declared distinct share it); its id
+    is a keyed hash of the folded value, so concurrent joins of one key meet on one
+    aggregate and the store's version check makes the later one look again.
+    """
+
+    TOPIC = "kontakt:NearKey"
+
+    class Event(Aggregate.Event):
+        """Every near-key event names the contact that joined or left."""
+
+        contact_id: UUID
+
+    class Created(Event, Aggregate.Created):
+        """NearKeyCreated: the first contact with this key."""
+
+        TOPIC = "kontakt:NearKeyCreated"
+        rule: str
+
+    class Joined(Event):
+        """NearKeyJoined: a current contact has this key."""
+
+        TOPIC = "kontakt:NearKeyJoined"
+
+        def apply(self, aggregate: NearKey) -> None:
+            aggregate.members = aggregate.members | {self.contact_id}
+
+    class Left(Event):
+        """NearKeyLeft: the contact no longer has it (renamed, archived, moved on, erased)."""
+
+        TOPIC = "kontakt:NearKeyLeft"
+
+        def apply(self, aggregate: NearKey) -> None:
+            aggregate.members = aggregate.members - {self.contact_id}
+
+    def __init__(self, *, contact_id: UUID, rule: str) -> None:
+        self.members: set[UUID] = {contact_id}
+        self.rule = rule
+
+    @classmethod
+    def join_new(cls, key_id: UUID, rule: str, contact_id: UUID) -> NearKey:
+        """A key its first contact joins."""
+        return cls._create(cls.Created, id=key_id, contact_id=contact_id, rule=rule)
+
+    def join(self, contact_id: UUID) -> None:
+        """Add the contact (once)."""
+        if contact_id not in self.members:
+            self.trigger_event(self.Joined, contact_id=contact_id)
+
+    def leave(self, contact_id: UUID) -> None:
+        """Remove the contact if it is a member."""
+        if contact_id in self.members:
+            self.trigger_event(self.Left, contact_id=contact_id)
+
+
+def near_keys(
+    contact: Contact | None = None,
+    *,
+    company_id: UUID | None = None,
+    first_names: str | None = None,
+    last_names: str | None = None,
+    phones: tuple[str | None, ...] = (),
+) -> dict[str, str]:
+    """The near-duplicate keys of a current contact (or of values given): {material: rule}."""
+    if contact is not None:
+        if not contact.is_current:
+            return {}
+        company_id, first_names, last_names = (
+            contact.company_id,
+            contact.first_names,
+            contact.last_names,
+        )
+        phones = tuple(getattr(contact, f) for f in contract.PHONE_DETAILS)
+    keys: dict[str, str] = {}
+    if first_names and last_names:
+        folded = f"{fold_name(first_names)}\x1f{fold_name(last_names)}"
+        keys[f"near-name\x1f{company_id}\x1f{folded}"] = "name"
+    for phone in phones:
+        digits = phone_key(phone) if phone else ""
+        if digits:
+            keys[f"near-phone\x1f{company_id}\x1f{digits}"] = "phone"
     return keys

@@ -18,11 +18,14 @@ from pydantic import (
 )
 
 from shared.contract.contacts import DETAILS, JOB_DETAILS, REQUIRED_DETAILS, FieldKind
+from shared.http import DuplicateCandidate
 from shared.http import ErrorBody as ErrorBody
 from shared.text import VISIBLE_TEXT_PATTERN, edge_text
 from shared.views import ContactFields, InfotagView, PhotoView
 
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{1,38}[0-9]$")
+#: What a phone number may look like (the edge's rule), for query parameters too.
+PHONE_PATTERN = _PHONE.pattern
 #: RFC 5321 bounds a local part to 64 octets; email-validator leaves that to the caller.
 _LOCAL_PART_MAX = 64
 
@@ -107,6 +110,19 @@ class _WithDetails(_Strict):
         def __getattr__(self, name: str) -> Any: ...
 
 
+#: Contacts a request says this person is not, though they look alike (near duplicates).
+DistinctFrom = Annotated[
+    list[UUID],
+    Field(
+        default_factory=list,
+        max_length=100,
+        description="Ids of current contacts this is a different person from: a create or"
+        " change that would look like them (409 possible_duplicate) is accepted, and the"
+        " event records them",
+    ),
+]
+
+
 class ContactCreate(_WithDetails):
     """Create a contact."""
 
@@ -114,6 +130,7 @@ class ContactCreate(_WithDetails):
     company_name: Text
     __annotations__.update(_details(tuple(DETAILS)))
     started_on: date | None = None
+    distinct_from: DistinctFrom
 
 
 def _required_names_schema(schema: dict[str, Any]) -> None:
@@ -132,7 +149,7 @@ class ContactDetailsChange(_WithDetails):
     # cleared: the schema says both, so clients generating requests from it are told.
     model_config = ConfigDict(extra="forbid", json_schema_extra=_required_names_schema)
 
-    __annotations__ = _details(tuple(DETAILS), all_optional=True)
+    __annotations__ = {**_details(tuple(DETAILS), all_optional=True), "distinct_from": DistinctFrom}
 
     @field_validator(*REQUIRED_DETAILS, mode="before")
     @classmethod
@@ -142,8 +159,8 @@ class ContactDetailsChange(_WithDetails):
         return value
 
     def changes(self) -> dict[str, str | None]:
-        """The fields the client sent, with their values."""
-        return {name: getattr(self, name) for name in self.model_fields_set}
+        """The detail fields the client sent, with their values."""
+        return {name: getattr(self, name) for name in self.model_fields_set if name in DETAILS}
 
 
 class JobChange(_WithDetails):
@@ -219,6 +236,12 @@ class ContactView(ContactFields):
     photo: PhotoView | None
     created_on: datetime
     modified_on: datetime
+
+
+class PossibleDuplicates(BaseModel):
+    """Current contacts at the company that may be the same person, and why."""
+
+    candidates: list[DuplicateCandidate]
 
 
 class HistoryEntry(BaseModel):

@@ -94,6 +94,8 @@ PERSONAL_DETAILS: tuple[str, ...] = tuple(n for n, d in DETAILS.items() if d.per
 JOB_DETAILS: tuple[str, ...] = tuple(n for n, d in DETAILS.items() if not d.personal)
 #: Detail fields that hold e-mail addresses.
 EMAIL_DETAILS: tuple[str, ...] = tuple(n for n, d in DETAILS.items() if d.kind is FieldKind.EMAIL)
+#: Detail fields that hold phone numbers.
+PHONE_DETAILS: tuple[str, ...] = tuple(n for n, d in DETAILS.items() if d.kind is FieldKind.PHONE)
 
 # A Literal of a computed tuple is what the JSON Schema needs (the names as an enum);
 # type checkers only see str.
@@ -152,6 +154,11 @@ class ContactCreatedData(ContactDetails, _Employer):
     infotags: list[InfotagPlacement]
     outlook_sync_users: list[str]
     photo: PhotoRef | None
+    distinct_from: list[UUID] = Field(
+        default_factory=list,
+        description="Contacts at the company the creator said this person is not, though"
+        " they look alike (near duplicates); empty when none",
+    )
 
 
 class ContactCreated(ContactEventBase):
@@ -166,6 +173,11 @@ class ContactDetailsChangedData(_Model):
     """The named detail fields now hold these values (null: cleared)."""
 
     changes: dict[DetailField, str | None]
+    distinct_from: list[UUID] = Field(
+        default_factory=list,
+        description="Contacts the editor said this person is not, though the change makes"
+        " them look alike (near duplicates); empty when none",
+    )
 
 
 class ContactDetailsChanged(ContactEventBase):
