@@ -14,6 +14,9 @@ ERASURE = 0x6B6F6E74616B74
 #: One outbox publisher of the Outlook sync at a time keeps each person's outcomes in order.
 SYNC_OUTBOX_PUBLISHER = 0x6B6F6E74_6F757462
 
+#: Joining the near-duplicate keys of contacts stored before them: one process, once.
+NEAR_KEY_BACKFILL = 0x6B6F6E74_6E656172
+
 
 def relay_leadership(name: str) -> int:
     """The lock held by the active relay of the named stream (others wait as standbys)."""

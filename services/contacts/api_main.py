@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +13,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from services.contacts.api import install_error_handlers, install_observability, router
-from services.contacts.store import build_contacts_app, close_contacts_app, store_status
+from services.contacts.application import ContactsApp
+from services.contacts.store import (
+    backfill_near_keys_once,
+    build_contacts_app,
+    close_contacts_app,
+    store_status,
+)
 from services.contacts.sync_keys import router as sync_keys_router
 from shared.contract.spec import asyncapi_document, asyncapi_html
 from shared.http import BodyLimitMiddleware, api_app
@@ -31,9 +38,17 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.contacts = await run_in_threadpool(build_contacts_app, settings)
+        stopping = threading.Event()
+        # Beside serving: contacts created meanwhile join their keys themselves.
+        backfill = threading.Thread(
+            target=_backfill, args=(app.state.contacts, settings, stopping), daemon=True
+        )
+        backfill.start()
         try:
             yield
         finally:
+            stopping.set()
+            await run_in_threadpool(backfill.join)
             await run_in_threadpool(close_contacts_app, app.state.contacts)
 
     app = api_app(
@@ -72,6 +87,17 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
         return asyncapi_html(settings)
 
     return app
+
+
+def _backfill(contacts: ContactsApp, settings: KontaktSettings, stopping: threading.Event) -> None:
+    try:
+        seen = backfill_near_keys_once(contacts, settings, stopping.is_set)
+    except Exception:
+        # Not fatal to serving: the next start tries again (the backfill is idempotent).
+        log.exception("joining the near-duplicate keys of earlier contacts failed")
+        return
+    if seen is not None:
+        log.info("near-duplicate keys joined for the %d contacts stored before them", seen)
 
 
 async def run(settings: KontaktSettings, host: str, port: int) -> None:

@@ -224,17 +224,22 @@ class ContactsApp(Application[UUID]):
                 except DuplicateContactError as exc:
                     # Name the field the way this claimant used it.
                     raise DuplicateContactError(field, exc.existing_id) from None
-        if matched:
-            raise PossibleDuplicateError(self._near_duplicates(matched, set()))
+        if matched and (candidates := self._near_duplicates(matched, set())):
+            raise PossibleDuplicateError(candidates)
         return [k for k in loaded.values() if k is not None and k.pending_events]
 
     def _near_duplicates(
         self, matched: dict[UUID, list[str]], distinct_from: set[UUID], of: UUID | None = None
     ) -> list[NearDuplicate]:
-        """The named candidates of matched {contact id: rules}, as they read now."""
+        """The named candidates of matched {contact id: rules}, as they read now.
+
+        A member no longer current (left behind by a race with the backfill) is no candidate.
+        """
         found: list[NearDuplicate] = []
         for contact_id, rules in matched.items():
             other = self._load(contact_id)
+            if not other.is_current:
+                continue
             found.append(
                 NearDuplicate(
                     contact_id=contact_id,
@@ -574,6 +579,32 @@ class ContactsApp(Application[UUID]):
             company_id=company_id, first_names=first_names, last_names=last_names, phones=phones
         )
         return self._near_duplicates(self._members(keys), set())
+
+    def backfill_near_keys(self, stop: Callable[[], bool] = lambda: False) -> int:
+        """Join the near-duplicate keys of every current contact (those stored before them).
+
+        Idempotent: a member joins nothing again. Returns how many contacts it looked at;
+        stops early when stop() says so.
+        """
+        seen, start = 0, 1
+        while not stop():
+            page = self.recorder.select_notifications(start, 500, topics=(Contact.Created.TOPIC,))
+            if not page:
+                break
+            for notification in page:
+                self._join_near_keys(UUID(str(notification.originator_id)))
+                seen += 1
+            start = page[-1].id + 1
+        return seen
+
+    def _join_near_keys(self, contact_id: UUID) -> None:
+        def attempt(optimistic: bool) -> None:
+            contact = self._load(contact_id)
+            keys = self._key_events([(contact.id, {}, near_keys(contact))])
+            if keys:
+                self.save(*keys)
+
+        self._retrying(attempt)
 
     def employments(self, contact_id: UUID) -> list[Contact]:
         """All versions of the contact's person, oldest first."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -114,3 +115,37 @@ async def store_status(settings: KontaktSettings) -> dict[str, Any]:
         cur = await conn.execute("SELECT max(notification_id) FROM contacts_events")
         row = await cur.fetchone()
     return {"newest_position": int(row[0]) if row and row[0] is not None else 0}
+
+
+#: The backfill's name in contacts_backfills.
+NEAR_KEY_BACKFILL = "near-duplicate-keys"
+
+
+def backfill_near_keys_once(
+    contacts: ContactsApp, settings: KontaktSettings, stop: Callable[[], bool] = lambda: False
+) -> int | None:
+    """Join the near-duplicate keys of contacts stored before them, once per database.
+
+    One process does it (an advisory lock; the others go on at once) and records it when
+    it went through to the end. Returns how many contacts it looked at, or None when it
+    was done before or another process is doing it.
+    """
+    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (locks.NEAR_KEY_BACKFILL,)).fetchone()
+        if not (got and got[0]):
+            return None
+        try:
+            done = conn.execute(
+                "SELECT 1 FROM contacts_backfills WHERE name = %s", (NEAR_KEY_BACKFILL,)
+            ).fetchone()
+            if done:
+                return None
+            seen = contacts.backfill_near_keys(stop)
+            if not stop():
+                conn.execute(
+                    "INSERT INTO contacts_backfills (name) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (NEAR_KEY_BACKFILL,),
+                )
+            return seen
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (locks.NEAR_KEY_BACKFILL,))

@@ -9,6 +9,7 @@ import pytest
 from services.contacts.application import ContactsApp
 from services.contacts.domain import (
     Actor,
+    Contact,
     DuplicateContactError,
     PossibleDuplicateError,
 )
@@ -40,7 +41,7 @@ def create(
     distinct_from: list[UUID] | None = None,
     **more: str,
 ):
-    details = {"first_names": first, "last_names": last, **more}
+    details: dict[str, str | None] = {"first_names": first, "last_names": last, **more}
     return app.create_contact(
         ALICE, company_id=company, company_name="Acme", details=details, distinct_from=distinct_from
     )
@@ -135,6 +136,7 @@ def test_distinct_from_accepts_the_create_and_the_event_records_it(app: Contacts
     first = create(app, "Jørgen")
     second = create(app, "Joergen", distinct_from=[first.contact_id])
     [created] = list(app.events.get(second.contact_id))
+    assert isinstance(created, Contact.Created)
     assert created.distinct_from == [first.contact_id]
     published = to_integration_event(created, 1)
     assert published.data.distinct_from == [first.contact_id]  # type: ignore[attr-defined]
@@ -154,6 +156,7 @@ def test_a_rename_into_a_near_duplicate_is_refused_unless_declared(app: Contacts
         ALICE, other.contact_id, {"first_names": "Aase"}, distinct_from=[first.contact_id]
     )
     changed = list(app.events.get(other.contact_id))[-1]
+    assert isinstance(changed, Contact.DetailsChanged)
     assert changed.distinct_from == [first.contact_id]
     # Changing something else is no rename: it asks nothing.
     app.change_details(ALICE, other.contact_id, {"job_title": "Buyer"})
@@ -166,11 +169,27 @@ def test_archiving_leaves_the_keys_and_the_listing_follows(app: ContactsApp) -> 
     assert [(c.contact_id, c.matched, c.declared_distinct) for c in listed] == [
         (first.contact_id, ("name",), True)
     ]
-    assert [c.contact_id for c in app.possible_duplicates(first.contact_id)] == [
-        second.contact_id
-    ]
+    assert [c.contact_id for c in app.possible_duplicates(first.contact_id)] == [second.contact_id]
     asked = app.possible_duplicates_of(ACME, None, None, ("+45 11 22 33 44",))
     assert [(c.contact_id, c.matched) for c in asked] == [(first.contact_id, ("phone",))]
     app.archive(ALICE, first.contact_id)
     assert app.possible_duplicates(second.contact_id) == []
     create(app, "Ærling", "Hansen", distinct_from=[second.contact_id])
+
+
+def test_the_backfill_gives_contacts_stored_before_near_keys_theirs(app: ContactsApp) -> None:
+    earlier = Contact.create(
+        contact_id=uuid4(),
+        person_id=uuid4(),
+        actor=ALICE,
+        company_id=ACME,
+        company_name="Acme",
+        details={"first_names": "Søren", "last_names": "Kierkegaard"},
+    )
+    app.save(earlier)  # as before near-duplicate keys existed: none claimed
+    create(app, "Soeren", "Kierkegaard")
+    assert app.backfill_near_keys() == 2
+    assert app.backfill_near_keys() == 2  # again: nothing more joins
+    with pytest.raises(PossibleDuplicateError) as err:
+        create(app, "Sören", "Kierkegaard")
+    assert earlier.id in {c.contact_id for c in err.value.candidates}
