@@ -317,7 +317,8 @@ class UserLoad(threading.Thread):
                     "company_id": company, "company_name": f"Chaos {company[:4]}",
                     "first_names": f"F{tag}", "last_names": "Kaos",
                     "job_title": "Buyer", "work_email": f"{tag}@chaos.example",
-                    "work_phone": "+45 1234",
+                    # A number of its own: one shared number would make near duplicates.
+                    "work_phone": f"+45 {int(tag[-6:], 16):08d}",
                 }})  # fmt: skip
             case "details":
                 request = ("PATCH", f"/contacts/{cid}", {"json": {
