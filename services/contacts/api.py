@@ -125,6 +125,14 @@ router = APIRouter(
     responses=error_responses(401, 422, 500, 503),
 )
 
+# Questions about a company's contacts rather than one contact's: apart from /contacts/{id}.
+companies = APIRouter(
+    prefix="/companies",
+    tags=["contacts"],
+    route_class=StrictJSONRoute,
+    responses=error_responses(401, 422, 500, 503),
+)
+
 #: Reads of one contact.
 _READ = error_responses(404, 410)
 #: Commands with a JSON body.
@@ -431,30 +439,6 @@ def _candidates(found: list[domain.NearDuplicate]) -> PossibleDuplicates:
     )
 
 
-# Before /{contact_id}, which would take "possible-duplicates" for a malformed id.
-@router.get("/possible-duplicates", response_model=PossibleDuplicates)
-def possible_duplicates_of(
-    contacts: Contacts,
-    _: Annotated[Principal, Depends(get_principal)],
-    company_id: UUID,
-    first_names: Annotated[EdgeText | None, Query(max_length=200)] = None,
-    last_names: Annotated[EdgeText | None, Query(max_length=200)] = None,
-    phone: Annotated[
-        list[Annotated[str, StringConstraints(max_length=40, pattern=PHONE_PATTERN)]] | None,
-        Query(max_length=2, description="A phone number (up to two: work and private)"),
-    ] = None,
-) -> PossibleDuplicates:
-    """Ask before creating: current contacts at the company a contact with these would look like.
-
-    The same rules as the 409 possible_duplicate of a create: names equal after folding, or
-    the same phone number.
-    """
-    if not phone and not (first_names and last_names):
-        raise HTTPException(422, "give first_names and last_names, or a phone, to compare")
-    found = contacts.possible_duplicates_of(company_id, first_names, last_names, tuple(phone or ()))
-    return _candidates(found)
-
-
 @router.get("/{contact_id}/possible-duplicates", response_model=PossibleDuplicates, responses=_READ)
 def possible_duplicates(
     contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
@@ -537,6 +521,29 @@ def contract_events(
         e.model_dump(mode="json")
         for e in StoreReader(contacts).contact_events(contact_id, after_version)
     ]
+
+
+@companies.get("/{company_id}/possible-duplicates", response_model=PossibleDuplicates)
+def possible_duplicates_of(
+    company_id: UUID,
+    contacts: Contacts,
+    _: Annotated[Principal, Depends(get_principal)],
+    first_names: Annotated[EdgeText | None, Query(max_length=200)] = None,
+    last_names: Annotated[EdgeText | None, Query(max_length=200)] = None,
+    phone: Annotated[
+        list[Annotated[str, StringConstraints(max_length=40, pattern=PHONE_PATTERN)]] | None,
+        Query(max_length=2, description="A phone number (up to two: work and private)"),
+    ] = None,
+) -> PossibleDuplicates:
+    """Ask before creating: current contacts at the company a contact with these would look like.
+
+    The same rules as the 409 possible_duplicate of a create: names equal after folding, or
+    the same phone number.
+    """
+    if not phone and not (first_names and last_names):
+        raise HTTPException(422, "give first_names and last_names, or a phone, to compare")
+    found = contacts.possible_duplicates_of(company_id, first_names, last_names, tuple(phone or ()))
+    return _candidates(found)
 
 
 # ------------------------------------------------------------- error mapping

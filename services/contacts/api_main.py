@@ -12,7 +12,12 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from services.contacts.api import install_error_handlers, install_observability, router
+from services.contacts.api import (
+    companies,
+    install_error_handlers,
+    install_observability,
+    router,
+)
 from services.contacts.application import ContactsApp
 from services.contacts.store import (
     backfill_near_keys_once,
@@ -58,6 +63,7 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
         lifespan,
     )
     app.include_router(router)
+    app.include_router(companies)
     app.include_router(sync_keys_router)
     install_error_handlers(app)
     install_observability(app)

@@ -119,23 +119,26 @@ def test_the_listing_and_the_question_before_creating(client: TestClient) -> Non
     first = created(client, company, "Jørgen", work_phone="+45 87 65 43 21")
     assert client.get(f"/contacts/{first}/possible-duplicates").json() == {"candidates": []}
     asked = client.get(
-        "/contacts/possible-duplicates",
-        params={"company_id": company, "first_names": "Joergen", "last_names": "HANSEN"},
+        f"/companies/{company}/possible-duplicates",
+        params={"first_names": "Joergen", "last_names": "HANSEN"},
     )
     assert asked.status_code == 200, asked.text
     assert [c["contact_id"] for c in asked.json()["candidates"]] == [first]
     by_phone = client.get(
-        "/contacts/possible-duplicates", params={"company_id": company, "phone": "87654321"}
+        f"/companies/{company}/possible-duplicates", params={"phone": "87654321"}
     ).json()["candidates"]
     assert [(c["contact_id"], c["matched"]) for c in by_phone] == [(first, ["phone"])]
     elsewhere = client.get(
-        "/contacts/possible-duplicates",
-        params={"company_id": str(uuid4()), "first_names": "Jørgen", "last_names": "Hansen"},
+        f"/companies/{uuid4()}/possible-duplicates",
+        params={"first_names": "Jørgen", "last_names": "Hansen"},
     )
     assert elsewhere.json() == {"candidates": []}
+    only_one_name = {"first_names": "Jørgen"}
+    response = client.get(f"/companies/{company}/possible-duplicates", params=only_one_name)
+    assert response.status_code == 422
+    bad_phone = client.get(f"/companies/{company}/possible-duplicates", params={"phone": "x"})
     assert (
-        client.get("/contacts/possible-duplicates", params={"company_id": company}).status_code
-        == 422
+        bad_phone.status_code == 422 and bad_phone.json()["errors"][0]["field"] == "query.phone.0"
     )
     assert client.get(f"/contacts/{uuid4()}/possible-duplicates").status_code == 404
 
