@@ -305,3 +305,21 @@ def env_of(
         env[f"KONTAKT_{name.upper()}"] = str(value)
     env.update(extra)
     return env
+
+
+def save_as_before_near_keys(
+    contacts: ContactsApp, company_id: uuid.UUID, first: str, last: str
+) -> uuid.UUID:
+    """A contact saved as the store held them before near-duplicate keys: none claimed."""
+    from services.contacts.domain import Actor, Contact
+
+    contact = Contact.create(
+        contact_id=uuid.uuid4(),
+        person_id=uuid.uuid4(),
+        actor=Actor("alice", "before-near-keys"),
+        company_id=company_id,
+        company_name="Acme",
+        details={"first_names": first, "last_names": last},
+    )
+    contacts.save(contact)
+    return contact.id

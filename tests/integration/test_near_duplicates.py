@@ -9,10 +9,11 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from services.contacts.application import ContactsApp
-from services.contacts.domain import Actor, Contact, PossibleDuplicateError
+from services.contacts.domain import Actor, PossibleDuplicateError
 from services.contacts.store import NEAR_KEY_BACKFILL, backfill_near_keys_once
 from shared.settings import KontaktSettings
 from tests.integration.test_contacts_concurrency import run_together
+from tests.support import save_as_before_near_keys
 
 ALICE = Actor("alice", "corr")
 
@@ -172,19 +173,11 @@ def test_the_backfill_runs_once_and_gives_earlier_contacts_their_keys(
     contacts: ContactsApp, settings: KontaktSettings
 ) -> None:
     company = uuid4()
-    earlier = Contact.create(
-        contact_id=uuid4(),
-        person_id=uuid4(),
-        actor=ALICE,
-        company_id=company,
-        company_name="Acme",
-        details={"first_names": "Søren", "last_names": "Bak"},
-    )
-    contacts.save(earlier)  # as stored before near-duplicate keys existed
+    earlier = save_as_before_near_keys(contacts, company, "Søren", "Bak")
     with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
         conn.execute("DELETE FROM contacts_backfills WHERE name = %s", (NEAR_KEY_BACKFILL,))
     seen = backfill_near_keys_once(contacts, settings)
     assert seen is not None and seen >= 1
     assert backfill_near_keys_once(contacts, settings) is None  # recorded as done
     asked = contacts.possible_duplicates_of(company, "Soeren", "Bak")
-    assert [c.contact_id for c in asked] == [earlier.id]
+    assert [c.contact_id for c in asked] == [earlier]

@@ -14,9 +14,7 @@ from services.contacts.domain import (
     DuplicateContactError,
     VersionConflictError,
 )
-from services.contacts.personal_data import InMemoryPersonKeyStore, MasterKeys, PersonCipher
 from services.contacts.photos import (
-    InMemoryPhotoStore,
     PhotoTooLargeError,
     UnsupportedPhotoTypeError,
 )
@@ -24,17 +22,6 @@ from tests.images import image_bytes
 
 ALICE = Actor("alice", "corr")
 ACME, BETA = uuid4(), uuid4()
-
-
-@pytest.fixture
-def app() -> ContactsApp:
-    keys = InMemoryPersonKeyStore(MasterKeys(b"m" * 32))
-    return ContactsApp(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        key_secret=b"k" * 32,
-        photos=InMemoryPhotoStore(max_bytes=100_000),
-        cipher=PersonCipher(keys),
-    )
 
 
 def create(app: ContactsApp, first: str = "Karen", last: str = "Jensen", company=ACME, **more):
