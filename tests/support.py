@@ -323,3 +323,18 @@ def save_as_before_near_keys(
     )
     contacts.save(contact)
     return contact.id
+
+
+def migration_files() -> list[Path]:
+    """Every real migration file, in the order they apply (each package's folder by name)."""
+    import importlib
+
+    from shared.migrations import PACKAGES
+
+    return [
+        path
+        for package in PACKAGES
+        for path in sorted(
+            (Path(importlib.import_module(package).__path__[0]) / "migrations").glob("*.sql")
+        )
+    ]

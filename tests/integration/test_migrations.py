@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,9 +15,9 @@ from typer.testing import CliRunner
 
 from services.cli import app
 from services.projections.sql import contacts as contacts_sql
-from shared.migrations import PACKAGES, migrate
+from shared.migrations import migrate
 from shared.settings import KontaktSettings
-from tests.support import env_of
+from tests.support import env_of, migration_files
 
 HERE = Path(__file__).parent
 #: The tables as the version before migrations made them, and some rows in them.
@@ -30,14 +29,7 @@ ADDED = str(HERE / "added_migrations")
 NewDatabase = Callable[[], KontaktSettings]
 
 _CREATED = re.compile(r"CREATE TABLE IF NOT EXISTS (\S+) \(")
-#: Every real migration file, in the order they apply (each package's folder by name).
-MIGRATION_FILES = [
-    path
-    for package in PACKAGES
-    for path in sorted(
-        (Path(importlib.import_module(package).__path__[0]) / "migrations").glob("*.sql")
-    )
-]
+MIGRATION_FILES = migration_files()
 #: Tables made by the migrations after each folder's first revision (the previous version had none).
 LATER_TABLES = {
     name if "." in name else f"public.{name}"
