@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import psycopg
 from fastapi.testclient import TestClient
 
 from services.contacts.application import ContactsApp
 from services.contacts.domain import Actor, PossibleDuplicateError
+from services.contacts.relay import Relay
 from services.contacts.store import NEAR_KEY_BACKFILL, backfill_near_keys_once
+from shared.contract.contacts import ContactDetailsChanged, parse_contact_event
 from shared.settings import KontaktSettings
 from tests.integration.test_contacts_concurrency import run_together
-from tests.support import save_as_before_near_keys
+from tests.kafka_helpers import read_topic
+from tests.support import relay_until_caught_up, save_as_before_near_keys
 
 ALICE = Actor("alice", "corr")
 
@@ -181,3 +184,34 @@ def test_the_backfill_runs_once_and_gives_earlier_contacts_their_keys(
     assert backfill_near_keys_once(contacts, settings) is None  # recorded as done
     asked = contacts.possible_duplicates_of(company, "Soeren", "Bak")
     assert [c.contact_id for c in asked] == [earlier]
+
+
+async def test_distinct_from_goes_on_contacts_events_and_the_keys_stay_off_it(
+    contacts: ContactsApp, settings: KontaktSettings
+) -> None:
+    own = settings.model_copy(update={"contacts_topic": f"contacts.events.t{uuid4().hex[:8]}"})
+    company = uuid4()
+
+    def make(first: str, distinct_from: list[UUID] | None = None) -> UUID:
+        return contacts.create_contact(
+            ALICE,
+            company_id=company,
+            company_name="Acme",
+            details={"first_names": first, "last_names": "Dahl"},
+            distinct_from=distinct_from,
+        ).contact_id
+
+    first, second = make("Åse"), make("Bo")
+    third = make("Aase", distinct_from=[first])
+    contacts.change_details(ALICE, second, {"first_names": "Ase"})  # folds apart: no question
+    contacts.change_details(ALICE, second, {"first_names": "Åsé"}, distinct_from=[first, third])
+    await relay_until_caught_up(Relay(own, contacts), contacts)
+    records = await read_topic(own.kafka_bootstrap, own.contacts_topic)
+    # Every message is a contact event: the near-duplicate keys' events are not published.
+    events = [parse_contact_event(r.value) for r in records]
+    mine = {(e.contact_id, e.type): e.data for e in events if e.contact_id in (second, third)}
+    assert mine[(third, "ContactCreated")].distinct_from == [first]  # type: ignore[union-attr]
+    renamed = [
+        e.data for e in events if e.contact_id == second and isinstance(e, ContactDetailsChanged)
+    ]
+    assert [d.distinct_from for d in renamed] == [[], sorted([first, third])]
