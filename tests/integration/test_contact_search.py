@@ -165,7 +165,7 @@ ANALYZE rm.contact_addresses;
 """
 
 #: Each search, and the indexes that must serve it.
-_SERVED_BY = [
+_SERVED_BY: list[tuple[dict[str, Any], list[str]]] = [
     ({"name": "efternavn1234"}, ["contacts_search_trgm"]),
     ({"text": "titel4242"}, ["contacts_free_text_trgm"]),
     ({"phone": "4510000077"}, ["contacts_phone_digits", "contacts_phone_tails"]),
