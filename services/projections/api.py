@@ -11,7 +11,6 @@ import asyncpg
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator
 
 from services.projections.availability import is_database_outage
 from services.projections.contacts_model import normalise_address
@@ -104,16 +103,6 @@ async def _row(request: Request, pool: asyncpg.Pool, contact_id: UUID, min_versi
     return row
 
 
-def _searched_phone(value: str) -> str:
-    if len(phone_digits(value)) < _PHONE_DIGITS_MIN:
-        raise ValueError(f"must have at least {_PHONE_DIGITS_MIN} digits")
-    return value
-
-
-_PHONE_DIGITS_MIN = 3
-SearchedPhone = Annotated[EdgeText, AfterValidator(_searched_phone)]
-
-
 @router.get("", response_model=Page[ContactSummary])
 async def list_contacts(
     pool: Pool,
@@ -135,10 +124,11 @@ async def list_contacts(
         ),
     ] = None,
     phone: Annotated[
-        SearchedPhone | None,
+        EdgeText | None,
         Query(
             max_length=40,
-            description="Phone number, compared on its digits, with or without country code",
+            description="Phone number, compared on its digits, with or without country code"
+            " (without digits it finds none)",
         ),
     ] = None,
     q: Annotated[

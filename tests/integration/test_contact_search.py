@@ -100,6 +100,7 @@ async def test_phone_search_compares_digits_with_or_without_country_code(
         assert await found(p, phone="87654321") == {other}
         assert await found(p, phone="+46 12 34 56 78") == {plain}
         assert await found(p, phone="1234") == set()
+        assert await found(p, phone="+45 ()") == set()  # no digits: no number
 
 
 async def test_free_text_searches_title_department_and_company_name(
@@ -141,7 +142,7 @@ async def test_an_unknown_or_unfit_query_parameter_is_422_naming_it(
         response = await p.command.get(f"/contacts/{cid}", params={"fields": "all"})
         assert response.status_code == 422, response.text
         assert response.json()["errors"][0]["field"] == "query.fields"
-        for params in [{"phone": "+45 ()"}, {"phone": "1\x002"}, {"email": ""}, {"q": " "}]:
+        for params in [{"phone": "1\x002"}, {"email": ""}, {"q": " "}]:
             response = await p.query.get("/contacts", params=params)
             assert response.status_code == 422, (params, response.text)
         assert (await p.query.get("/contacts", params={"min_version": "1"})).status_code == 422

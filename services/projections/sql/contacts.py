@@ -275,7 +275,7 @@ def filters(
             f"EXISTS (SELECT 1 FROM {LIVE}.contact_addresses a WHERE a.contact_id = c.contact_id"
             f" AND a.address LIKE {arg(like_prefix(email))} || '%' ESCAPE '\\')"
         )
-    if phone:
+    if phone is not None:
         # Equal digits, or equal once a country code is taken off either side.
         where.append(
             f"(phone_digits && {arg([phone, *phone_tails(phone)])}::text[]"
