@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from services.projections import contacts_model as model
+from shared.contract import contacts as c
 from shared.folding import fold_name, phone_digits, phone_tails
+from tests.unit.contact_events import created, next_event
 
 
 def _finds(query: str, name: str) -> bool:
@@ -63,3 +66,25 @@ def test_a_number_with_a_country_code_has_tails_without_it_but_keeps_six_digits(
     assert phone_tails("4512345678") == ["512345678", "12345678", "2345678"]
     assert phone_tails("1234567") == ["234567"]
     assert phone_tails("123") == []
+
+
+def test_a_row_keeps_folded_names_free_text_and_phone_keys_and_erasure_empties_them() -> None:
+    row = model.apply(
+        None,
+        created(
+            first_names="Jørgen",
+            last_names="Østergaard",
+            job_title="Indkøbschef",
+            department=None,
+            work_phone="+45 12 34 56 78",
+            private_phone="0045 12345678",
+        ),
+    )
+    assert row.search_text == "jorgen ostergard"
+    assert row.free_text == "indkobschef acme a/s"
+    assert row.phone_digits == ["4512345678"]
+    assert row.phone_tails == ["12345678", "2345678", "512345678"]
+    gone = c.ContactErasedData(reason="request")
+    erased = model.apply(row, next_event(row, c.ContactErased, data=gone))
+    assert erased.free_text == "acme a/s"
+    assert (erased.phone_digits, erased.phone_tails) == ([], [])
