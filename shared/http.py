@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -69,6 +70,8 @@ def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
 def api_app(title: str, description: str, settings: KontaktSettings, lifespan: Any) -> FastAPI:
     """A Kontakt API's FastAPI app, its settings on app.state (where the token check reads)."""
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    # Routes added to the app itself (health, metrics, status) are as strict as the routers'.
+    app.router.route_class = StrictJSONRoute
     app.state.settings = settings
     return app
 
@@ -237,6 +240,12 @@ def install_error_body(app: FastAPI, name: str) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+def _query_parameters(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    names = {p.alias for p in dependant.query_params}
+    return frozenset(names.union(*(_query_parameters(d) for d in dependant.dependencies)))
+
+
 # ------------------------------------------------------------------ strict JSON
 
 
@@ -273,13 +282,27 @@ class StrictJSONRequest(Request):
 
 
 class StrictJSONRoute(APIRoute):
-    """A route that parses JSON bodies strictly: Python's parser accepts NaN and Infinity."""
+    """A route strict about its input: JSON bodies parsed strictly (Python's parser accepts
+    NaN and Infinity), query parameters it does not declare refused with 422.
+
+    An ignored parameter (a misspelt or unsupported filter) would answer as if it were not
+    there: a whole company instead of the one contact asked for.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """The route's handler, given a StrictJSONRequest."""
         handler = super().get_route_handler()
+        declared = _query_parameters(self.dependant)
 
         async def strict(request: Request) -> Response:
+            unknown = sorted(set(request.query_params) - declared)
+            if unknown:
+                raise RequestValidationError(
+                    [
+                        {"type": "extra_forbidden", "loc": ("query", n), "msg": "unknown parameter"}
+                        for n in unknown
+                    ]
+                )
             return await handler(StrictJSONRequest(request.scope, request.receive))
 
         return strict

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from tests.support import env_of, isolated, stack_settings
 #: The tiers, each a folder of tests/ and a marker of the same name (`pytest -m unit`).
 TIERS = ("unit", "integration", "e2e")
 
-#: A database of this test session's own (several sessions may share one stack).
-TEST_DATABASE = os.environ.get("KONTAKT_TEST_DATABASE", "kontakt_test")
+#: A database of this test session's own: sessions sharing one stack never drop each other's.
+TEST_DATABASE = os.environ.get("KONTAKT_TEST_DATABASE") or f"kontakt_test_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session")
@@ -41,16 +42,15 @@ def stack() -> Iterator[launcher.StackInfo]:
 
 
 @pytest.fixture(scope="session")
-def test_database(stack: launcher.StackInfo) -> str:
-    """A fresh database for this test session."""
-    with psycopg.connect(stack.pg_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-            (TEST_DATABASE,),
-        )
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}"')
+def test_database(stack: launcher.StackInfo) -> Iterator[str]:
+    """A fresh database for this test session, dropped at its end."""
+    admin = stack.pg_dsn("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{TEST_DATABASE}" OWNER "{stack.pg_user}"')
-    return TEST_DATABASE
+    yield TEST_DATABASE
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

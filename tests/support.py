@@ -325,16 +325,10 @@ def save_as_before_near_keys(
     return contact.id
 
 
-def migration_files() -> list[Path]:
-    """Every real migration file, in the order they apply (each package's folder by name)."""
-    import importlib
+def migration_ids() -> list[str]:
+    """The ids of the services' migrations, in the order they apply."""
+    from yoyo import read_migrations
 
-    from shared.migrations import PACKAGES
+    from shared.migrations import sources
 
-    return [
-        path
-        for package in PACKAGES
-        for path in sorted(
-            (Path(importlib.import_module(package).__path__[0]) / "migrations").glob("*.sql")
-        )
-    ]
+    return [m.id for m in read_migrations(*sources())]

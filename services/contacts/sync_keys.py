@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from services.contacts.application import ContactsApp
 from services.contacts.personal_data import PersonKeyMissingError
 from shared.auth import OUTLOOK_SYNC_ROLE, Principal
-from shared.http import error_responses, get_principal
+from shared.http import StrictJSONRoute, error_responses, get_principal
 
 #: The HKDF label: a different label gives an unrelated key from the same data key.
 SYNC_KEY_INFO = b"kontakt/outlook-sync/v1"
@@ -41,7 +41,10 @@ class SyncKey(BaseModel):
 
 # Every operation can answer these (a bad token, a refused parameter, a failure, an outage).
 router = APIRouter(
-    prefix="/persons", tags=["outlook-sync"], responses=error_responses(401, 422, 500, 503)
+    prefix="/persons",
+    tags=["outlook-sync"],
+    route_class=StrictJSONRoute,
+    responses=error_responses(401, 422, 500, 503),
 )
 
 

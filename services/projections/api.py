@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.responses import JSONResponse
 
 from services.projections.availability import is_database_outage
+from services.projections.contacts_model import normalise_address
 from services.projections.schemas import (
     Activity,
     ContactDetails,
@@ -28,6 +29,7 @@ from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from services.projections.versions import VersionWaiter
 from shared.contract.contacts import ContactStatus
+from shared.folding import fold_name, phone_digits
 from shared.http import (
     EdgeText,
     ErrorBody,
@@ -107,7 +109,35 @@ async def list_contacts(
     _: PrincipalDep,
     name: Annotated[
         EdgeText | None,
-        Query(max_length=200, description="Name prefix (% and _ are plain characters)"),
+        Query(
+            max_length=200,
+            description="Name prefix, of the whole name or of any of its words: accents, case"
+            " and the spellings of ø, æ and å (oe, ae, aa) do not matter; % and _ are plain"
+            " characters",
+        ),
+    ] = None,
+    email: Annotated[
+        EdgeText | None,
+        Query(
+            max_length=320,
+            description="E-mail address, or its beginning: any address the contact has or had",
+        ),
+    ] = None,
+    phone: Annotated[
+        EdgeText | None,
+        Query(
+            max_length=40,
+            description="Phone number, compared on its digits, with or without country code"
+            " (without digits it finds none)",
+        ),
+    ] = None,
+    q: Annotated[
+        EdgeText | None,
+        Query(
+            max_length=200,
+            description="Free text in the job title, department or company name (folded as"
+            " names are)",
+        ),
     ] = None,
     company_id: UUID | None = None,
     infotag: Annotated[EdgeText | None, Query(max_length=100)] = None,
@@ -116,14 +146,15 @@ async def list_contacts(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    """Contacts by name prefix (accent- and case-insensitive), company, infotag and status."""
-    from services.projections.contacts_model import fold
-
+    """Contacts by name, e-mail, phone, free text, company, infotag and status (all combined)."""
     statuses: list[ContactStatus] = status or ["current"]
     async with pool.acquire() as conn:
         total, rows = await contacts_sql.search(
             conn,
-            name=fold(name) if name and name.strip() else None,
+            name=fold_name(name) or None if name else None,
+            email=normalise_address(email) if email else None,
+            phone=phone_digits(phone) if phone else None,
+            text=fold_name(q) or None if q else None,
             company_id=company_id,
             infotag=infotag,
             statuses=statuses,

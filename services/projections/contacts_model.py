@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from shared.contract import contacts as c
+from shared.folding import fold_name, phone_digits, phone_tails
 from shared.text import clean_text, clean_value
+
+#: The detail fields that hold phone numbers.
+_PHONES = tuple(n for n, d in c.DETAILS.items() if d.kind is c.FieldKind.PHONE)
 
 
 class UnknownContactError(Exception):
@@ -71,15 +75,25 @@ class ContactRow:
 
     @property
     def search_text(self) -> str:
-        """Names folded for accent- and case-insensitive prefix search."""
-        return fold(f"{self.first_names} {self.last_names}")
+        """Names folded for accent-, case- and spelling-insensitive prefix search."""
+        return fold_name(f"{self.first_names} {self.last_names}")
 
+    @property
+    def free_text(self) -> str:
+        """Title, department and company name, folded as names are, for free-text search."""
+        parts = (self.job_title, self.department, self.company_name)
+        return fold_name(" ".join(p for p in parts if p and p != c.ERASED))
 
-def fold(text: str) -> str:
-    """Accents stripped, case folded, whitespace collapsed."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return " ".join(stripped.casefold().split())
+    @property
+    def phone_digits(self) -> list[str]:
+        """The digits of each phone number, for search by phone."""
+        values = (getattr(self, name) for name in _PHONES)
+        return sorted({d for v in values if v and v != c.ERASED if (d := phone_digits(v))})
+
+    @property
+    def phone_tails(self) -> list[str]:
+        """Each phone number without a country code, so a search without one finds it."""
+        return sorted({t for d in self.phone_digits for t in phone_tails(d)})
 
 
 def normalise_address(address: str) -> str:

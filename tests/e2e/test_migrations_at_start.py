@@ -15,12 +15,12 @@ from tests.support import (
     eventually_sync,
     free_port,
     kontakt_process,
-    migration_files,
+    migration_ids,
     start_kontakt,
 )
 
 #: Every migration Kontakt has, in the order they apply.
-MIGRATIONS = [path.stem for path in migration_files()]
+MIGRATIONS = migration_ids()
 
 #: Each service: its command, the setting of the port it serves on, and its readiness path.
 SERVICES = {

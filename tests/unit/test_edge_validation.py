@@ -247,3 +247,36 @@ def test_a_name_stored_with_invisibles_holds_its_old_key_and_the_visible_one() -
     } <= keys.keys()
     plain = domain.uniqueness_keys(new_contact(first_names="Karen", work_email="kj@x.example"))
     assert len(plain) == 3  # values without invisibles: one key each, as before
+
+
+def test_a_query_parameter_no_route_declares_is_422_naming_it() -> None:
+    from fastapi import APIRouter, Depends, Query
+    from fastapi.testclient import TestClient
+
+    from shared.http import StrictJSONRoute, api_app, install_error_body
+    from shared.settings import KontaktSettings
+
+    def page(offset: int = Query(0)) -> int:
+        return offset
+
+    router = APIRouter(route_class=StrictJSONRoute)
+
+    @router.get("/things")
+    def things(name: str | None = None, offset: int = Depends(page)) -> dict[str, Any]:
+        return {"name": name, "offset": offset}
+
+    app = api_app("t", "t", KontaktSettings(), lifespan=None)
+    app.include_router(router)
+
+    @app.get("/health/live")
+    def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    install_error_body(app, "test")
+    with TestClient(app) as client:
+        assert client.get("/things?name=a&offset=2").json() == {"name": "a", "offset": 2}
+        refused = client.get("/things?email=a&name=a&x=1")
+        assert refused.status_code == 422
+        assert [e["field"] for e in refused.json()["errors"]] == ["query.email", "query.x"]
+        assert client.get("/health/live?probe=1").status_code == 422
+        assert client.get("/health/live").status_code == 200

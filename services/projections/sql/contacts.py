@@ -17,6 +17,7 @@ import asyncpg
 
 from services.projections.contacts_model import ContactRow, Infotag
 from shared.contract.contacts import DETAIL_FIELDS, PhotoRef
+from shared.folding import phone_tails
 
 LIVE = "rm"
 BUILD = "rm_build"
@@ -82,17 +83,17 @@ async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:
 #: Columns that hold a ContactRow attribute as it is (one column per detail field).
 _PLAIN = (
     "contact_id", "person_id", "version", "position", "status", "company_id", "company_name",
-    "search_text", *DETAIL_FIELDS, "started_on", "ended_on", "predecessor_id", "successor_id",
+    "search_text", "free_text", "phone_digits", "phone_tails",
+    *DETAIL_FIELDS, "started_on", "ended_on", "predecessor_id", "successor_id",
     "archived", "erased",
 )  # fmt: skip
 _COLUMN_NAMES = (*_PLAIN, "photo", "outlook_sync_users", "created_at", "updated_at")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
-#: Columns a ContactRow takes as they are (status and search_text it derives; photo and
-#: outlook_sync_users are converted).
+#: Columns a ContactRow derives (its status and search keys).
+_DERIVED = ("status", "search_text", "free_text", "phone_digits", "phone_tails")
+#: Columns a ContactRow takes as they are (photo and outlook_sync_users are converted).
 _FIELDS = tuple(
-    name
-    for name in _COLUMN_NAMES
-    if name not in ("status", "search_text", "photo", "outlook_sync_users")
+    name for name in _COLUMN_NAMES if name not in (*_DERIVED, "photo", "outlook_sync_users")
 )
 
 
@@ -238,6 +239,58 @@ def like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def filters(
+    *,
+    name: str | None = None,
+    company_id: UUID | None = None,
+    infotag: str | None = None,
+    statuses: Sequence[str] = ("current",),
+    email: str | None = None,
+    phone: str | None = None,
+    text: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of a search over `rm.contacts c`, and its arguments.
+
+    `name` and `text` come folded (fold_name), `email` normalised (normalise_address),
+    `phone` as its digits (phone_digits), as the stored keys are.
+    """
+    where = ["status = ANY($1)"]
+    args: list[Any] = [list(statuses)]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if name:
+        n = arg(like_prefix(name))
+        # A name begins with the prefix, or one of its words does (a trigram index serves both).
+        where.append(
+            f"(search_text LIKE {n} || '%' ESCAPE '\\'"
+            f" OR search_text LIKE '% ' || {n} || '%' ESCAPE '\\')"
+        )
+    if text:
+        where.append(f"free_text LIKE '%' || {arg(like_prefix(text))} || '%' ESCAPE '\\'")
+    if email:
+        where.append(
+            f"EXISTS (SELECT 1 FROM {LIVE}.contact_addresses a WHERE a.contact_id = c.contact_id"
+            f" AND a.address LIKE {arg(like_prefix(email))} || '%' ESCAPE '\\')"
+        )
+    if phone is not None:
+        # Equal digits, or equal once a country code is taken off either side.
+        where.append(
+            f"(phone_digits && {arg([phone, *phone_tails(phone)])}::text[]"
+            f" OR phone_tails && {arg([phone])}::text[])"
+        )
+    if company_id:
+        where.append(f"company_id = {arg(company_id)}")
+    if infotag:
+        where.append(
+            f"EXISTS (SELECT 1 FROM {LIVE}.infotags t WHERE t.contact_id = c.contact_id"
+            f" AND t.tag = {arg(infotag)})"
+        )
+    return " AND ".join(where), args
+
+
 async def search(
     conn: asyncpg.Connection,
     *,
@@ -248,27 +301,20 @@ async def search(
     sort: str,
     limit: int,
     offset: int,
+    email: str | None = None,
+    phone: str | None = None,
+    text: str | None = None,
 ) -> tuple[int, list[asyncpg.Record]]:
-    """Contacts matching the filters: (total, one page)."""
-    where = ["status = ANY($1)"]
-    args: list[Any] = [list(statuses)]
-    if name:
-        args.append(like_prefix(name))
-        n = len(args)
-        where.append(
-            f"(search_text LIKE ${n} || '%' ESCAPE '\\'"
-            f" OR search_text LIKE '% ' || ${n} || '%' ESCAPE '\\')"
-        )
-    if company_id:
-        args.append(company_id)
-        where.append(f"company_id = ${len(args)}")
-    if infotag:
-        args.append(infotag)
-        where.append(
-            f"EXISTS (SELECT 1 FROM {LIVE}.infotags t WHERE t.contact_id = c.contact_id"
-            f" AND t.tag = ${len(args)})"
-        )
-    clause = " AND ".join(where)
+    """Contacts matching every filter given (see `filters`): (total, one page)."""
+    clause, args = filters(
+        name=name,
+        company_id=company_id,
+        infotag=infotag,
+        statuses=statuses,
+        email=email,
+        phone=phone,
+        text=text,
+    )
     total = await conn.fetchval(f"SELECT count(*) FROM {LIVE}.contacts c WHERE {clause}", *args)
     rows = await conn.fetch(
         f"SELECT * FROM {LIVE}.contacts c WHERE {clause} ORDER BY {_SORTS[sort]}"
