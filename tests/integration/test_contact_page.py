@@ -223,7 +223,8 @@ async def test_the_seed_story_on_every_tab(isolated_settings: KontaktSettings) -
         old_activities = (await q.get(f"/contacts/{kid}/activities")).json()
         assert [a["message_id"] for a in old_activities["items"]] == ["<m2@x>", "<m1@x>"]
         new_activities = (await q.get(f"/contacts/{new_id}/activities")).json()
-        assert [a["message_id"] for a in new_activities["items"]] == ["<m2@x>"]  # private address
+        # The private address passed to the new version at the job change, after m2 was sent.
+        assert [a["message_id"] for a in new_activities["items"]] == []
 
         tags = (await q.get(f"/contacts/{new_id}/infotags")).json()
         assert [(t["tag"], t["added_by"]) for t in tags] == [("Kunde/Guld", "alice")]
