@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -12,25 +11,8 @@ from services.contacts.export import StoreReader
 from services.projections.rebuild import rebuild_contacts
 from services.projections.sql import contacts as contacts_sql
 from shared.settings import KontaktSettings
+from tests.integration.test_contact_page import email
 from tests.pipeline import Pipeline, pipeline
-
-
-def email(
-    message_id: str, sender: str, to: list[str], sent: datetime, cc: list[str] | None = None
-) -> bytes:
-    return json.dumps(
-        {
-            "event_id": str(uuid4()),
-            "type": "EmailLogged",
-            "occurred_at": sent.isoformat(),
-            "message_id": message_id,
-            "from": sender,
-            "to": to,
-            "cc": cc or [],
-            "subject": "Ordre",
-            "sent_at": sent.isoformat(),
-        }
-    ).encode()
 
 
 async def moment() -> datetime:
@@ -86,10 +68,10 @@ async def test_handover_of_indkob_keeps_mail_with_a_until_then_and_with_b_after(
         with_b = await moment()
         # The e-mails reach the worker before the contact events that decide their owner.
         supplier = "lev@supplier.example"
-        await send(p, email("<early@x>", supplier, ["indkob@firma.dk"], before_anyone))
-        await send(p, email("<a@x>", "indkob@firma.dk", [supplier], with_a))
-        await send(p, email("<gap@x>", supplier, ["indkob@firma.dk"], unowned))
-        await send(p, email("<b@x>", supplier, ["INDKOB@firma.dk"], with_b))
+        await send(p, email("<early@x>", supplier, ["indkob@firma.dk"], sent=before_anyone))
+        await send(p, email("<a@x>", "indkob@firma.dk", [supplier], sent=with_a))
+        await send(p, email("<gap@x>", supplier, ["indkob@firma.dk"], sent=unowned))
+        await send(p, email("<b@x>", supplier, ["INDKOB@firma.dk"], sent=with_b))
         await p.settle()
 
         # Sent before anyone held it: A's, the first to take it. Sent while nobody held it:
@@ -99,7 +81,7 @@ async def test_handover_of_indkob_keeps_mail_with_a_until_then_and_with_b_after(
 
         # A re-delivered e-mail changes nothing; a rebuild from the store derives the same
         # intervals, so both tabs read the same afterwards.
-        await send(p, email("<b@x>", supplier, ["INDKOB@firma.dk"], with_b))
+        await send(p, email("<b@x>", supplier, ["INDKOB@firma.dk"], sent=with_b))
         await p.settle()
         async with p.pool.acquire() as conn:
             live = await contacts_sql.dump(conn, contacts_sql.LIVE)
@@ -119,20 +101,21 @@ async def test_display_name_forms_mixed_case_and_several_recipients_are_matched(
         karen = await create(p, firma, "Karen", work_email="karen@acme.example")
         ole = await create(p, firma, "Ole", private_email="ole@home.example")
         sent = await moment()
-        await send(p, email("<m1@x>", "Karen Jensen <Karen@Acme.example>", ["x@y.example"], sent))
-        await send(p, email("<m2@x>", '"Karen" <karen@acme.example>', ["x@y.example"], sent))
+        other = ["x@y.example"]
+        await send(p, email("<m1@x>", "Karen Jensen <Karen@Acme.example>", other, sent=sent))
+        await send(p, email("<m2@x>", '"Karen" <karen@acme.example>', other, sent=sent))
         await send(
             p,
             email(
                 "<m3@x>",
                 "x@y.example",
                 ['"Hansen, Ole" <OLE@home.example>, Karen Jensen <karen@acme.example>'],
-                sent,
-                cc=["Someone <someone@else.example>"],
+                ["Someone <someone@else.example>"],
+                sent=sent,
             ),
         )
         # Odd values: the e-mail is kept and shown, and matches nobody; nothing dead-letters.
-        await send(p, email("<m4@x>", "Karen Jensen karen@acme.example", ["<>"], sent))
+        await send(p, email("<m4@x>", "Karen Jensen karen@acme.example", ["<>"], sent=sent))
         await p.settle()
 
         assert await tab(p, karen) == ["<m1@x>", "<m2@x>", "<m3@x>"]
@@ -172,11 +155,11 @@ async def test_a_job_change_hands_the_carried_address_to_the_new_version(
         assert moved.status_code == 201, moved.text
         new = moved.json()["contact_id"]
         at_beta = await moment()
-        await send(p, email("<p1@x>", "x@y.example", ["k@home.example"], at_acme))
-        await send(p, email("<w1@x>", "x@y.example", ["kj@acme.example"], at_acme))
-        await send(p, email("<p2@x>", "x@y.example", ["k@home.example"], at_beta))
+        await send(p, email("<p1@x>", "x@y.example", ["k@home.example"], sent=at_acme))
+        await send(p, email("<w1@x>", "x@y.example", ["kj@acme.example"], sent=at_acme))
+        await send(p, email("<p2@x>", "x@y.example", ["k@home.example"], sent=at_beta))
         # The former employment's work address is nobody's now: the next holder gets this.
-        await send(p, email("<w2@x>", "x@y.example", ["kj@acme.example"], at_beta))
+        await send(p, email("<w2@x>", "x@y.example", ["kj@acme.example"], sent=at_beta))
         await p.settle()
 
         assert await tab(p, old) == ["<p1@x>", "<w1@x>"]

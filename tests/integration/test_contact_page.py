@@ -19,8 +19,9 @@ def email(
     cc: list[str] | None = None,
     days_ago: int = 0,
     subject: str = "Tilbud",
+    sent: datetime | None = None,
 ) -> bytes:
-    sent = datetime(2026, 11, 1, tzinfo=UTC) - timedelta(days=days_ago)
+    sent = sent or datetime(2026, 11, 1, tzinfo=UTC) - timedelta(days=days_ago)
     return json.dumps(
         {
             "event_id": str(uuid4()),
