@@ -115,7 +115,7 @@ async def apply_email(conn: asyncpg.Connection, event: inbound.EmailLogged, key:
     """Store a logged e-mail once, with erased persons' addresses redacted.
 
     Each address field may hold display names and several addresses (`mailboxes`); one
-    that cannot be read is kept as it came, for the tab to show, and matches no contact.
+    that cannot be read is kept (case-folded) for the tab to show, and matches no contact.
     """
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", locks.ERASURE)
     senders = mailboxes(event.from_address)
