@@ -10,10 +10,17 @@ import pytest
 
 from shared import locks
 from shared.settings import KontaktSettings
-from tests.support import env_of, eventually_sync, free_port, kontakt_process, start_kontakt
+from tests.support import (
+    env_of,
+    eventually_sync,
+    free_port,
+    kontakt_process,
+    migration_ids,
+    start_kontakt,
+)
 
 #: Every migration Kontakt has, in the order they apply.
-MIGRATIONS = ["0001_contacts_tables", "0001_projections_read_models", "0001_sync_tables"]
+MIGRATIONS = migration_ids()
 
 #: Each service: its command, the setting of the port it serves on, and its readiness path.
 SERVICES = {
