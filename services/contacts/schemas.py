@@ -155,6 +155,20 @@ class JobChange(_WithDetails):
     effective_on: date | None = Field(default=None, description="Defaults to today (UTC).")
 
 
+class EmploymentCorrection(_Strict):
+    """Correct a typo in an employment (current or former): only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    company_id: UUID | None = Field(default=None, description="The right company id")
+    company_name: Text | None = Field(default=None, description="The company's right name")
+    started_on: date | None = Field(
+        default=None,
+        description="The right start date; after a job change the former employment's"
+        " end date moves with it",
+    )
+
+
 class OutlookSyncSwitch(_Strict):
     """Switch the caller's own Outlook sync for a contact."""
 
