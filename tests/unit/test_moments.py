@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -21,7 +21,7 @@ def test_a_timestamp_is_that_moment_utc_unless_it_has_an_offset() -> None:
     plus_one = domain.as_of_moment("2026-11-26T12:00+01:00")
     assert plus_one.utcoffset() == timedelta(hours=1)
     assert plus_one == datetime(2026, 11, 26, 11, tzinfo=UTC)
-    assert domain.as_of_moment("2026-11-26T12:00Z").tzinfo == timezone.utc
+    assert domain.as_of_moment("2026-11-26T12:00Z").tzinfo == UTC
 
 
 def test_a_date_alone_starts_its_day_where_a_range_begins() -> None:
