@@ -8,21 +8,13 @@ from uuid import uuid4
 from fastapi.testclient import TestClient
 
 from shared.settings import KontaktSettings
+from tests.integration.test_contact_page import create as create_contact
 from tests.pipeline import Pipeline, pipeline
 
 
 async def create(p: Pipeline, **fields: Any) -> dict[str, Any]:
-    body = {
-        "company_id": str(uuid4()),
-        "company_name": "Acme A/S",
-        "first_names": "Karen",
-        "last_names": "Jensen",
-        "started_on": "2020-01-01",
-        **fields,
-    }
-    response = await p.command.post("/contacts", json=body)
-    assert response.status_code == 201, response.text
-    return {**response.json(), "company_id": body["company_id"]}
+    """A contact that started at its company on 2020-01-01 (unless told otherwise)."""
+    return await create_contact(p, **{"started_on": "2020-01-01", **fields})
 
 
 async def test_corrections_show_on_the_employments_tab_and_in_history(

@@ -17,20 +17,9 @@ from services.contacts.domain import (
     SameCompanyJobChangeError,
     uniqueness_keys,
 )
+from tests.unit.test_contact_rules import new_contact
 
 ALICE = Actor("alice", "corr-1")
-
-
-def new_contact() -> Contact:
-    return Contact.create(
-        contact_id=uuid4(),
-        person_id=uuid4(),
-        actor=ALICE,
-        company_id=uuid4(),
-        company_name="Acme A/S",
-        details={"first_names": "Karen", "last_names": "Jensen", "job_title": "Buyer"},
-        started_on=date(2020, 1, 1),
-    )
 
 
 def moved_on(contact: Contact, on: date = date(2024, 5, 1)) -> Contact:
