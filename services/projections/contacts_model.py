@@ -190,6 +190,15 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
         return replace(row, **changes)
     if isinstance(event, c.JobChanged):
         return replace(row, ended_on=event.data.ended_on, successor_id=event.data.successor_id)
+    if isinstance(event, c.EmploymentCorrected):
+        fixed = event.data
+        return replace(
+            row,
+            company_id=fixed.company_id,
+            company_name=clean_text(fixed.company_name),
+            started_on=fixed.started_on,
+            ended_on=fixed.ended_on,
+        )
     if isinstance(event, c.OutlookSyncToggled):
         users = set(row.outlook_sync_users)
         user = clean_text(event.data.user_id)

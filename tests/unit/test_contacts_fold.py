@@ -175,6 +175,20 @@ def test_an_erased_row_keeps_no_address_when_its_details_change_again(
     ).addresses == (frozenset())
 
 
+def test_a_corrected_employment_reads_as_corrected_everywhere(row: model.ContactRow) -> None:
+    right = uuid4()
+    data = c.EmploymentCorrectedData(
+        company_id=right,
+        company_name="Acme A/S\u200b Danmark",
+        started_on=date(2019, 6, 1),
+        ended_on=date(2026, 1, 31),
+    )
+    after = model.apply(row, next_event(row, c.EmploymentCorrected, data=data))
+    assert (after.company_id, after.company_name) == (right, "Acme A/S Danmark")
+    assert (after.started_on, after.ended_on) == (date(2019, 6, 1), date(2026, 1, 31))
+    assert (after.first_names, after.status) == (row.first_names, row.status)
+
+
 def _every_event(row: model.ContactRow) -> list[c.ContactEventBase]:
     job = c.JobChangedData(
         ended_on=date(2026, 12, 1),
@@ -186,6 +200,13 @@ def _every_event(row: model.ContactRow) -> list[c.ContactEventBase]:
     return [
         next_event(row, c.ContactDetailsChanged, data=c.ContactDetailsChangedData(changes=changes)),
         next_event(row, c.JobChanged, data=job),
+        next_event(
+            row,
+            c.EmploymentCorrected,
+            data=c.EmploymentCorrectedData(
+                company_id=uuid4(), company_name="A2", started_on=date(2020, 1, 1), ended_on=None
+            ),
+        ),
         next_event(
             row,
             c.OutlookSyncToggled,
@@ -206,7 +227,7 @@ def test_the_fold_covers_every_contract_event_type(row: model.ContactRow) -> Non
     assert types == set(c.CONTACT_EVENT_TYPES)
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(11))
 def test_applying_an_event_again_changes_nothing(row: model.ContactRow, index: int) -> None:
     event = _every_event(row)[index]
     once = model.apply(row, event)
