@@ -88,8 +88,7 @@ async def _publish_inbound(settings: KontaktSettings, ids: DemoIds) -> None:
         occurred = body.pop("at", at).isoformat()
         return json.dumps({"event_id": _id(name), "occurred_at": occurred, **body}).encode()
 
-    def email(n: int, sender: str, to: str, subject: str, day: int) -> bytes:
-        sent = datetime(2026, 10, day, 10, 0, tzinfo=UTC)
+    def email(n: int, sender: str, to: str, subject: str, sent: datetime) -> bytes:
         body = {"from": sender, "to": [to], "cc": [], "subject": subject}
         return event(
             f"email:{n}",
@@ -101,10 +100,14 @@ async def _publish_inbound(settings: KontaktSettings, ids: DemoIds) -> None:
         )
 
     sales = "sales@kontakt.example"
+    from_karen = "Karen Marie Jensen <KMJ@nordlys.example>"  # a display-name form, as mailers send
+    oct_2, oct_3 = (datetime(2026, 10, day, 10, 0, tzinfo=UTC) for day in (2, 3))
+    now = datetime.now(UTC)
     messages: list[tuple[str, bytes | None, bytes]] = [
-        (settings.activities_topic, None, email(1, sales, "kmj@nordlys.example", "Tilbud", 2)),
-        (settings.activities_topic, None, email(2, "kmj@nordlys.example", sales, "Re: Tilbud", 3)),
-        (settings.activities_topic, None, email(3, sales, PEOPLE[0]["private_email"], "Hej", 20)),
+        (settings.activities_topic, None, email(1, sales, "kmj@nordlys.example", "Tilbud", oct_2)),
+        (settings.activities_topic, None, email(2, from_karen, sales, "Re: Tilbud", oct_3)),
+        # Sent after her move: it shows on her current version, which holds the address now.
+        (settings.activities_topic, None, email(3, sales, PEOPLE[0]["private_email"], "Hej", now)),
     ]
     opp, camp, proj = (
         settings.opportunities_topic,

@@ -20,9 +20,11 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import psycopg
 from pydantic import SecretStr
+from yoyo import read_migrations
 
 from services.contacts.application import ContactsApp
 from services.contacts.relay import Relay
+from shared.migrations import sources
 from shared.settings import KontaktSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -325,10 +327,6 @@ def save_as_before_near_keys(
     return contact.id
 
 
-def migration_ids() -> list[str]:
-    """The ids of the services' migrations, in the order they apply."""
-    from yoyo import read_migrations
-
-    from shared.migrations import sources
-
-    return [m.id for m in read_migrations(*sources())]
+def migration_ids(extra: list[str] | None = None) -> list[str]:
+    """Every migration's id (the services', then `extra` folders'), in the order they apply."""
+    return [m.id for m in read_migrations(*sources(extra or []))]

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
@@ -44,6 +44,7 @@ from services.contacts.schemas import (
     ContactCreate,
     ContactDetailsChange,
     ContactView,
+    EmploymentCorrection,
     EraseRequest,
     ErasureResponse,
     HistoryEntry,
@@ -72,6 +73,8 @@ log = logging.getLogger(__name__)
 
 _IMAGES = ("image/jpeg", "image/png", "image/webp")
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+#: What a date or ISO timestamp can look like (the domain judges the values).
+_MOMENT = r"^[0-9][0-9T:.+\-Z ]{5,39}$"
 _IF_MATCH = r'^\s*(?:\*|(?:W/)?"?[0-9]{1,18}"?)\s*$'
 
 
@@ -216,6 +219,32 @@ def change_job(
             contact_id=old.contact_id, person_id=old.person_id, version=old.version
         ),
     )
+
+
+@router.post(
+    "/{contact_id}/employment-corrections", response_model=CommandResponse, responses=_ERRORS
+)
+def correct_employment(
+    contact_id: UUID,
+    body: EmploymentCorrection,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> CommandResponse:
+    """Correct the company id or name, or the start date, of an employment (current or former).
+
+    Recorded as EmploymentCorrected, not as a job change; history shows it.
+    """
+    result = contacts.correct_employment(
+        actor,
+        contact_id,
+        company_id=body.company_id,
+        company_name=body.company_name,
+        started_on=body.started_on,
+        expected_version=expected,
+    )
+    return _result(response, result)
 
 
 @router.put("/{contact_id}/outlook-sync/me", response_model=CommandResponse, responses=_ERRORS)
@@ -474,8 +503,13 @@ def as_of(
     contacts: Contacts,
     _: Annotated[Principal, Depends(get_principal)],
     at: Annotated[
-        datetime | date | None,
-        Query(description="A date (end of that day, UTC) or a timestamp"),
+        str | None,
+        Query(
+            max_length=40,
+            pattern=_MOMENT,
+            description="A date (the end of that day, UTC, as `kontakt as-of` reads it)"
+            " or an ISO timestamp (UTC unless it has an offset)",
+        ),
     ] = None,
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
@@ -484,9 +518,7 @@ def as_of(
         return contacts.get_contact(contact_id, version).state()
     if at is None or version is not None:
         raise HTTPException(422, "give exactly one of 'at' or 'version'")
-    moment = at if isinstance(at, datetime) else datetime.combine(at, datetime.max.time())
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = domain.as_of_moment(at)
     contact = contacts.get_contact_as_of(contact_id, moment)
     if contact is None:
         raise HTTPException(404, f"contact {contact_id} did not exist yet at {moment.isoformat()}")
@@ -560,6 +592,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (domain.ContactArchivedError, 409),
     (domain.ContactNotArchivedError, 409),
     (domain.FormerEmploymentError, 409),
+    (domain.SameCompanyJobChangeError, 409),
     (domain.ContactErasedError, 410),
     (PersonErasedError, 410),
     (domain.NothingToChangeError, 422),

@@ -369,6 +369,45 @@ class ContactsApp(Application[UUID]):
 
         return self._retrying(attempt)
 
+    def correct_employment(
+        self,
+        actor: Actor,
+        contact_id: UUID,
+        *,
+        company_id: UUID | None = None,
+        company_name: str | None = None,
+        started_on: date | None = None,
+        expected_version: int | None = None,
+    ) -> CommandResult:
+        """Correct an employment's company id or name or its start date (no job change).
+
+        A job change's date is one date: correcting the start of a version that followed
+        a job change moves its predecessor's end with it, in the same save. A corrected
+        company id moves the name's uniqueness key to the new company.
+        """
+
+        def attempt(optimistic: bool) -> CommandResult:
+            contact = self._load(contact_id)
+            contact.check_version(expected_version)
+            before = uniqueness_keys(contact)
+            contact.correct_employment(
+                actor, company_id=company_id, company_name=company_name, started_on=started_on
+            )
+            changed = [contact]
+            if started_on is not None and contact.predecessor_id is not None:
+                predecessor = self._load(contact.predecessor_id)
+                predecessor.correct_employment(actor, ended_on=started_on)
+                changed.append(predecessor)
+            pending = [c for c in changed if c.pending_events]
+            if pending:
+                keys = self._key_events(
+                    [(contact.id, before, uniqueness_keys(contact))], optimistic
+                )
+                self.save(*pending, *keys)
+            return CommandResult(contact.id, contact.version, contact.person_id)
+
+        return self._retrying(attempt)
+
     def toggle_outlook_sync(
         self,
         actor: Actor,

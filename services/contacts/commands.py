@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
 from uuid import UUID
@@ -31,20 +31,26 @@ def parse_id(text: str) -> UUID:
 
 
 def parse_moment(text: str, *, end_of_day: bool = False) -> datetime:
-    """A date (YYYY-MM-DD) or ISO timestamp, UTC unless it says otherwise."""
+    """A date or ISO timestamp as the domain reads it (UTC), or a clear error."""
+    from services.contacts import domain
+
+    return _moment(lambda: domain.parse_moment(text, end_of_day=end_of_day), text)
+
+
+def as_of_moment(text: str) -> datetime:
+    """The moment "as of" a date or timestamp means, as the HTTP API reads it too."""
+    from services.contacts import domain
+
+    return _moment(lambda: domain.as_of_moment(text), text)
+
+
+def _moment(read: Callable[[], datetime], text: str) -> datetime:
+    from services.contacts.domain import InvalidValueError
+
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(
-                day, datetime.max.time() if end_of_day else datetime.min.time()
-            )
-        else:
-            moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(
-            f"not a date or timestamp: {text!r} (e.g. 2026-11-26 or 2026-11-26T12:00)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return read()
+    except InvalidValueError as exc:
+        raise CommandError(f"{exc}: {text!r}") from None
 
 
 @contextmanager
@@ -126,7 +132,7 @@ def as_of(
                 if when.isdigit():
                     state = app.get_contact(contact_id, int(when))
                 else:
-                    state = app.get_contact_as_of(contact_id, parse_moment(when, end_of_day=True))
+                    state = app.get_contact_as_of(contact_id, as_of_moment(when))
                     if state is None:
                         raise CommandError(f"contact {contact_id} did not exist yet at {when}")
             except ContactNotFoundError:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -143,6 +143,24 @@ class NothingToChangeError(ContactError):
         super().__init__("no field to change was given")
 
 
+class SameCompanyJobChangeError(ContactError):
+    """A job change to the company the contact is already at: that is a title change."""
+
+    def __init__(self, company_id: UUID) -> None:
+        super().__init__(
+            f"the contact is already at company {company_id}: change the job title"
+            " (PATCH the contact) instead of recording a job change"
+        )
+        self.company_id = company_id
+
+
+class NotAMomentError(InvalidValueError):
+    """Text that is neither a date nor an ISO timestamp."""
+
+    def __init__(self) -> None:
+        super().__init__("not a date or timestamp (e.g. 2026-11-26 or 2026-11-26T12:00)")
+
+
 # ----------------------------------------------------------------------- value types
 
 #: Fields of a contact a details change may set (the contract defines them).
@@ -181,6 +199,32 @@ def legacy_normalise_text(value: str) -> str:
 def normalise_email(value: str) -> str:
     """Normalise an address for uniqueness as shared/addresses.py does, invisibles ignored."""
     return normalise_address(strip_invisible(value))
+
+
+def parse_moment(text: str, *, end_of_day: bool = False) -> datetime:
+    """A date (YYYY-MM-DD) or ISO timestamp as an aware moment, UTC unless it says otherwise.
+
+    A date alone is the start of that day (UTC), or its last microsecond with end_of_day.
+    """
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise NotAMomentError() from None
+    else:
+        moment = datetime.combine(day, datetime.max.time() if end_of_day else datetime.min.time())
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def as_of_moment(text: str) -> datetime:
+    """What "as of" a date or timestamp means, for every reader: a date is the end of that day.
+
+    So a contact created at any time on a day exists "as of" that day, and the day's last
+    change is what it shows.
+    """
+    return parse_moment(text, end_of_day=True)
 
 
 # ------------------------------------------------------------------------ aggregate
@@ -248,6 +292,24 @@ class Contact(Aggregate):
         def apply(self, aggregate: Contact) -> None:
             aggregate.ended_on = self.ended_on
             aggregate.successor_id = self.successor_id
+
+    class EmploymentCorrected(Event):
+        """EmploymentCorrected: a typo in the employer or a date of this employment was fixed.
+
+        It records the employment as it now reads (whatever was corrected): no job change.
+        """
+
+        TOPIC = "kontakt:EmploymentCorrected"
+        company_id: UUID
+        company_name: str
+        started_on: date | None
+        ended_on: date | None
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.company_id = self.company_id
+            aggregate.company_name = self.company_name
+            aggregate.started_on = self.started_on
+            aggregate.ended_on = self.ended_on
 
     class OutlookSyncToggled(Event):
         """OutlookSyncToggled: one user's switch for this contact was turned on or off."""
@@ -523,6 +585,8 @@ class Contact(Aggregate):
     ) -> Contact:
         """End this employment and return the person's new version at the new company."""
         self.check_editable()
+        if company_id == self.company_id:
+            raise SameCompanyJobChangeError(company_id)
         if self.started_on is not None and effective_on < self.started_on:
             raise InvalidValueError(
                 f"effective_on {effective_on} is before this employment started ({self.started_on})"
@@ -554,6 +618,42 @@ class Contact(Aggregate):
             photo=dict(self.photo) if self.photo else None,
             distinct_from=sorted(self.distinct_from),
         )
+
+    def correct_employment(
+        self,
+        actor: Actor,
+        *,
+        company_id: UUID | None = None,
+        company_name: str | None = None,
+        started_on: date | None = None,
+        ended_on: date | None = None,
+    ) -> bool:
+        """Correct the employer's id or name, or a date, of this employment, current or former.
+
+        Only what is given is corrected; False when it already reads so. An end date
+        belongs to a former employment only, and no employment ends before it started.
+        """
+        self._check_not_erased()
+        if self.archived:
+            raise ContactArchivedError()
+        if company_id is None and company_name is None and started_on is None and ended_on is None:
+            raise NothingToChangeError()
+        if ended_on is not None and not self.is_former:
+            raise InvalidValueError("only a former employment has an end date to correct")
+        start: date | None = self.started_on if started_on is None else started_on
+        end: date | None = self.ended_on if ended_on is None else ended_on
+        corrected: dict[str, Any] = {
+            "company_id": self.company_id if company_id is None else company_id,
+            "company_name": self.company_name if company_name is None else company_name,
+            "started_on": start,
+            "ended_on": end,
+        }
+        if start is not None and end is not None and end < start:
+            raise InvalidValueError(f"the employment would end ({end}) before it started ({start})")
+        if all(getattr(self, name) == value for name, value in corrected.items()):
+            return False
+        self._trigger(self.EmploymentCorrected, actor, **corrected)
+        return True
 
     def toggle_outlook_sync(
         self, actor: Actor, *, user_id: str, enabled: bool, reason: str | None = None

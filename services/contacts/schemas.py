@@ -172,6 +172,29 @@ class JobChange(_WithDetails):
     effective_on: date | None = Field(default=None, description="Defaults to today (UTC).")
 
 
+def _correction_schema(schema: dict[str, Any]) -> None:
+    # A field is sent to correct it, never null: null corrects nothing (the domain says 422).
+    schema["minProperties"] = 1
+    for prop in schema["properties"].values():
+        given = [s for s in prop.pop("anyOf") if s.get("type") != "null"]
+        prop.update(given[0])
+        prop.pop("default", None)
+
+
+class EmploymentCorrection(_Strict):
+    """Correct a typo in an employment (current or former): only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_correction_schema)
+
+    company_id: UUID | None = Field(default=None, description="The right company id")
+    company_name: Text | None = Field(default=None, description="The company's right name")
+    started_on: date | None = Field(
+        default=None,
+        description="The right start date; after a job change the former employment's"
+        " end date moves with it",
+    )
+
+
 class OutlookSyncSwitch(_Strict):
     """Switch the caller's own Outlook sync for a contact."""
 

@@ -203,7 +203,7 @@ async def activities(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    """E-mails from or to any address the contact ever had; newest first."""
+    """E-mails from, to or cc an address while the contact held it; newest first."""
     await _row(request, pool, contact_id, min_version)
     async with pool.acquire() as conn:
         total, rows = await activities_sql.for_contact(conn, contact_id, limit, offset)

@@ -6,12 +6,12 @@ rebuilt read model equals the incrementally built one by construction.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from shared.addresses import normalise_address
 from shared.contract import contacts as c
 from shared.folding import fold_name, phone_digits, phone_tails
 from shared.text import clean_text, clean_value
@@ -37,6 +37,15 @@ class Infotag:
 
 
 @dataclass(frozen=True)
+class Held:
+    """A time a contact held an address: from `since` until `until` (None: it still does)."""
+
+    address: str
+    since: datetime
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ContactRow:
     """One contact (one version of a person) as the read model keeps it."""
 
@@ -57,8 +66,8 @@ class ContactRow:
     photo: c.PhotoRef | None
     outlook_sync_users: tuple[str, ...]
     infotags: dict[str, Infotag] = field(default_factory=dict)
-    #: Every address the contact ever had (normalised), for matching activities.
-    addresses: frozenset[str] = frozenset()
+    #: When the contact held which address (normalised), for matching activities.
+    held: frozenset[Held] = frozenset()
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -72,6 +81,11 @@ class ContactRow:
         return c.contact_status(
             erased=self.erased, former=self.successor_id is not None, archived=self.archived
         )
+
+    @property
+    def addresses(self) -> frozenset[str]:
+        """Every address the contact ever held (normalised)."""
+        return frozenset(h.address for h in self.held)
 
     @property
     def search_text(self) -> str:
@@ -96,11 +110,6 @@ class ContactRow:
         return sorted({t for d in self.phone_digits for t in phone_tails(d)})
 
 
-def normalise_address(address: str) -> str:
-    """An e-mail address as compared with activities: trimmed, case-folded."""
-    return unicodedata.normalize("NFKC", address).strip().casefold()
-
-
 def _t(value: str | None) -> str | None:
     # Events stored before the edge refused such characters still carry them; PostgreSQL
     # refuses NUL and lone surrogates, so every path into a row (worker, repair, rebuild)
@@ -114,14 +123,33 @@ def _photo(photo: c.PhotoRef | None) -> c.PhotoRef | None:
     return c.PhotoRef.model_validate(clean_value(photo.model_dump()))
 
 
-def _addresses(row: ContactRow) -> frozenset[str]:
+#: Statuses in which a contact holds its addresses: a former version gave them up at its
+#: job change (its successor holds what it carried over), an erased one keeps none.
+_HOLDING: frozenset[c.ContactStatus] = frozenset({"current", "archived"})
+
+
+def _held(row: ContactRow, at: datetime) -> frozenset[Held]:
+    """The intervals after a change at `at`: those given up end, those taken start."""
     values = (getattr(row, name) for name in c.EMAIL_DETAILS)
-    current = {normalise_address(v) for v in values if v and v != c.ERASED}
-    return row.addresses | current
+    holding = row.status in _HOLDING
+    now = {normalise_address(v) for v in values if v and v != c.ERASED} if holding else set()
+    given_up = {h for h in row.held if h.until is None and h.address not in now}
+    held = (row.held - given_up) | {replace(h, until=at) for h in given_up}
+    still = {h.address for h in held if h.until is None}
+    return frozenset(held | {Held(a, at) for a in now - still})
 
 
 def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
     """The row after the event; raises UnknownContactError for a contact never created."""
+    after = _fold(row, event)
+    if after.erased:
+        return replace(after, held=frozenset())
+    # Every event may change what the contact holds (a detail, a job change, a status), so
+    # the intervals follow the row whatever the event: a new event type needs no edit here.
+    return replace(after, held=_held(after, event.occurred_at))
+
+
+def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
     if isinstance(event, c.ContactCreated):
         d = event.data
         details: dict[str, Any] = {name: _t(getattr(d, name)) for name in c.DETAIL_FIELDS}
@@ -147,7 +175,7 @@ def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
             created_at=event.occurred_at,
             updated_at=event.occurred_at,
         )
-        return replace(created, addresses=_addresses(created))
+        return created
     if row is None:
         raise UnknownContactError(f"{event.type} for unknown contact {event.contact_id}")
     row = replace(
@@ -158,10 +186,18 @@ def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
     )
     if isinstance(event, c.ContactDetailsChanged):
         changes: dict[str, Any] = {str(k): _t(v) for k, v in event.data.changes.items()}
-        row = replace(row, **changes)
-        return replace(row, addresses=_addresses(row))
+        return replace(row, **changes)
     if isinstance(event, c.JobChanged):
         return replace(row, ended_on=event.data.ended_on, successor_id=event.data.successor_id)
+    if isinstance(event, c.EmploymentCorrected):
+        fixed = event.data
+        return replace(
+            row,
+            company_id=fixed.company_id,
+            company_name=clean_text(fixed.company_name),
+            started_on=fixed.started_on,
+            ended_on=fixed.ended_on,
+        )
     if isinstance(event, c.OutlookSyncToggled):
         users = set(row.outlook_sync_users)
         user = clean_text(event.data.user_id)
@@ -193,6 +229,5 @@ def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
             **erased,
             photo=None,
             outlook_sync_users=(),
-            addresses=frozenset(),
         )
     raise TypeError(f"no projection for {event.type}")

@@ -13,10 +13,11 @@ from services.projections.sql import contacts as contacts_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from shared import locks
-from shared.addresses import address_hash, normalise_address
+from shared.addresses import address_hash, mailboxes, normalise_address
 from shared.contract import contacts as c
 from shared.contract import inbound
 from shared.contract.sync import OutlookSyncStatusChanged
+from shared.text import clean_text
 
 #: A contact's stored events after a version, oldest first (the event store, via its API).
 History = Callable[[UUID, int], Awaitable[Sequence[c.ContactEventBase]]]
@@ -111,30 +112,39 @@ async def redact_hashes(
 
 
 async def apply_email(conn: asyncpg.Connection, event: inbound.EmailLogged, key: bytes) -> bool:
-    """Store a logged e-mail once, with erased persons' addresses redacted."""
+    """Store a logged e-mail once, with erased persons' addresses redacted.
+
+    Each address field may hold display names and several addresses (`mailboxes`); one
+    that cannot be read is kept (case-folded) for the tab to show, and matches no contact.
+    """
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", locks.ERASURE)
-    addresses = {
-        normalise_address(a) for a in (event.from_address, *event.to, *event.cc) if a.strip()
-    }
-    by_hash = {address_hash(key, a): a for a in addresses}
+    senders = mailboxes(event.from_address)
+    to = [(field, mailboxes(field)) for field in event.to]
+    cc = [(field, mailboxes(field)) for field in event.cc]
+    matched = {(a, "from") for a in senders}
+    matched |= {(a, "to") for _, found in to for a in found}
+    matched |= {(a, "cc") for _, found in cc for a in found}
+    by_hash = {address_hash(key, a): a for a, _ in matched}
     erased = {by_hash[h] for h in await contacts_sql.erased_among(conn, list(by_hash))}
 
-    def shown(address: str) -> str:
-        norm = normalise_address(address)
-        return c.ERASED if norm in erased else norm
+    def shown(field: str, found: list[str]) -> list[str]:
+        if not found:
+            raw = normalise_address(clean_text(field))
+            return [raw] if raw else []
+        return [c.ERASED if a in erased else a for a in found]
 
     # A subject is free text about whoever the e-mail is from or to: with an erased
     # person among them, it is not kept.
-
     return await activities_sql.insert_email(
         conn,
         message_id=event.message_id,
         event_id=event.event_id,
-        from_address=shown(event.from_address),
-        to=[shown(a) for a in event.to if a.strip()],
-        cc=[shown(a) for a in event.cc if a.strip()],
+        from_address=(shown(event.from_address, senders) or [""])[0],
+        to=[a for field, found in to for a in shown(field, found)],
+        cc=[a for field, found in cc for a in shown(field, found)],
         subject=c.ERASED if erased else event.subject,
         sent_at=event.sent_at,
+        matched={(a, role) for a, role in matched if a not in erased},
     )
 
 

@@ -31,6 +31,7 @@ from shared.contract.contacts import (
     ContactEvent,
     ContactRestored,
     ContactStatus,
+    EmploymentCorrected,
     InfotagAdded,
     InfotagRemoved,
     JobChanged,
@@ -170,6 +171,8 @@ def apply_event(before: Snapshot | None, event: ContactEvent) -> tuple[Snapshot,
         snap = replace(snap, details={**snap.details, **changes})
     elif isinstance(event, JobChanged):
         snap = replace(snap, status="former", successor_id=event.data.successor_id)
+    elif isinstance(event, EmploymentCorrected):
+        snap = replace(snap, company_name=event.data.company_name)
     elif isinstance(event, OutlookSyncToggled):
         toggle = event.data
         return snap, [

@@ -205,6 +205,25 @@ class JobChanged(ContactEventBase):
     data: JobChangedData
 
 
+class EmploymentCorrectedData(_Employer):
+    """A typo in this employment was corrected: it now reads so (no job change happened).
+
+    After a corrected job-change date, the former version's event carries the new
+    ended_on and its successor's the same date as started_on.
+    """
+
+    started_on: date | None
+    ended_on: date | None
+
+
+class EmploymentCorrected(ContactEventBase):
+    """EmploymentCorrected: the employer's id or name, or a date, of this employment fixed."""
+
+    type: Literal["EmploymentCorrected"] = "EmploymentCorrected"
+    schema_version: Literal[1] = 1
+    data: EmploymentCorrectedData
+
+
 class OutlookSyncToggledData(_Model):
     """A user's Outlook sync for this contact was switched on or off."""
 
@@ -307,6 +326,7 @@ ContactEvent = Annotated[
     ContactCreated
     | ContactDetailsChanged
     | JobChanged
+    | EmploymentCorrected
     | OutlookSyncToggled
     | InfotagAdded
     | InfotagRemoved
@@ -322,6 +342,7 @@ CONTACT_EVENT_TYPES: tuple[type[ContactEventBase], ...] = (
     ContactCreated,
     ContactDetailsChanged,
     JobChanged,
+    EmploymentCorrected,
     OutlookSyncToggled,
     InfotagAdded,
     InfotagRemoved,

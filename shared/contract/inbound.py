@@ -22,17 +22,40 @@ class _Inbound(BaseModel):
     occurred_at: datetime
 
 
+#: What an address field of EmailLogged may carry, as its schema says.
+_ADDRESS_FIELD = (
+    "Addresses as in an e-mail header: bare (`karen@acme.example`), in display-name form"
+    ' (`Karen Jensen <karen@acme.example>`, `"Jensen, Karen" <karen@acme.example>`), or'
+    " several separated by commas; any case. Display names are dropped; addresses are"
+    " compared NFKC-normalised and case-folded. A value that holds no readable address"
+    " is kept for display (case-folded) and matches no contact."
+)
+
+
 class EmailLogged(_Inbound):
-    """An e-mail was logged by the activities service."""
+    """An e-mail was logged by the activities service.
+
+    It shows on the Activities tab of each contact that held one of its addresses
+    (sender, To or Cc) when it was sent (`sent_at`); one sent while nobody held the
+    address shows on the next contact that takes it.
+    """
 
     type: Literal["EmailLogged"] = "EmailLogged"
     schema_version: Literal[1] = 1
     message_id: str = Field(min_length=1, max_length=998)
-    from_address: str = Field(alias="from", min_length=3, max_length=320)
-    to: list[str] = Field(default_factory=list)
-    cc: list[str] = Field(default_factory=list)
+    from_address: str = Field(
+        alias="from", min_length=3, max_length=998, description=f"The sender. {_ADDRESS_FIELD}"
+    )
+    to: list[str] = Field(
+        default_factory=list, description=f"The To recipients, one field per item. {_ADDRESS_FIELD}"
+    )
+    cc: list[str] = Field(
+        default_factory=list, description=f"The Cc recipients, one field per item. {_ADDRESS_FIELD}"
+    )
     subject: str = Field(default="", max_length=2000)
-    sent_at: datetime
+    sent_at: datetime = Field(
+        description="When it was sent: decides which holder of an address it belongs to"
+    )
 
 
 class ItemCreated(_Inbound):

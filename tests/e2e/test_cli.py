@@ -6,14 +6,17 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+from fastapi.testclient import TestClient
 
+from services.contacts.api_main import create_app
 from services.contacts.domain import Actor
 from services.contacts.store import build_contacts_app, close_contacts_app
+from shared.auth import mint_token
 from shared.settings import KontaktSettings
 from tests.support import env_of, run_kontakt
 
@@ -82,6 +85,39 @@ def test_as_of_a_version_and_a_date(isolated_settings, data) -> None:
     today = run_kontakt(env, "as-of", str(data["karen"]), "2999-01-01")
     assert json.loads(today.stdout)["status"] == "former"
     early = run_kontakt(env, "as-of", str(data["karen"]), "2000-01-01")
+    assert early.returncode == 1 and "did not exist yet" in early.stderr
+
+
+def test_as_of_today_means_the_same_through_the_api_and_the_command_line(
+    isolated_settings: KontaktSettings,
+) -> None:
+    with TestClient(create_app(isolated_settings)) as client:
+        client.headers["Authorization"] = f"Bearer {mint_token(isolated_settings, 'alice')}"
+        created = client.post(
+            "/contacts",
+            json={
+                "company_id": str(uuid4()),
+                "company_name": "Acme A/S",
+                "first_names": "Sofie",
+                "last_names": "Dag",
+            },
+        ).json()
+        cid = created["contact_id"]
+        assert client.patch(f"/contacts/{cid}", json={"job_title": "Buyer"}).status_code == 200
+        today = datetime.now(UTC).date().isoformat()
+        by_api = client.get(f"/contacts/{cid}/as-of", params={"at": today})
+        yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+        before = client.get(f"/contacts/{cid}/as-of", params={"at": yesterday})
+    by_cli = run_kontakt(env_of(isolated_settings), "as-of", cid, today)
+    assert by_api.status_code == 200, by_api.text
+    assert by_cli.returncode == 0, by_cli.stderr
+    api_state, cli_state = by_api.json(), json.loads(by_cli.stdout)
+    # Created and changed today, as of today: its last change of the day, through both.
+    assert api_state["version"] == cli_state["version"] == 2
+    assert api_state["job_title"] == cli_state["job_title"] == "Buyer"
+    assert api_state["id"] == cli_state["id"] == cid
+    assert before.status_code == 404
+    early = run_kontakt(env_of(isolated_settings), "as-of", cid, yesterday)
     assert early.returncode == 1 and "did not exist yet" in early.stderr
 
 

@@ -103,7 +103,9 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
         old = q.get(f"/contacts/{before}/opportunities").json()
         assert old["items"][0]["title"] == "Nye servere 2027"
         assert q.get(f"/contacts/{before}/campaigns").json()["total"] == 1
-        assert q.get(f"/contacts/{before}/activities").json()["total"] == 3  # work + private
+        # The Nordlys version keeps the mail to its work address; the mail to her private
+        # address, sent after the move, is on her current version (above).
+        assert q.get(f"/contacts/{before}/activities").json()["total"] == 2
         # The demo user's Outlook folder on the Graph-compatible server.
         folder = f"http://127.0.0.1:{ports['graph']}/_admin/users/demo/contacts"
         items = eventually_sync(

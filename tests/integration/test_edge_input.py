@@ -59,6 +59,7 @@ COMMANDS: list[tuple[str, str, str, list[str]]] = [
         json.dumps({"company_id": str(uuid4()), "company_name": "Beta"}),
         ["company_name", "job_title", "department", "work_email", "work_phone"],
     ),
+    ("POST", "/{id}/employment-corrections", '{"company_name": "Acme"}', ["company_name"]),
     ("PUT", "/{id}/outlook-sync/me", '{"enabled": true}', ["reason"]),
     ("POST", "/{id}/infotags", '{"tag": "vip"}', ["tag"]),
     ("POST", "/{id}/archive", "{}", ["reason"]),

@@ -36,6 +36,7 @@ command = st.tuples(
             "archive",
             "restore",
             "job",
+            "correct",
             "photo",
             "erase",
             "email",
@@ -96,6 +97,14 @@ def run_commands(p: Pipeline, commands: list[tuple[str, int, int, str]]) -> list
                     effective_on=date(2026, 1, 1 + i % 27),
                 )
                 ids.append(new.contact_id)
+            elif kind == "correct":
+                app.correct_employment(
+                    BOB,
+                    target,
+                    company_id=companies[company],
+                    company_name=f"C{company}{value}",
+                    started_on=date(2025, 1 + company, 1),
+                )
             elif kind == "photo":
                 app.change_photo(ALICE, target, image_bytes("PNG", (2 + company, 2)))
             elif kind == "erase":
@@ -183,6 +192,8 @@ EVERY_KIND = [
     ("restore", 2, 0, "a"),
     ("photo", 1, 2, "a"),
     ("job", 0, 2, "b"),
+    ("correct", 0, 1, "a"),
+    ("correct", 3, 1, "b"),
     ("details", 3, 0, "b"),
     ("erase", 1, 0, "a"),
     ("email", 3, 0, "b"),

@@ -37,6 +37,7 @@ def every_event_type(contacts: ContactsApp) -> set[str]:
     contacts.remove_photo(ALICE, cid)
     contacts.archive(ALICE, cid, "test")
     contacts.restore(ALICE, cid)
+    contacts.correct_employment(ALICE, cid, company_name="Relay Co A/S")
     _, new = contacts.change_job(
         ALICE,
         cid,
@@ -82,4 +83,4 @@ async def test_relay_resumes_from_its_recorded_position_without_republishing(
     await relay_until_caught_up(second, contacts)
     after = await read_topic(topic_settings.kafka_bootstrap, topic_settings.contacts_topic)
     report = check_complete_and_ordered(after, contact_positions(contacts))
-    assert report.duplicates == 0 and len(after) - len(before) == 13
+    assert report.duplicates == 0 and len(after) - len(before) == 14

@@ -12,6 +12,8 @@ from services.contacts.domain import (
     Actor,
     ContactNotFoundError,
     DuplicateContactError,
+    InvalidValueError,
+    SameCompanyJobChangeError,
     VersionConflictError,
 )
 from services.contacts.photos import (
@@ -85,19 +87,72 @@ def test_job_change_moves_keys_to_the_new_version(app: ContactsApp) -> None:
     assert [c.status for c in chain] == ["former", "current"]
 
 
-def test_job_change_within_the_same_company_keeps_the_name(app: ContactsApp) -> None:
+def test_job_change_within_the_same_company_is_refused_and_keeps_the_name(
+    app: ContactsApp,
+) -> None:
+    first = create(app)
+    with pytest.raises(SameCompanyJobChangeError):
+        app.change_job(
+            ALICE,
+            first.contact_id,
+            company_id=ACME,
+            company_name="Acme",
+            job={"job_title": "CEO"},
+            effective_on=date(2025, 1, 1),
+        )
+    assert app.get_contact(first.contact_id).version == 1
+    with pytest.raises(DuplicateContactError) as err:
+        create(app)
+    assert err.value.existing_id == first.contact_id
+
+
+def test_company_id_correction_moves_the_name_key(app: ContactsApp) -> None:
+    first = create(app)
+    app.correct_employment(ALICE, first.contact_id, company_id=BETA, expected_version=1)
+    create(app)  # the name is free at the company the contact never worked for
+    with pytest.raises(DuplicateContactError) as err:
+        create(app, company=BETA)
+    assert err.value.existing_id == first.contact_id
+
+
+def test_start_correction_after_a_job_change_moves_the_former_end_with_it(
+    app: ContactsApp,
+) -> None:
     first = create(app)
     _, new = app.change_job(
         ALICE,
         first.contact_id,
+        company_id=BETA,
+        company_name="Beta",
+        job={},
+        effective_on=date(2025, 3, 1),
+    )
+    app.correct_employment(ALICE, new.contact_id, started_on=date(2025, 2, 1))
+    old, current = app.employments(new.contact_id)
+    assert old.ended_on == current.started_on == date(2025, 2, 1)
+    assert [e["type"] for e in app.history(first.contact_id)][-1] == "EmploymentCorrected"
+    assert app.history(new.contact_id)[-1]["changes"]["started_on"] == {
+        "old": date(2025, 3, 1),
+        "new": date(2025, 2, 1),
+    }
+
+
+def test_start_correction_before_the_former_start_writes_nothing(app: ContactsApp) -> None:
+    first = app.create_contact(
+        ALICE,
         company_id=ACME,
         company_name="Acme",
-        job={"job_title": "CEO"},
-        effective_on=date(2025, 1, 1),
+        details={"first_names": "Ib", "last_names": "Holm"},
+        started_on=date(2024, 1, 1),
     )
-    with pytest.raises(DuplicateContactError) as err:
-        create(app)
-    assert err.value.existing_id == new.contact_id
+    _, new = app.change_job(
+        ALICE, first.contact_id, company_id=BETA, company_name="Beta", job={},
+        effective_on=date(2025, 3, 1),
+    )  # fmt: skip
+    with pytest.raises(InvalidValueError):
+        app.correct_employment(ALICE, new.contact_id, started_on=date(2023, 1, 1))
+    assert app.get_contact(new.contact_id).started_on == date(2025, 3, 1)
+    assert app.get_contact(first.contact_id).ended_on == date(2025, 3, 1)
 
 
 def test_expected_version_mismatch_writes_nothing(app: ContactsApp) -> None:

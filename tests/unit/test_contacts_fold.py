@@ -57,8 +57,31 @@ def test_changed_details_replace_the_named_fields_and_keep_old_addresses(
         None,
         "Karen",
     )
-    # The old address still matches e-mails logged before the change.
+    # The old address is kept, held up to the change: it still matches e-mails sent before.
     assert after.addresses == row.addresses | {"karen@beta.example"}
+    assert after.held == {
+        model.Held("kj@acme.example", AT, event.occurred_at),
+        model.Held("karen@home.example", AT),
+        model.Held("karen@beta.example", event.occurred_at),
+    }
+
+
+def test_an_address_given_up_and_taken_again_is_held_twice(row: model.ContactRow) -> None:
+    def work_email(r: model.ContactRow, value: str | None) -> tuple[model.ContactRow, Any]:
+        data = c.ContactDetailsChangedData(changes={"work_email": value})
+        event = next_event(r, c.ContactDetailsChanged, data=data)
+        return model.apply(r, event), event.occurred_at
+
+    away, left = work_email(row, None)
+    back, returned = work_email(away, "KJ@Acme.example")
+    assert {h for h in back.held if h.address == "kj@acme.example"} == {
+        model.Held("kj@acme.example", AT, left),
+        model.Held("kj@acme.example", returned),
+    }
+    # An event that changes no address leaves the intervals as they are.
+    archive = next_event(back, c.ContactArchived, data=c.ReasonData(reason=None))
+    archived = model.apply(back, archive)
+    assert archived.held == back.held
 
 
 def test_a_job_change_makes_the_row_a_former_employment(row: model.ContactRow) -> None:
@@ -76,6 +99,9 @@ def test_a_job_change_makes_the_row_a_former_employment(row: model.ContactRow) -
         "former",
     )
     assert after.company_name == row.company_name  # the old employment keeps its company
+    # It held its addresses up to the job change; its successor holds what it carries on.
+    assert after.work_email == row.work_email and after.addresses == row.addresses
+    assert all(h.until == after.updated_at for h in after.held)
 
 
 def test_a_successor_remembers_its_predecessor() -> None:
@@ -149,6 +175,20 @@ def test_an_erased_row_keeps_no_address_when_its_details_change_again(
     ).addresses == (frozenset())
 
 
+def test_a_corrected_employment_reads_as_corrected_everywhere(row: model.ContactRow) -> None:
+    right = uuid4()
+    data = c.EmploymentCorrectedData(
+        company_id=right,
+        company_name="Acme A/S\u200b Danmark",
+        started_on=date(2019, 6, 1),
+        ended_on=date(2026, 1, 31),
+    )
+    after = model.apply(row, next_event(row, c.EmploymentCorrected, data=data))
+    assert (after.company_id, after.company_name) == (right, "Acme A/S Danmark")
+    assert (after.started_on, after.ended_on) == (date(2019, 6, 1), date(2026, 1, 31))
+    assert (after.first_names, after.status) == (row.first_names, row.status)
+
+
 def _every_event(row: model.ContactRow) -> list[c.ContactEventBase]:
     job = c.JobChangedData(
         ended_on=date(2026, 12, 1),
@@ -160,6 +200,13 @@ def _every_event(row: model.ContactRow) -> list[c.ContactEventBase]:
     return [
         next_event(row, c.ContactDetailsChanged, data=c.ContactDetailsChangedData(changes=changes)),
         next_event(row, c.JobChanged, data=job),
+        next_event(
+            row,
+            c.EmploymentCorrected,
+            data=c.EmploymentCorrectedData(
+                company_id=uuid4(), company_name="A2", started_on=date(2020, 1, 1), ended_on=None
+            ),
+        ),
         next_event(
             row,
             c.OutlookSyncToggled,
@@ -180,7 +227,7 @@ def test_the_fold_covers_every_contract_event_type(row: model.ContactRow) -> Non
     assert types == set(c.CONTACT_EVENT_TYPES)
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(11))
 def test_applying_an_event_again_changes_nothing(row: model.ContactRow, index: int) -> None:
     event = _every_event(row)[index]
     once = model.apply(row, event)

@@ -60,6 +60,7 @@ def test_every_domain_event_maps_to_a_contract_event_that_round_trips() -> None:
     contact.toggle_outlook_sync(actor, user_id="u", enabled=True)
     contact.archive(actor, "r")
     contact.restore(actor)
+    contact.correct_employment(actor, company_name="X A/S", started_on=date(2025, 1, 1))
     successor = contact.change_job(
         actor,
         successor_id=uuid4(),

@@ -176,14 +176,17 @@ async def test_an_erasure_redacts_the_contacts_addresses_and_forgets_free_text(
     assert any("pg_advisory_xact_lock(" in s for s in conn.locks)  # exclusive: no e-mail slips by
 
 
-def email(message_id: str, sender: str) -> inbound.EmailLogged:
+def email(
+    message_id: str, sender: str, to: list[str] | None = None, cc: list[str] | None = None
+) -> inbound.EmailLogged:
     raw = {
         "event_id": str(uuid4()),
         "type": "EmailLogged",
         "occurred_at": AT.isoformat(),
         "message_id": message_id,
         "from": sender,
-        "to": ["  Sales@Acme.example "],
+        "to": ["  Sales@Acme.example "] if to is None else to,
+        "cc": cc or [],
         "subject": "Offer",
         "sent_at": AT.isoformat(),
     }
@@ -210,6 +213,54 @@ async def test_an_email_from_an_erased_person_keeps_neither_address_nor_subject(
     stored = read_model.emails["<m2>"]
     assert (stored["from_address"], stored["subject"]) == (c.ERASED, c.ERASED)
     assert stored["to"] == ["sales@acme.example"]
+
+
+async def test_display_names_and_lists_are_stored_as_bare_addresses_that_match(
+    read_model: ReadModel,
+) -> None:
+    sent = email(
+        "<m3>",
+        '"Jensen, Karen" <Karen@Home.example>',
+        to=["Ole Hansen <ole@acme.example>, Sales <SALES@acme.example>"],
+        cc=["Boss <boss@acme.example>"],
+    )
+    assert await handlers.apply_email(Conn(), sent, KEY)
+    stored = read_model.emails["<m3>"]
+    assert (stored["from_address"], stored["to"], stored["cc"]) == (
+        "karen@home.example",
+        ["ole@acme.example", "sales@acme.example"],
+        ["boss@acme.example"],
+    )
+    assert stored["matched"] == {
+        ("karen@home.example", "from"),
+        ("ole@acme.example", "to"),
+        ("sales@acme.example", "to"),
+        ("boss@acme.example", "cc"),
+    }
+
+
+async def test_an_unreadable_address_is_kept_for_display_and_matches_nobody(
+    read_model: ReadModel,
+) -> None:
+    sent = email("<m4>", "Karen Jensen karen@home.example", to=["<>", "ole@acme.example"])
+    assert await handlers.apply_email(Conn(), sent, KEY)
+    stored = read_model.emails["<m4>"]
+    assert (stored["from_address"], stored["to"]) == (
+        "karen jensen karen@home.example",
+        ["<>", "ole@acme.example"],
+    )
+    assert stored["matched"] == {("ole@acme.example", "to")}
+
+
+async def test_an_erased_recipient_among_several_is_redacted_and_matches_nobody(
+    read_model: ReadModel,
+) -> None:
+    read_model.erased_hashes.add(address_hash(KEY, "karen@home.example"))
+    sent = email("<m5>", "ole@acme.example", to=["Ole <ole@acme.example>, Karen@Home.example"])
+    await handlers.apply_email(Conn(), sent, KEY)
+    stored = read_model.emails["<m5>"]
+    assert (stored["to"], stored["subject"]) == (["ole@acme.example", c.ERASED], c.ERASED)
+    assert stored["matched"] == {("ole@acme.example", "from"), ("ole@acme.example", "to")}
 
 
 # ------------------------------------------------------------- the family handler

@@ -97,6 +97,22 @@ def test_a_new_job_moves_the_links_of_the_former_version() -> None:
     assert intents[0].users_on == ("bob",)
 
 
+def test_a_corrected_company_name_is_what_outlook_shows_next() -> None:
+    cid, pid = uuid4(), uuid4()
+    snap, _ = domain.apply_event(None, created(cid, pid))
+    fixed, intents = domain.apply_event(
+        snap,
+        event(
+            "EmploymentCorrected", cid, pid, 2,
+            company_id=str(uuid4()), company_name="Acme Danmark A/S",
+            started_on="2020-01-01", ended_on=None,
+        ),
+    )  # fmt: skip
+    assert fixed.status == "current" and fixed.version == 2
+    assert domain.render_contact(fixed)["companyName"] == "Acme Danmark A/S"
+    assert [i.kind for i in intents] == ["touch"]
+
+
 def test_an_event_before_the_creation_is_a_named_error() -> None:
     with pytest.raises(domain.OutOfOrderEventError):
         domain.apply_event(None, event("PhotoRemoved", uuid4(), uuid4(), 2))

@@ -1,9 +1,13 @@
 """SQL of the activities read model: e-mails logged by the activities service.
 
 E-mails are kept as they arrive (a ledger: they are not in Kontakt's event
-store, so a rebuild leaves them be); a contact's activities are matched at
-query time against every address the contact ever had, so an address added
-later picks up earlier e-mails too.
+store, so a rebuild leaves them be). A contact's activities are matched at
+query time against the intervals in which it held each address
+(`rm.contact_addresses`, made by the contacts model from its events'
+`occurred_at`): an e-mail belongs to the contact that held one of its
+addresses when it was sent. An e-mail sent while nobody held the address goes
+to the next contact that takes it, so an address added later picks up the
+e-mails sent before it was anyone's.
 """
 
 from __future__ import annotations
@@ -29,8 +33,13 @@ async def insert_email(
     cc: list[str],
     subject: str,
     sent_at: datetime,
+    matched: Collection[tuple[str, str]],
 ) -> bool:
-    """Store an e-mail once (addresses already normalised or redacted); False if known."""
+    """Store an e-mail once; False if known.
+
+    The addresses shown (`from_address`, `to`, `cc`) are normalised or redacted already;
+    `matched` holds the (address, role) pairs contacts may match, erased ones left out.
+    """
     inserted = await conn.fetchval(
         "INSERT INTO ledger.emails (message_id, event_id, from_address, to_addresses,"
         " cc_addresses, subject, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
@@ -39,12 +48,10 @@ async def insert_email(
     )  # fmt: skip
     if not inserted:
         return False
-    rows = {(message_id, from_address, "from")}
-    rows |= {(message_id, a, "to") for a in to} | {(message_id, a, "cc") for a in cc}
     await conn.executemany(
         "INSERT INTO ledger.email_addresses (message_id, address, role) VALUES ($1, $2, $3)"
         " ON CONFLICT DO NOTHING",
-        [r for r in rows if r[1] != ERASED],
+        [(message_id, a, role) for a, role in set(matched) if a != ERASED],
     )
     return True
 
@@ -80,18 +87,30 @@ async def redact(conn: asyncpg.Connection, addresses: Collection[str]) -> None:
     )
 
 
+#: The e-mails a contact's intervals match. An interval matches from the moment the address
+#: was last held by another interval before it (the e-mails sent while nobody held it), or
+#: from the beginning when none came before; and up to its end, exclusive.
+_MATCHING = (
+    "SELECT DISTINCT ea.message_id FROM ledger.email_addresses ea"
+    " JOIN ledger.emails e ON e.message_id = ea.message_id"
+    f" JOIN {LIVE}.contact_addresses ca ON ca.address = ea.address"
+    " WHERE ca.contact_id = $1"
+    " AND (ca.valid_to IS NULL OR e.sent_at < ca.valid_to)"
+    " AND e.sent_at >= coalesce("
+    "   (SELECT max(least(coalesce(o.valid_to, ca.valid_from), ca.valid_from))"
+    f"   FROM {LIVE}.contact_addresses o"
+    "    WHERE o.address = ca.address AND o.valid_from < ca.valid_from),"
+    "   '-infinity')"
+)
+
+
 async def for_contact(
     conn: asyncpg.Connection, contact_id: UUID, limit: int, offset: int
 ) -> tuple[int, list[asyncpg.Record]]:
-    """E-mails where any address the contact ever had is sender, To or Cc; newest first."""
-    matching = (
-        "SELECT DISTINCT ea.message_id FROM ledger.email_addresses ea"
-        f" JOIN {LIVE}.contact_addresses ca ON ca.address = ea.address"
-        " WHERE ca.contact_id = $1"
-    )
-    total = await conn.fetchval(f"SELECT count(*) FROM ({matching}) m", contact_id)
+    """E-mails sent, to, or copied to an address while the contact held it; newest first."""
+    total = await conn.fetchval(f"SELECT count(*) FROM ({_MATCHING}) m", contact_id)
     rows = await conn.fetch(
-        f"SELECT e.* FROM ledger.emails e WHERE e.message_id IN ({matching})"
+        f"SELECT e.* FROM ledger.emails e WHERE e.message_id IN ({_MATCHING})"
         " ORDER BY e.sent_at DESC, e.message_id LIMIT $2 OFFSET $3",
         contact_id,
         limit,

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.projections.contacts_model import ContactRow, Infotag
+from services.projections.contacts_model import ContactRow, Held, Infotag
 from shared.contract.contacts import DETAIL_FIELDS, PhotoRef
 from shared.folding import phone_tails
 
@@ -108,6 +108,13 @@ def _record(row: ContactRow) -> tuple[Any, ...]:
     )
 
 
+_HELD_COLUMNS = ("contact_id", "person_id", "address", "valid_from", "valid_to")
+
+
+def _held_record(row: ContactRow, held: Held) -> tuple[Any, ...]:
+    return (row.contact_id, row.person_id, held.address, held.since, held.until)
+
+
 async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> ContactRow | None:
     """A contact's row with its infotags and addresses (one round trip), locked for update."""
     s = _s(schema)
@@ -115,8 +122,8 @@ async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> C
         f"SELECT c.*,"
         f" (SELECT coalesce(json_agg(json_build_array(t.tag, t.added_by, t.added_at)), '[]')"
         f"  FROM {s}.infotags t WHERE t.contact_id = c.contact_id) AS tag_rows,"
-        f" (SELECT coalesce(array_agg(a.address), '{{}}')"
-        f"  FROM {s}.contact_addresses a WHERE a.contact_id = c.contact_id) AS address_rows"
+        f" (SELECT coalesce(json_agg(json_build_array(a.address, a.valid_from, a.valid_to)),"
+        f"  '[]') FROM {s}.contact_addresses a WHERE a.contact_id = c.contact_id) AS held_rows"
         f" FROM {s}.contacts c WHERE c.contact_id = $1 FOR UPDATE OF c",
         contact_id,
     )
@@ -128,7 +135,10 @@ async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> C
         photo=PhotoRef.model_validate_json(rec["photo"]) if rec["photo"] else None,
         outlook_sync_users=tuple(rec["outlook_sync_users"]),
         infotags={tag: Infotag(by, datetime.fromisoformat(at)) for tag, by, at in tags},
-        addresses=frozenset(rec["address_rows"]),
+        held=frozenset(
+            Held(a, datetime.fromisoformat(since), datetime.fromisoformat(until) if until else None)
+            for a, since, until in json.loads(rec["held_rows"])
+        ),
     )
 
 
@@ -151,17 +161,18 @@ async def save_row(
             f"INSERT INTO {s}.infotags (contact_id, tag, added_by, added_at) VALUES ($1,$2,$3,$4)",
             [(after.contact_id, t, i.added_by, i.added_at) for t, i in after.infotags.items()],
         )
-    old_addresses = before.addresses if before else frozenset()
-    if old_addresses != after.addresses:
-        await conn.execute(
-            f"DELETE FROM {s}.contact_addresses WHERE contact_id = $1 AND NOT address = ANY($2)",
-            after.contact_id,
-            list(after.addresses),
+    old_held = before.held if before else frozenset()
+    if old_held != after.held:
+        # An interval that ended is replaced by its ended row; erasure deletes them all.
+        await conn.executemany(
+            f"DELETE FROM {s}.contact_addresses"
+            " WHERE contact_id = $1 AND address = $2 AND valid_from = $3",
+            [(after.contact_id, h.address, h.since) for h in old_held - after.held],
         )
         await conn.executemany(
-            f"INSERT INTO {s}.contact_addresses (contact_id, person_id, address)"
-            " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            [(after.contact_id, after.person_id, a) for a in after.addresses - old_addresses],
+            f"INSERT INTO {s}.contact_addresses ({', '.join(_HELD_COLUMNS)})"
+            " VALUES ($1, $2, $3, $4, $5)",
+            [_held_record(after, h) for h in after.held - old_held],
         )
     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{after.contact_id}:{after.version}")
 
@@ -219,8 +230,8 @@ async def copy_rows(conn: asyncpg.Connection, schema: str, rows: Sequence[Contac
     await conn.copy_records_to_table(
         "contact_addresses",
         schema_name=s,
-        columns=["contact_id", "person_id", "address"],
-        records=[(r.contact_id, r.person_id, a) for r in rows for a in r.addresses],
+        columns=list(_HELD_COLUMNS),
+        records=[_held_record(r, h) for r in rows for h in r.held],
     )
 
 
@@ -398,7 +409,7 @@ async def dump(conn: asyncpg.Connection, schema: str) -> dict[str, list[tuple[An
     for table, order in (
         ("contacts", "contact_id"),
         ("infotags", "contact_id, tag"),
-        ("contact_addresses", "contact_id, address"),
+        ("contact_addresses", "contact_id, address, valid_from"),
         ("erased_addresses", "address_hash"),
     ):
         rows = await conn.fetch(f"SELECT * FROM {s}.{table} ORDER BY {order}")
