@@ -383,13 +383,14 @@ class ContactsApp(Application[UUID]):
 
         A job change's date is one date: correcting the start of a version that followed
         a job change moves its predecessor's end with it, in the same save. A corrected
-        company id moves the name's uniqueness key to the new company.
+        company id moves the name's uniqueness key (and the near-duplicate keys) to the new
+        company.
         """
 
         def attempt(optimistic: bool) -> CommandResult:
             contact = self._load(contact_id)
             contact.check_version(expected_version)
-            before = uniqueness_keys(contact)
+            before = held_keys(contact)
             contact.correct_employment(
                 actor, company_id=company_id, company_name=company_name, started_on=started_on
             )
@@ -400,9 +401,7 @@ class ContactsApp(Application[UUID]):
                 changed.append(predecessor)
             pending = [c for c in changed if c.pending_events]
             if pending:
-                keys = self._key_events(
-                    [(contact.id, before, uniqueness_keys(contact))], optimistic
-                )
+                keys = self._key_events([(contact.id, before, held_keys(contact))], optimistic)
                 self.save(*pending, *keys)
             return CommandResult(contact.id, contact.version, contact.person_id)
 

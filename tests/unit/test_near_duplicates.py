@@ -173,3 +173,12 @@ def test_the_backfill_gives_contacts_stored_before_near_keys_theirs(app: Contact
     with pytest.raises(PossibleDuplicateError) as err:
         create(app, "Sören", "Kierkegaard")
     assert earlier in {c.contact_id for c in err.value.candidates}
+
+
+def test_a_company_id_correction_moves_the_near_keys_with_it(app: ContactsApp) -> None:
+    first = create(app, "Jørgen")
+    app.correct_employment(ALICE, first.contact_id, company_id=BETA)
+    create(app, "Joergen")  # nobody looks like him at the company he never worked for
+    with pytest.raises(PossibleDuplicateError) as err:
+        create(app, "Joergen", company=BETA)
+    assert [c.contact_id for c in err.value.candidates] == [first.contact_id]
