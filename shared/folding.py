@@ -1,5 +1,5 @@
-"""How names and phone numbers are compared in search: Danish letters and their spellings
-folded alike, phone numbers compared on their digits (pure)."""
+"""How names and phone numbers are compared in search and for near duplicates: Danish letters
+and their spellings folded alike, phone numbers compared on their digits (pure)."""
 
 from __future__ import annotations
 
@@ -52,3 +52,13 @@ def phone_tails(digits: str) -> list[str]:
     A number stored with a country code is found by one searched without it.
     """
     return [digits[n:] for n in range(1, _COUNTRY_CODE_MAX + 1) if len(digits) - n >= _NATIONAL_MIN]
+
+
+#: Digits of a number compared for near duplicates: a Danish number's length, so
+#: "+45 12 34 56 78", "0045 12345678" and "12 34 56 78" are one number.
+PHONE_DIGITS_COMPARED = 8
+
+
+def phone_key(phone: str) -> str:
+    """A phone number as near duplicates compare it: its last digits, country code optional."""
+    return phone_digits(phone)[-PHONE_DIGITS_COMPARED:]

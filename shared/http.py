@@ -93,7 +93,7 @@ class DuplicateCandidate(BaseModel):
     first_names: str
     last_names: str
     matched: list[Literal["name", "phone"]] = Field(
-        description="name: names equal after folding (ø/oe, æ/ae, å/aa, ß/ss, case, accents,"
+        description="name: names equal after folding (ø/oe/o, å/aa/a, æ/ae, ß/ss, case, accents,"
         " invisible characters); phone: the same phone number (digits, country code optional)"
     )
     declared_distinct: bool = Field(

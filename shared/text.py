@@ -9,7 +9,6 @@ or the sync worker never chokes on them (PostgreSQL refuses NUL in text and json
 from __future__ import annotations
 
 import re
-import unicodedata
 
 #: C0 controls, DEL and C1 controls.
 _CONTROL = "\x00-\x1f\x7f-\x9f"
@@ -109,32 +108,3 @@ def clean_value(value: object) -> object:
     if isinstance(value, list | tuple):
         return type(value)(clean_value(v) for v in value)
     return value
-
-
-#: Letters folded to the spelling a keyboard without them gives (Danish, Norwegian, German);
-#: they have no Unicode decomposition (ø, æ) or a customary two-letter spelling (å, ä, ö, ü).
-_SPELLED_OUT = str.maketrans(
-    {"ø": "oe", "æ": "ae", "å": "aa", "ä": "ae", "ö": "oe", "ü": "ue", "œ": "oe"}
-)
-
-
-def fold_name(value: str) -> str:
-    """A name folded for near-duplicate comparison: Jørgen and Joergen, Åse and Aase meet.
-
-    Invisible characters go, NFKC then case folding (ß -> ss), ø/æ/å (and ä/ö/ü) are
-    spelled out, other accents dropped, whitespace collapsed.
-    """
-    folded = unicodedata.normalize("NFKC", strip_invisible(value)).casefold()
-    folded = unicodedata.normalize("NFKD", folded.translate(_SPELLED_OUT))
-    return " ".join("".join(c for c in folded if not unicodedata.combining(c)).split())
-
-
-#: Digits of a national number compared for near duplicates: a Danish number's length, so
-#: "+45 12 34 56 78", "0045 12345678" and "12 34 56 78" are one number.
-PHONE_DIGITS_COMPARED = 8
-
-
-def phone_key(value: str) -> str:
-    """A phone number as near duplicates compare it: its last digits, country code optional."""
-    digits = "".join(c for c in unicodedata.normalize("NFKC", value) if c.isdigit())
-    return digits[-PHONE_DIGITS_COMPARED:]

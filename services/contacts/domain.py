@@ -18,7 +18,8 @@ from shared.contract import contacts as contract
 
 # What personal data reads as once the person was erased: the same in the contract.
 from shared.contract.contacts import ERASED, ContactStatus
-from shared.text import fold_name, phone_key, strip_invisible
+from shared.folding import fold_name, phone_key
+from shared.text import strip_invisible
 
 # --------------------------------------------------------------------------- errors
 
@@ -848,7 +849,7 @@ def uniqueness_keys(contact: Contact) -> dict[str, str]:
 
 #: Why two contacts at one company may be one person, by the rule's name.
 NEAR_DUPLICATE_RULES: dict[str, str] = {
-    "name": "first and last names equal after folding (ø/oe, æ/ae, å/aa, ß/ss, case,"
+    "name": "first and last names equal after folding (ø/oe/o, å/aa/a, æ/ae, ß/ss, case,"
     " accents, invisible characters)",
     "phone": "the same phone number (compared on its digits, country code optional)",
 }
@@ -931,7 +932,9 @@ def near_keys(
         phones = tuple(getattr(contact, f) for f in contract.PHONE_DETAILS)
     keys: dict[str, str] = {}
     if first_names and last_names:
-        folded = f"{fold_name(first_names)}\x1f{fold_name(last_names)}"
+        # Folded as the search folds them, invisible characters ignored as uniqueness does.
+        first, last = (fold_name(strip_invisible(n)) for n in (first_names, last_names))
+        folded = f"{first}\x1f{last}"
         keys[f"near-name\x1f{company_id}\x1f{folded}"] = "name"
     for phone in phones:
         digits = phone_key(phone) if phone else ""

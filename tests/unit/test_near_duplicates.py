@@ -14,7 +14,7 @@ from services.contacts.domain import (
     PossibleDuplicateError,
 )
 from services.contacts.integration import to_integration_event
-from shared.text import fold_name, phone_key
+from shared.folding import fold_name, phone_key
 from tests.support import save_as_before_near_keys
 
 ALICE = Actor("alice", "corr")
@@ -43,7 +43,6 @@ def create(
         ("Ærling", "Aerling"),
         ("Strauß", "Strauss"),
         ("Østergaard", "OESTERGAARD"),
-        ("Jo\u200bhn", "John"),
         ("José", "Jose"),
         ("Mary  Ann", "mary ann"),
     ],
@@ -52,7 +51,7 @@ def test_names_that_fold_alike(one: str, other: str) -> None:
     assert fold_name(one) == fold_name(other)
 
 
-@pytest.mark.parametrize(("one", "other"), [("Jørgen", "Jorgen"), ("Ane", "Anne")])
+@pytest.mark.parametrize(("one", "other"), [("Ane", "Anne"), ("Jørgen", "Jürgen")])
 def test_names_that_stay_apart(one: str, other: str) -> None:
     assert fold_name(one) != fold_name(other)
 
@@ -70,6 +69,7 @@ def test_a_phone_number_is_one_number_in_every_format(spelling: str) -> None:
         ("Jørgen", "Joergen"),
         ("Åse", "Aase"),
         ("Ærling", "Aerling"),
+        ("Jørgen", "Jorgen"),
         ("Jørgen Strauß", "Joergen Strauss"),
         ("Jørgen", "Jo\u200bergen"),
     ],
