@@ -6,7 +6,6 @@ rebuilt read model equals the incrementally built one by construction.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
