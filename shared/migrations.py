@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psycopg
 from yoyo import get_backend, read_migrations
@@ -47,6 +48,10 @@ def migrate(dsn: str, extra: Sequence[str] = ()) -> list[str]:
     migrations = read_migrations(*sources(extra))
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            if _all_applied(conn, migrations):
+                # The usual start: nothing to do, and no need for yoyo's set-up, which
+                # runs DDL (and logs an error in PostgreSQL's log) each time it connects.
+                return []
             # Session lock: released by PostgreSQL too if this process dies half-way.
             conn.execute("SELECT pg_advisory_lock(%s)", (locks.MIGRATIONS,))
             backend = get_backend(_yoyo_uri(dsn))
@@ -66,6 +71,14 @@ def migrate(dsn: str, extra: Sequence[str] = ()) -> list[str]:
     for migration_id in applied:
         log.info("applied migration %s", migration_id)
     return applied
+
+
+def _all_applied(conn: psycopg.Connection[Any], migrations: Iterable[Any]) -> bool:
+    """Whether yoyo's own table records every migration as applied."""
+    if conn.execute("SELECT to_regclass('_yoyo_migration')").fetchone() in (None, (None,)):
+        return False
+    applied = {row[0] for row in conn.execute("SELECT migration_hash FROM _yoyo_migration")}
+    return all(m.hash in applied for m in migrations)
 
 
 async def migrate_async(dsn: str, extra: Sequence[str] = ()) -> list[str]:

@@ -159,8 +159,8 @@ SELECT gen_random_uuid(), gen_random_uuid(), 1, i, 'current', gen_random_uuid(),
     'titel' || i || ' firma ' || i, 'titel' || i, (10000000 + i)::text,
     ARRAY[(4510000000 + i)::text], ARRAY[(10000000 + i)::text], false, false, '{}'
 FROM generate_series(1, 100000) AS i;
-INSERT INTO rm.contact_addresses (contact_id, person_id, address)
-SELECT contact_id, person_id, first_names || '@firma.example' FROM rm.contacts;
+INSERT INTO rm.contact_addresses (contact_id, person_id, address, valid_from)
+SELECT contact_id, person_id, first_names || '@firma.example', now() FROM rm.contacts;
 ANALYZE rm.contacts;
 ANALYZE rm.contact_addresses;
 """

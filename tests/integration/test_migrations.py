@@ -137,6 +137,21 @@ def test_kontakt_migrate_on_an_empty_database_creates_every_table_and_then_appli
     assert _applied(settings.pg_dsn()) == sorted(migration_ids())
 
 
+def test_a_migrated_database_is_started_on_without_yoyo_running_its_set_up(
+    new_database: NewDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = new_database()
+    migrate(settings.pg_dsn())
+
+    def refused(uri: str) -> None:
+        raise AssertionError(f"yoyo's backend set up again for {uri}")
+
+    monkeypatch.setattr("shared.migrations.get_backend", refused)
+    assert migrate(settings.pg_dsn()) == []
+    with pytest.raises(AssertionError, match="set up again"):
+        migrate(settings.pg_dsn(), extra=[ADDED])  # a pending one still goes through yoyo
+
+
 def test_the_migrations_make_the_tables_the_previous_version_made(
     new_database: NewDatabase,
 ) -> None:
