@@ -83,6 +83,11 @@ def schemathesis_run(url: str, auth: dict[str, str], report: Path) -> None:
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG),
         "run", f"{url}/openapi.json",
         "--checks", "all",
+        # A new contact has no photo yet (GET …/photo is 404 until one is uploaded), which
+        # the created-resource check cannot know; with --checks all it ignores the
+        # config's per-operation exemptions. That a created contact is readable at once is
+        # what the read-your-writes tests prove.
+        "--exclude-checks", "ensure_resource_availability",
         "--max-examples", str(EXAMPLES),
         "--seed", "11",
         "--workers", "1",
