@@ -22,8 +22,15 @@ _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 def is_database_outage(exc: BaseException) -> bool:
     """True when an error means PostgreSQL is unreachable or busy."""
     # OSError: refused or reset connections, timeouts; InterfaceError: a connection
-    # closed under us.
-    if isinstance(exc, OSError | asyncpg.InterfaceError | DatabaseUnavailableError):
+    # closed under us; InternalClientError: what asyncpg raises on a connection the server
+    # terminated in the middle of an operation (seen when PostgreSQL restarts under load).
+    outage = (
+        OSError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        DatabaseUnavailableError,
+    )
+    if isinstance(exc, outage):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""

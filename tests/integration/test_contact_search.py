@@ -89,9 +89,14 @@ async def test_phone_search_compares_digits_with_or_without_country_code(
     isolated_settings: KontaktSettings,
 ) -> None:
     async with pipeline(isolated_settings) as p:
+        # One number shared by three people at one company: each says it is not the others.
         plain = await create(p, "Karen", "Jensen", work_phone="12345678")
-        zeros = await create(p, "Ole", "Hansen", private_phone="004512345678")
-        plus = await create(p, "Lis", "Berg", work_phone="+45 12 34 56 78")
+        zeros = await create(
+            p, "Ole", "Hansen", private_phone="004512345678", distinct_from=[plain]
+        )
+        plus = await create(
+            p, "Lis", "Berg", work_phone="+45 12 34 56 78", distinct_from=[plain, zeros]
+        )
         other = await create(p, "Bo", "Holm", work_phone="+45 87 65 43 21")
         await p.settle()
         everyone = {plain, zeros, plus}

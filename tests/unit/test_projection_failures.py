@@ -40,6 +40,7 @@ from tests.unit.contact_events import created as contact_created
         asyncpg.exceptions.CannotConnectNowError("starting up"),
         asyncpg.exceptions.TooManyConnectionsError("too many"),
         asyncpg.exceptions.DeadlockDetectedError("deadlock"),
+        asyncpg.InternalClientError("cannot switch to state 11; another operation is in progress"),
         ContactEventsUnavailableError("contacts API: refused"),
     ],
 )
