@@ -51,6 +51,7 @@ from services.contacts.schemas import (
     InfotagPlace,
     JobChange,
     JobChangeResponse,
+    JobChangeUndoResponse,
     OutlookSyncSwitch,
     OutlookSyncSwitchOff,
     PossibleDuplicates,
@@ -217,6 +218,33 @@ def change_job(
         version=new.version,
         predecessor=CommandResponse(
             contact_id=old.contact_id, person_id=old.person_id, version=old.version
+        ),
+    )
+
+
+@router.post(
+    "/{contact_id}/job-change-undo", response_model=JobChangeUndoResponse, responses=_ERRORS
+)
+def undo_job_change(
+    contact_id: UUID,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> JobChangeUndoResponse:
+    """Undo the job change that created this current version: it is withdrawn, and the
+    version before it is current again (with the infotags, photo and Outlook switches)."""
+    withdrawn, current = contacts.undo_job_change(actor, contact_id, expected)
+    response.headers["Location"] = f"/contacts/{current.contact_id}"
+    response.headers["ETag"] = f'"{current.version}"'
+    return JobChangeUndoResponse(
+        contact_id=current.contact_id,
+        person_id=current.person_id,
+        version=current.version,
+        withdrawn=CommandResponse(
+            contact_id=withdrawn.contact_id,
+            person_id=withdrawn.person_id,
+            version=withdrawn.version,
         ),
     )
 
@@ -593,6 +621,8 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (domain.ContactNotArchivedError, 409),
     (domain.FormerEmploymentError, 409),
     (domain.SameCompanyJobChangeError, 409),
+    (domain.ContactWithdrawnError, 409),
+    (domain.NotAJobChangeError, 409),
     (domain.ContactErasedError, 410),
     (PersonErasedError, 410),
     (domain.NothingToChangeError, 422),
