@@ -145,11 +145,21 @@ _ERRORS = error_responses(400, 404, 409, 410, 413)
 _BODILESS = error_responses(404, 409, 410)
 
 
-def _result(response: Response, result: CommandResult) -> CommandResponse:
-    response.headers["ETag"] = f'"{result.version}"'
+def _body(result: CommandResult) -> CommandResponse:
     return CommandResponse(
         contact_id=result.contact_id, person_id=result.person_id, version=result.version
     )
+
+
+def _result(response: Response, result: CommandResult) -> CommandResponse:
+    response.headers["ETag"] = f'"{result.version}"'
+    return _body(result)
+
+
+def _located(response: Response, result: CommandResult) -> dict[str, Any]:
+    """The fields of a command's response whose contact the Location names."""
+    response.headers["Location"] = f"/contacts/{result.contact_id}"
+    return _result(response, result).model_dump()
 
 
 @router.post("", status_code=201, response_model=CommandResponse, responses=_ERRORS)
@@ -210,16 +220,7 @@ def change_job(
         effective_on=body.effective_on or datetime.now(UTC).date(),
         expected_version=expected,
     )
-    response.headers["Location"] = f"/contacts/{new.contact_id}"
-    response.headers["ETag"] = f'"{new.version}"'
-    return JobChangeResponse(
-        contact_id=new.contact_id,
-        person_id=new.person_id,
-        version=new.version,
-        predecessor=CommandResponse(
-            contact_id=old.contact_id, person_id=old.person_id, version=old.version
-        ),
-    )
+    return JobChangeResponse(**_located(response, new), predecessor=_body(old))
 
 
 @router.post(
@@ -232,21 +233,9 @@ def undo_job_change(
     expected: ExpectedVersion,
     response: Response,
 ) -> JobChangeUndoResponse:
-    """Undo the job change that created this current version: it is withdrawn, and the
-    version before it is current again (with the infotags, photo and Outlook switches)."""
+    """Undo the job change that made this version: it is withdrawn, its former one current."""
     withdrawn, current = contacts.undo_job_change(actor, contact_id, expected)
-    response.headers["Location"] = f"/contacts/{current.contact_id}"
-    response.headers["ETag"] = f'"{current.version}"'
-    return JobChangeUndoResponse(
-        contact_id=current.contact_id,
-        person_id=current.person_id,
-        version=current.version,
-        withdrawn=CommandResponse(
-            contact_id=withdrawn.contact_id,
-            person_id=withdrawn.person_id,
-            version=withdrawn.version,
-        ),
-    )
+    return JobChangeUndoResponse(**_located(response, current), withdrawn=_body(withdrawn))
 
 
 @router.post(
