@@ -407,6 +407,33 @@ def get_photo(
     )
 
 
+@router.get(
+    "/{contact_id}/photos/{photo_ref}",
+    responses={
+        200: {
+            "description": "An earlier or current photo's bytes (sent with nosniff)",
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _IMAGES},
+        },
+        **error_responses(404, 410, 422),
+    },
+)
+def get_earlier_photo(
+    contact_id: UUID,
+    photo_ref: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
+    contacts: Contacts,
+    _: Annotated[Principal, Depends(get_principal)],
+) -> Response:
+    """A photo the person has had, by its content hash, until the person is erased."""
+    contact = contacts.get_contact(contact_id)
+    stored = contacts.photos.get(contact.person_id, photo_ref)
+    return Response(
+        stored.data,
+        media_type=stored.media_type,
+        # Photos are kept by person, so any hash the person's bytes were stored under is theirs.
+        headers={"ETag": f'"{photo_ref}"', "X-Content-Type-Options": "nosniff"},
+    )
+
+
 @router.post("/{contact_id}/archive", response_model=CommandResponse, responses=_ERRORS)
 def archive(
     contact_id: UUID,
