@@ -35,6 +35,7 @@ from services.contacts.personal_data import PersonErasedError
 from services.contacts.photos import (
     PhotoNotStoredError,
     PhotoTooLargeError,
+    StoredPhoto,
     UnsupportedPhotoTypeError,
 )
 from services.contacts.schemas import (
@@ -398,15 +399,27 @@ def remove_photo(
     return _result(response, contacts.remove_photo(actor, contact_id, expected))
 
 
+def _photo_responses(description: str, errors: dict[int | str, Any]) -> dict[int | str, Any]:
+    """OpenAPI responses of a photo read: the image bytes, or the errors given."""
+    content = {t: {"schema": {"type": "string", "format": "binary"}} for t in _IMAGES}
+    return {200: {"description": description, "content": content}, **errors}
+
+
+def _photo_response(stored: StoredPhoto, content_hash: str) -> Response:
+    """A stored photo as the response body, tagged by its content hash."""
+    return Response(
+        stored.data,
+        media_type=stored.media_type,
+        # The type was judged from the bytes; browsers must not guess another one.
+        headers={"ETag": f'"{content_hash}"', "X-Content-Type-Options": "nosniff"},
+    )
+
+
 @router.get(
     "/{contact_id}/photo",
-    responses={
-        200: {
-            "description": "The photo's bytes (sent with X-Content-Type-Options: nosniff)",
-            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _IMAGES},
-        },
-        **_READ,
-    },
+    responses=_photo_responses(
+        "The photo's bytes (sent with X-Content-Type-Options: nosniff)", _READ
+    ),
 )
 def get_photo(
     contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
@@ -415,13 +428,27 @@ def get_photo(
     contact = contacts.get_contact(contact_id)
     if contact.photo is None:
         raise domain.NoPhotoError()
-    stored = contacts.photos.get(contact.person_id, contact.photo["content_hash"])
-    return Response(
-        stored.data,
-        media_type=stored.media_type,
-        # The type was judged from the bytes; browsers must not guess another one.
-        headers={"ETag": f'"{contact.photo["content_hash"]}"', "X-Content-Type-Options": "nosniff"},
-    )
+    content_hash = contact.photo["content_hash"]
+    return _photo_response(contacts.photos.get(contact.person_id, content_hash), content_hash)
+
+
+@router.get(
+    "/{contact_id}/photos/{photo_ref}",
+    responses=_photo_responses(
+        "An earlier or the current photo's bytes (sent with nosniff)",
+        error_responses(404, 410, 422),
+    ),
+)
+def get_earlier_photo(
+    contact_id: UUID,
+    photo_ref: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
+    contacts: Contacts,
+    _: Annotated[Principal, Depends(get_principal)],
+) -> Response:
+    """A photo the person has had, by its content hash, until the person is erased."""
+    contact = contacts.get_contact(contact_id)
+    # Photos are kept by person, so any hash stored under the person is one of theirs.
+    return _photo_response(contacts.photos.get(contact.person_id, photo_ref), photo_ref)
 
 
 @router.post("/{contact_id}/archive", response_model=CommandResponse, responses=_ERRORS)
