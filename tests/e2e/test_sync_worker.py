@@ -348,6 +348,55 @@ async def test_a_synced_contact_follows_edits_jobs_archive_and_erasure(
     assert mine[-1].reason == "the person was erased"
 
 
+async def test_after_an_undone_job_change_each_outlook_item_renders_the_former_version(
+    world: World, store: SyncStore
+) -> None:
+    c = world.contacts
+    bob, eve = users(2)
+    cid = new_contact(c, job_title="Buyer")
+    former_company = c.get_contact(cid).company_name
+    for u in (bob, eve):
+        c.toggle_outlook_sync(Actor(u, "t"), cid, user_id=u, enabled=True)
+    await converge(world, [cid], [bob, eve], store)
+    first = {u: [i["id"] for i in world.items(u)] for u in (bob, eve)}
+
+    def crm_ids(user: str) -> list[str]:
+        return [
+            {p["id"]: p["value"] for p in i["singleValueExtendedProperties"]}[CONTACT_ID_PROPERTY]
+            for i in world.items(user)
+        ]
+
+    _, new = c.change_job(
+        ALICE,
+        cid,
+        company_id=uuid4(),
+        company_name="Beta",
+        job={"job_title": "CFO"},
+        effective_on=date(2026, 3, 1),
+    )
+    c.add_infotag(ALICE, new.contact_id, "VIP")  # on the new version: it goes back too
+    await converge(world, [cid], [bob, eve], store)
+    for u in (bob, eve):
+        assert crm_ids(u) == [str(new.contact_id)]
+        assert [i["companyName"] for i in world.items(u)] == ["Beta"]
+
+    c.undo_job_change(ALICE, new.contact_id)
+    await converge(world, [cid], [bob, eve], store)
+    for u in (bob, eve):
+        [item] = world.items(u)
+        assert crm_ids(u) == [str(cid)]  # none left for the withdrawn version
+        assert item["id"] == first[u][0]  # the same item, not a new one
+        assert (item["companyName"], item["jobTitle"]) == (former_company, "Buyer")
+        assert item["categories"] == ["VIP"]
+
+    # The former version is current again: its next edit reaches Outlook.
+    c.change_details(ALICE, cid, {"job_title": "Head buyer"})
+    await converge(world, [cid], [bob, eve], store)
+    for u in (bob, eve):
+        assert [i["jobTitle"] for i in world.items(u)] == ["Head buyer"]
+        assert crm_ids(u) == [str(cid)]
+
+
 async def test_an_item_the_user_deleted_switches_their_sync_off_with_a_reason(
     world: World, store: SyncStore
 ) -> None:
