@@ -88,6 +88,39 @@ def test_as_of_a_version_and_a_date(isolated_settings, data) -> None:
     assert early.returncode == 1 and "did not exist yet" in early.stderr
 
 
+def test_history_and_as_of_follow_an_undone_job_change(isolated_settings, data) -> None:
+    app = build_contacts_app(isolated_settings)
+    try:
+        app.undo_job_change(ALICE, data["karen_new"])
+    finally:
+        close_contacts_app(app)
+    env = env_of(isolated_settings)
+    former = run_kontakt(env, "history", str(data["karen"]))
+    assert former.returncode == 0, former.stderr
+    assert [line.split()[3] for line in former.stdout.strip().splitlines()][-2:] == [
+        "JobChanged",
+        "JobChangeUndone",
+    ]
+    withdrawn = run_kontakt(env, "history", str(data["karen_new"]))
+    assert [line.split()[3] for line in withdrawn.stdout.strip().splitlines()] == [
+        "ContactCreated",
+        "JobChangeWithdrawn",
+    ]
+    while_former = json.loads(run_kontakt(env, "as-of", str(data["karen"]), "4").stdout)
+    assert while_former["status"] == "former"
+    now = json.loads(run_kontakt(env, "as-of", str(data["karen"]), "2999-01-01").stdout)
+    assert (now["status"], now["company_name"], now["job_title"]) == (
+        "current",
+        "Acme",
+        "Head buyer",
+    )
+    assert now["successor_id"] is None and now["version"] == 5
+    gone = json.loads(run_kontakt(env, "as-of", str(data["karen_new"]), "2999-01-01").stdout)
+    assert gone["status"] == "withdrawn"
+    as_cfo = json.loads(run_kontakt(env, "as-of", str(data["karen_new"]), "1").stdout)
+    assert (as_cfo["status"], as_cfo["job_title"]) == ("current", "CFO")
+
+
 def test_as_of_today_means_the_same_through_the_api_and_the_command_line(
     isolated_settings: KontaktSettings,
 ) -> None:
