@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoding
+from eventsourcing.persistence import EventStore, JSONTranscoder, Mapper, Transcoding
 
 from services.contacts.domain import (
     ERASED,
@@ -30,6 +30,7 @@ from services.contacts.domain import (
     near_keys,
     uniqueness_keys,
 )
+from services.contacts.group_commit import GroupCommitEventStore
 from services.contacts.personal_data import PersonalDataMapper, PersonCipher
 from services.contacts.photos import PhotoStore
 from shared.addresses import address_hash
@@ -124,6 +125,10 @@ class ContactsApp(Application[UUID]):
         if not self.encrypt:
             return Mapper(transcoder=self.construct_transcoder())
         return PersonalDataMapper(transcoder=self.construct_transcoder(), cipher=self.cipher)
+
+    def construct_event_store(self) -> EventStore[UUID]:
+        """An event store that saves the commands of concurrent callers in one transaction."""
+        return GroupCommitEventStore(mapper=self.mapper, recorder=self.recorder)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         """Register the library's transcodings and ours."""
