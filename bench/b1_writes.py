@@ -157,6 +157,23 @@ async def http_load(base_url: str, token: str, clients: int, seconds: float) -> 
     return Load(len(latencies), elapsed, latencies, errors)
 
 
+def start_plain_asgi(settings: KontaktSettings, procs: list[Proc]) -> str:
+    """Start the plain ASGI app (the floor: HTTP alone); return its URL."""
+    port = free_port()
+    proc = spawn("plain-asgi", ["--port", str(port)], env_of(settings), "bench.plain_asgi")
+    procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_ready(f"{url}/")
+    return url
+
+
+def measured(proc: Proc, url: str, token: str, clients: int, seconds: float) -> tuple[Load, float]:
+    """Run http_load; with the CPU time proc spent per command meanwhile, in ms."""
+    before = proc.cpu_seconds()
+    done = asyncio.run(http_load(url, token, clients, seconds))
+    return done, (proc.cpu_seconds() - before) * 1000 / max(done.commands, 1)
+
+
 def start_api(settings: KontaktSettings, procs: list[Proc], plain: bool = False) -> str:
     """Start the contacts API process; return its URL."""
     port = free_port()
@@ -189,11 +206,46 @@ def run(report: Report, quick: bool = False) -> None:
             time.sleep(1.0)
             idle_rss = api.rss()
             loads: dict[int, Load] = {}
+            cpu: dict[int, float] = {}
             with Sampler([api]):
                 for clients in CLIENTS:
                     progress(f"HTTP: {clients} client(s) for {seconds:.0f}s")
-                    loads[clients] = asyncio.run(http_load(url, token, clients, seconds))
+                    loads[clients], cpu[clients] = measured(api, url, token, clients, seconds)
                 peak_rss = max(api.rss_samples, default=api.rss())
+        # The floor: the same clients against a plain ASGI app on the same server.
+        floor: dict[int, Load] = {}
+        floor_cpu: dict[int, float] = {}
+        with processes() as procs:
+            url = start_plain_asgi(settings, procs)
+            for clients in (1, 32):
+                progress(f"HTTP against a plain ASGI app: {clients} client(s) for {seconds:.0f}s")
+                plain_load = measured(procs[0], url, token, clients, seconds)
+                floor[clients], floor_cpu[clients] = plain_load
+        for clients in (1, 32):
+            report.add(
+                Figure(
+                    "B1",
+                    f"API CPU per command, {clients} client(s)",
+                    cpu[clients],
+                    "ms",
+                    floor_cpu[clients],
+                    "plain ASGI app, same server and clients",
+                    better="lower",
+                    target="≤ 1.5 ms" if clients == 1 else "",
+                    met=(cpu[clients] <= 1.5) if clients == 1 else None,
+                )
+            )
+            report.add(
+                Figure(
+                    "B1",
+                    f"writes vs a plain ASGI app, {clients} client(s)",
+                    loads[clients].rate,
+                    "cmd/s",
+                    floor[clients].rate,
+                    "plain ASGI app, same server and clients",
+                    note=f"plain app p99 {floor[clients].p99_ms:.1f} ms",
+                )
+            )
         for clients, load in loads.items():
             target = ""
             met = None
