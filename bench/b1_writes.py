@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,13 +175,20 @@ def measured(proc: Proc, url: str, token: str, clients: int, seconds: float) -> 
     return done, (proc.cpu_seconds() - before) * 1000 / max(done.commands, 1)
 
 
-def start_api(settings: KontaktSettings, procs: list[Proc], plain: bool = False) -> str:
-    """Start the contacts API process; return its URL."""
+def start_api(
+    settings: KontaktSettings,
+    procs: list[Proc],
+    plain: bool = False,
+    without: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+) -> str:
+    """Start the contacts API process (without: bench.serve_contacts flags); return its URL."""
     port = free_port()
-    env = env_of(settings, KONTAKT_LOG_JSON="true")
-    if plain:
+    env = {**env_of(settings, KONTAKT_LOG_JSON="true"), **(extra_env or {})}
+    flags = [*(["--plain"] if plain else []), *without]
+    if flags:
         proc = spawn(
-            "contacts-api-plain", ["--port", str(port), "--plain"], env, "bench.serve_contacts"
+            "contacts-api-variant", ["--port", str(port), *flags], env, "bench.serve_contacts"
         )
     else:
         proc = spawn("contacts-api", ["serve", "contacts", "--port", str(port)], env)
@@ -188,6 +196,37 @@ def start_api(settings: KontaktSettings, procs: list[Proc], plain: bool = False)
     url = f"http://127.0.0.1:{port}"
     proc.wait_ready(f"{url}/health/ready")
     return url
+
+
+#: The API as it was, then with each speed-up added in turn: (name, serve_contacts flags,
+#: environment). The last is the API as it is served.
+STEPS: tuple[tuple[str, tuple[str, ...], dict[str, str]], ...] = (
+    ("before", ("--no-group-commit", "--h11"), {"PSYCOPG_IMPL": "python"}),
+    ("+ group commit", ("--h11",), {"PSYCOPG_IMPL": "python"}),
+    ("+ psycopg in C", ("--h11",), {}),
+    ("+ httptools (as served)", (), {}),
+)
+
+
+def steps(report: Report, settings: KontaktSettings, token: str, seconds: float) -> None:
+    """Each speed-up's effect: every step under 1 and 32 clients, one after the other."""
+    for name, flags, extra_env in STEPS:
+        with processes() as procs:
+            url = start_api(settings, procs, without=flags, extra_env=extra_env)
+            for clients in (1, 32):
+                progress(f"step {name!r}: {clients} client(s) for {seconds:.0f}s")
+                load, cpu = measured(procs[0], url, token, clients, seconds)
+                report.add(
+                    Figure(
+                        "B1",
+                        f"step {name}: {clients} client(s)",
+                        load.rate,
+                        "cmd/s",
+                        cpu,
+                        "API CPU ms per command",
+                        note=f"p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms",
+                    )
+                )
 
 
 # ------------------------------------------------------------------ run
@@ -301,6 +340,7 @@ def run(report: Report, quick: bool = False) -> None:
                     better="lower",
                 )
             )
+        steps(report, settings, token, seconds)
         # Encryption cost: the 32-client run again, on an API storing events in plain text.
         with processes() as procs:
             url = start_api(settings, procs, plain=True)
