@@ -27,13 +27,14 @@ MAX_SAVES_PER_COMMIT = 100
 class _Save:
     """One caller's stored events, and what became of them."""
 
-    __slots__ = ("error", "events", "finished", "ids", "woken")
+    __slots__ = ("error", "events", "finished", "ids", "stored", "woken")
 
     def __init__(self, events: Sequence[StoredEvent]) -> None:
         self.events = events
         self.woken = threading.Event()
         self.finished = False
         self.ids: Sequence[int] | None = None
+        self.stored = False
         self.error: BaseException | None = None
 
 
@@ -68,6 +69,12 @@ class GroupCommit:
             del self._waiting[: self._max_saves]
         try:
             self._commit(batch)
+        except BaseException as exc:
+            # The leader was interrupted: no save it took may pass for stored.
+            for save in batch:
+                if not save.stored and save.error is None:
+                    save.error = exc
+            raise
         finally:
             with self._lock:
                 # The first save still waiting leads the next commit; none, and the next
@@ -91,12 +98,14 @@ class GroupCommit:
                 for save in batch:
                     end = start + len(save.events)
                     save.ids = None if ids is None else ids[start:end]
+                    save.stored = True
                     start = end
                 return
         # Alone, each save meets the store's verdict on its own events only.
         for save in batch:
             try:
                 save.ids = self._insert(save.events)
+                save.stored = True
             except BaseException as exc:  # handed to its own caller
                 save.error = exc
 
