@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from services.contacts.api import (
     companies,
+    infotags,
     install_error_handlers,
     install_observability,
     router,
@@ -64,6 +65,7 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(companies)
+    app.include_router(infotags)
     app.include_router(sync_keys_router)
     install_error_handlers(app)
     install_observability(app)
