@@ -4,7 +4,7 @@ tree, contacts carry catalogue tags by id."""
 from __future__ import annotations
 
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
@@ -144,3 +144,21 @@ def test_catalogue_events_stay_off_the_contacts_topic(
     events, last = reader.read(before, 100)
     assert last is not None and last > before
     assert [e for e in events if e.type.startswith("Infotag")] == []
+
+
+def test_published_placements_name_the_catalogue_tag_and_its_path(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    reader = StoreReader(client.app.state.contacts)  # type: ignore[attr-defined]
+    tag = define(client, admin, unique("Partner"))
+    cid = new_contact(client)["contact_id"]
+    before = reader.max_position()
+    client.post(f"/contacts/{cid}/infotags", json={"tag_id": tag["tag_id"]})
+    client.delete(f"/contacts/{cid}/infotags/{tag['tag_id']}")
+    client.post(f"/contacts/{cid}/infotags", json={"tag": "free text"})
+    events, _ = reader.read(before, 100)
+    assert [(e.type, e.data.tag, e.data.tag_id) for e in events] == [  # type: ignore[attr-defined]
+        ("InfotagAdded", tag["name"], UUID(tag["tag_id"])),
+        ("InfotagRemoved", tag["name"], UUID(tag["tag_id"])),
+        ("InfotagAdded", "free text", None),
+    ]
