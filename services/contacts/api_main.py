@@ -21,6 +21,7 @@ from services.contacts.api import (
 )
 from services.contacts.application import ContactsApp
 from services.contacts.store import (
+    backfill_infotags_once,
     backfill_near_keys_once,
     build_contacts_app,
     close_contacts_app,
@@ -106,6 +107,13 @@ def _backfill(contacts: ContactsApp, settings: KontaktSettings, stopping: thread
         return
     if seen is not None:
         log.info("near-duplicate keys joined for the %d contacts stored before them", seen)
+    try:
+        names = backfill_infotags_once(contacts, settings, stopping.is_set)
+    except Exception:
+        log.exception("carrying infotag names into the catalogue failed")
+        return
+    if names is not None:
+        log.info("infotag catalogue: %d names placed before it defined", names)
 
 
 async def run(settings: KontaktSettings, host: str, port: int) -> None:

@@ -19,6 +19,7 @@ from services.contacts.domain import (
     ConcurrentModificationError,
     Contact,
     ContactErasedError,
+    ContactError,
     ContactNotFoundError,
     DuplicateContactError,
     NearDuplicate,
@@ -746,6 +747,51 @@ class ContactsApp(Application[UUID]):
                 seen += 1
             start = page[-1].id + 1
         return seen
+
+    def backfill_infotags(self, stop: Callable[[], bool] = lambda: False) -> int:
+        """Define catalogue tags (and their parents) for every name placed before the catalogue.
+
+        Each under the deterministic id of its name path, so those placements are the
+        catalogue tag's (removable by its id). Idempotent; returns how many names were new.
+        """
+        names: set[str] = set()
+        start = 1
+        topics = (Contact.InfotagAdded.TOPIC, Contact.Created.TOPIC)
+        while not stop():
+            page = self.recorder.select_notifications(start, 500, topics=topics)
+            if not page:
+                break
+            for notification in page:
+                event: Any = self.mapper.to_domain_event(notification)
+                if isinstance(event, Contact.InfotagAdded):
+                    if event.tag_id is None:
+                        names.add(event.tag)
+                else:  # a job change's new version carries the placements over
+                    names.update(t for t, p in event.infotags.items() if "tag_id" not in p)
+            start = page[-1].id + 1
+        if stop() or not names:
+            return 0
+        actor = Actor("system", "infotag-catalogue-backfill")
+
+        def attempt(optimistic: bool) -> int:
+            try:
+                catalogue: object = self.repository.get(CATALOGUE_ID)
+            except AggregateNotFoundError:
+                catalogue = InfotagCatalogue.create(actor)
+            assert isinstance(catalogue, InfotagCatalogue)
+            new = 0
+            for name in sorted(names):
+                if catalogue.find_path(name) is None:
+                    try:
+                        catalogue.define_path(actor, name)
+                        new += 1
+                    except ContactError:
+                        pass  # a name the catalogue cannot hold (too long): stays a name
+            if catalogue.pending_events:
+                self.save(catalogue)
+            return new
+
+        return self._retrying(attempt)
 
     def _join_near_keys(self, contact_id: UUID) -> None:
         def attempt(optimistic: bool) -> None:

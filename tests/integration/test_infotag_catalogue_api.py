@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from services.contacts.export import StoreReader
+from services.contacts.store import INFOTAG_BACKFILL, backfill_infotags_once
+from shared.settings import KontaktSettings
 from tests.integration.test_contacts_api import new_contact
 
 
@@ -162,3 +165,24 @@ def test_published_placements_name_the_catalogue_tag_and_its_path(
         ("InfotagRemoved", tag["name"], UUID(tag["tag_id"])),
         ("InfotagAdded", "free text", None),
     ]
+
+
+def test_names_placed_before_the_catalogue_are_carried_into_it_once(
+    client: TestClient, settings: KontaktSettings
+) -> None:
+    contacts = client.app.state.contacts  # type: ignore[attr-defined]
+    root = unique("Kunde")
+    cid = new_contact(client)["contact_id"]
+    # A path the catalogue does not know yet: placed by name, as before the catalogue.
+    client.post(f"/contacts/{cid}/infotags", json={"tag": f"{root}/Guld"})
+    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+        conn.execute("DELETE FROM contacts_backfills WHERE name = %s", (INFOTAG_BACKFILL,))
+    assert (backfill_infotags_once(contacts, settings) or 0) >= 2  # the child and its parent
+    assert backfill_infotags_once(contacts, settings) is None  # recorded as done
+    by_path = {n["path"]: n for n in client.get("/infotags").json()["infotags"]}
+    gold = by_path[f"{root}/Guld"]
+    assert gold["parent_id"] == by_path[root]["tag_id"] and gold["defined_by"] == "system"
+    # The placement by name is the catalogue tag's: removed by its id.
+    removed = client.delete(f"/contacts/{cid}/infotags/{gold['tag_id']}")
+    assert removed.status_code == 200, removed.text
+    assert client.get(f"/contacts/{cid}").json()["infotags"] == []
