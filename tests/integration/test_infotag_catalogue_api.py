@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from devstack.demo import TAG_PATHS, _define_tags
 from services.contacts.export import StoreReader
 from services.contacts.store import INFOTAG_BACKFILL, backfill_infotags_once
 from shared.settings import KontaktSettings
@@ -186,3 +187,10 @@ def test_names_placed_before_the_catalogue_are_carried_into_it_once(
     removed = client.delete(f"/contacts/{cid}/infotags/{gold['tag_id']}")
     assert removed.status_code == 200, removed.text
     assert client.get(f"/contacts/{cid}").json()["infotags"] == []
+
+
+def test_the_demo_defines_its_catalogue_once(client: TestClient, admin: dict[str, str]) -> None:
+    first = _define_tags(client, admin)
+    assert _define_tags(client, admin) == first
+    nodes = {n["tag_id"]: n for n in client.get("/infotags").json()["infotags"]}
+    assert [nodes[first[p]]["path"] for p in TAG_PATHS] == list(TAG_PATHS)
