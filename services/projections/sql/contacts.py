@@ -294,10 +294,12 @@ def filters(
         )
     if company_id:
         where.append(f"company_id = {arg(company_id)}")
-    if infotag:
+    if infotag := (infotag or "").strip("/"):
+        # The tag or one below it: a placement's key is its name path (`Kunde/Guld`).
+        t = arg(infotag)
         where.append(
             f"EXISTS (SELECT 1 FROM {LIVE}.infotags t WHERE t.contact_id = c.contact_id"
-            f" AND t.tag = {arg(infotag)})"
+            f" AND (t.tag = {t} OR t.tag LIKE {arg(like_prefix(infotag))} || '/%' ESCAPE '\\'))"
         )
     return " AND ".join(where), args
 
