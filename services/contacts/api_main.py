@@ -99,21 +99,18 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
 
 
 def _backfill(contacts: ContactsApp, settings: KontaktSettings, stopping: threading.Event) -> None:
-    try:
-        seen = backfill_near_keys_once(contacts, settings, stopping.is_set)
-    except Exception:
-        # Not fatal to serving: the next start tries again (the backfill is idempotent).
-        log.exception("joining the near-duplicate keys of earlier contacts failed")
-        return
-    if seen is not None:
-        log.info("near-duplicate keys joined for the %d contacts stored before them", seen)
-    try:
-        names = backfill_infotags_once(contacts, settings, stopping.is_set)
-    except Exception:
-        log.exception("carrying infotag names into the catalogue failed")
-        return
-    if names is not None:
-        log.info("infotag catalogue: %d names placed before it defined", names)
+    for once, what in (
+        (backfill_near_keys_once, "near-duplicate keys joined for %d contacts stored before them"),
+        (backfill_infotags_once, "infotag catalogue: %d names placed before it defined"),
+    ):
+        try:
+            done = once(contacts, settings, stopping.is_set)
+        except Exception:
+            # Not fatal to serving: the next start tries again (each backfill is idempotent).
+            log.exception("backfill failed: %s", once.__name__)
+            return
+        if done is not None:
+            log.info(what, done)
 
 
 async def run(settings: KontaktSettings, host: str, port: int) -> None:

@@ -480,28 +480,26 @@ class ContactsApp(Application[UUID]):
 
     # ------------------------------------------------------- infotag catalogue
 
-    def infotag_catalogue(self) -> InfotagCatalogue:
-        """The catalogue as stored (empty and unsaved before its first tag)."""
+    def infotag_catalogue(self, actor: Actor | None = None) -> InfotagCatalogue:
+        """The catalogue as stored (before its first tag: a new one, created by actor)."""
         try:
             catalogue: object = self.repository.get(CATALOGUE_ID)
         except AggregateNotFoundError:
             catalogue = None
         if isinstance(catalogue, InfotagCatalogue):
             return catalogue
-        return InfotagCatalogue.create(Actor("system", "catalogue"))
+        return InfotagCatalogue.create(actor or Actor("system", "catalogue"))
 
     def _change_catalogue(
         self, actor: Actor, roles: frozenset[str], mutate: Callable[[InfotagCatalogue], T]
     ) -> T:
         """Run a catalogue command as an admin; a concurrent catalogue change retries it."""
         require_admin(roles)
+        return self._save_catalogue(actor, mutate)
 
+    def _save_catalogue(self, actor: Actor, mutate: Callable[[InfotagCatalogue], T]) -> T:
         def attempt(optimistic: bool) -> T:
-            try:
-                catalogue: object = self.repository.get(CATALOGUE_ID)
-            except AggregateNotFoundError:
-                catalogue = InfotagCatalogue.create(actor)
-            assert isinstance(catalogue, InfotagCatalogue)
+            catalogue = self.infotag_catalogue(actor)
             result = mutate(catalogue)
             if catalogue.pending_events:
                 self.save(catalogue)
@@ -773,12 +771,7 @@ class ContactsApp(Application[UUID]):
             return 0
         actor = Actor("system", "infotag-catalogue-backfill")
 
-        def attempt(optimistic: bool) -> int:
-            try:
-                catalogue: object = self.repository.get(CATALOGUE_ID)
-            except AggregateNotFoundError:
-                catalogue = InfotagCatalogue.create(actor)
-            assert isinstance(catalogue, InfotagCatalogue)
+        def define(catalogue: InfotagCatalogue) -> int:
             new = 0
             for name in sorted(names):
                 if catalogue.find_path(name) is None:
@@ -787,11 +780,9 @@ class ContactsApp(Application[UUID]):
                         new += 1
                     except ContactError:
                         pass  # a name the catalogue cannot hold (too long): stays a name
-            if catalogue.pending_events:
-                self.save(catalogue)
             return new
 
-        return self._retrying(attempt)
+        return self._save_catalogue(actor, define)
 
     def _join_near_keys(self, contact_id: UUID) -> None:
         def attempt(optimistic: bool) -> None:
