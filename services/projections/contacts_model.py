@@ -34,6 +34,8 @@ class Infotag:
 
     added_by: str
     added_at: datetime
+    #: The catalogue tag; None for a placement by name made before the catalogue.
+    tag_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,8 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
             photo=_photo(d.photo),
             outlook_sync_users=tuple(sorted(clean_text(u) for u in d.outlook_sync_users)),
             infotags={
-                clean_text(t.tag): Infotag(clean_text(t.added_by), t.added_at) for t in d.infotags
+                clean_text(t.tag): Infotag(clean_text(t.added_by), t.added_at, t.tag_id)
+                for t in d.infotags
             },
             created_at=event.occurred_at,
             updated_at=event.occurred_at,
@@ -208,7 +211,8 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
         return replace(row, outlook_sync_users=tuple(sorted(users)))
     if isinstance(event, c.InfotagAdded):
         tag = clean_text(event.data.tag)
-        tags = {**row.infotags, tag: Infotag(clean_text(event.actor), event.occurred_at)}
+        placed = Infotag(clean_text(event.actor), event.occurred_at, event.data.tag_id)
+        tags = {**row.infotags, tag: placed}
         return replace(row, infotags=tags)
     if isinstance(event, c.InfotagRemoved):
         gone = clean_text(event.data.tag)

@@ -202,9 +202,11 @@ async def test_infotag_search_finds_the_tag_and_the_tags_below_it(
     async with pipeline(isolated_settings) as p:
         kunde = (await p.command.post("/infotags", json={"name": "Kunde"}, headers=admin)).json()
         placed: dict[str, str] = {}
+        children: dict[str, str] = {}
         for name in ("Guld", "Sølv"):
             body = {"name": name, "parent_id": kunde["tag_id"]}
             child = (await p.command.post("/infotags", json=body, headers=admin)).json()
+            children[name] = child["tag_id"]
             placed[name] = await create(p, "Kunde", name)
             await p.command.post(
                 f"/contacts/{placed[name]}/infotags", json={"tag_id": child["tag_id"]}
@@ -217,3 +219,8 @@ async def test_infotag_search_finds_the_tag_and_the_tags_below_it(
         assert await found(p, infotag="Kunde") == set(placed.values())
         assert await found(p, infotag="Kunde/Guld") == {placed["Guld"]}
         assert await found(p, infotag="Kunde_") == set()  # no LIKE wildcard
+        # The Infotags tab names the catalogue tag (null for a placement by name).
+        tab = (await p.query.get(f"/contacts/{placed['Guld']}/infotags")).json()
+        assert [(t["tag"], t["tag_id"]) for t in tab] == [("Kunde/Guld", children["Guld"])]
+        tab = (await p.query.get(f"/contacts/{lookalike}/infotags")).json()
+        assert [(t["tag"], t["tag_id"]) for t in tab] == [("Kundeservice", None)]
