@@ -144,7 +144,8 @@ async def list_contacts(
         EdgeText | None,
         Query(
             max_length=100,
-            description="A tag's name path (`Kunde`): contacts with it or a tag below it",
+            description="A tag's name path (`Kunde`): contacts with it or a tag below it;"
+            " or a catalogue tag id: contacts with that tag",
         ),
     ] = None,
     status: Annotated[list[ContactStatus] | None, Query()] = None,

@@ -219,6 +219,7 @@ async def test_infotag_search_finds_the_tag_and_the_tags_below_it(
         assert await found(p, infotag="Kunde") == set(placed.values())
         assert await found(p, infotag="Kunde/Guld") == {placed["Guld"]}
         assert await found(p, infotag="Kunde_") == set()  # no LIKE wildcard
+        assert await found(p, infotag=children["Sølv"]) == {placed["Sølv"]}
         # The Infotags tab names the catalogue tag (null for a placement by name).
         tab = (await p.query.get(f"/contacts/{placed['Guld']}/infotags")).json()
         assert [(t["tag"], t["tag_id"]) for t in tab] == [("Kunde/Guld", children["Guld"])]

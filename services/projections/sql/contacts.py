@@ -260,6 +260,13 @@ def like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _as_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
 def filters(
     *,
     name: str | None = None,
@@ -304,7 +311,13 @@ def filters(
         )
     if company_id:
         where.append(f"company_id = {arg(company_id)}")
-    if infotag := (infotag or "").strip("/"):
+    if infotag and (tag_id := _as_uuid(infotag)) is not None:
+        # A catalogue tag's id: the placements of that tag, whatever path they were made under.
+        where.append(
+            f"EXISTS (SELECT 1 FROM {LIVE}.infotags t WHERE t.contact_id = c.contact_id"
+            f" AND t.tag_id = {arg(tag_id)})"
+        )
+    elif infotag := (infotag or "").strip("/"):
         # The tag or one below it: a placement's key is its name path (`Kunde/Guld`).
         t = arg(infotag)
         where.append(
