@@ -37,6 +37,7 @@ from services.contacts.personal_data import PersonErasedError
 from services.contacts.photos import (
     PhotoNotStoredError,
     PhotoTooLargeError,
+    StoredPhoto,
     UnsupportedPhotoTypeError,
 )
 from services.contacts.schemas import (
@@ -57,6 +58,7 @@ from services.contacts.schemas import (
     InfotagPlace,
     JobChange,
     JobChangeResponse,
+    JobChangeUndoResponse,
     OutlookSyncSwitch,
     OutlookSyncSwitchOff,
     PossibleDuplicates,
@@ -150,11 +152,21 @@ _ERRORS = error_responses(400, 404, 409, 410, 413)
 _BODILESS = error_responses(404, 409, 410)
 
 
-def _result(response: Response, result: CommandResult) -> CommandResponse:
-    response.headers["ETag"] = f'"{result.version}"'
+def _body(result: CommandResult) -> CommandResponse:
     return CommandResponse(
         contact_id=result.contact_id, person_id=result.person_id, version=result.version
     )
+
+
+def _result(response: Response, result: CommandResult) -> CommandResponse:
+    response.headers["ETag"] = f'"{result.version}"'
+    return _body(result)
+
+
+def _located(response: Response, result: CommandResult) -> dict[str, Any]:
+    """The fields of a command's response whose contact the Location names."""
+    response.headers["Location"] = f"/contacts/{result.contact_id}"
+    return _result(response, result).model_dump()
 
 
 @router.post("", status_code=201, response_model=CommandResponse, responses=_ERRORS)
@@ -215,16 +227,22 @@ def change_job(
         effective_on=body.effective_on or datetime.now(UTC).date(),
         expected_version=expected,
     )
-    response.headers["Location"] = f"/contacts/{new.contact_id}"
-    response.headers["ETag"] = f'"{new.version}"'
-    return JobChangeResponse(
-        contact_id=new.contact_id,
-        person_id=new.person_id,
-        version=new.version,
-        predecessor=CommandResponse(
-            contact_id=old.contact_id, person_id=old.person_id, version=old.version
-        ),
-    )
+    return JobChangeResponse(**_located(response, new), predecessor=_body(old))
+
+
+@router.post(
+    "/{contact_id}/job-change-undo", response_model=JobChangeUndoResponse, responses=_ERRORS
+)
+def undo_job_change(
+    contact_id: UUID,
+    contacts: Contacts,
+    actor: ActorDep,
+    expected: ExpectedVersion,
+    response: Response,
+) -> JobChangeUndoResponse:
+    """Undo the job change that made this version: it is withdrawn, its former one current."""
+    withdrawn, current = contacts.undo_job_change(actor, contact_id, expected)
+    return JobChangeUndoResponse(**_located(response, current), withdrawn=_body(withdrawn))
 
 
 @router.post(
@@ -410,15 +428,27 @@ def remove_photo(
     return _result(response, contacts.remove_photo(actor, contact_id, expected))
 
 
+def _photo_responses(description: str, errors: dict[int | str, Any]) -> dict[int | str, Any]:
+    """OpenAPI responses of a photo read: the image bytes, or the errors given."""
+    content = {t: {"schema": {"type": "string", "format": "binary"}} for t in _IMAGES}
+    return {200: {"description": description, "content": content}, **errors}
+
+
+def _photo_response(stored: StoredPhoto, content_hash: str) -> Response:
+    """A stored photo as the response body, tagged by its content hash."""
+    return Response(
+        stored.data,
+        media_type=stored.media_type,
+        # The type was judged from the bytes; browsers must not guess another one.
+        headers={"ETag": f'"{content_hash}"', "X-Content-Type-Options": "nosniff"},
+    )
+
+
 @router.get(
     "/{contact_id}/photo",
-    responses={
-        200: {
-            "description": "The photo's bytes (sent with X-Content-Type-Options: nosniff)",
-            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _IMAGES},
-        },
-        **_READ,
-    },
+    responses=_photo_responses(
+        "The photo's bytes (sent with X-Content-Type-Options: nosniff)", _READ
+    ),
 )
 def get_photo(
     contact_id: UUID, contacts: Contacts, _: Annotated[Principal, Depends(get_principal)]
@@ -427,13 +457,27 @@ def get_photo(
     contact = contacts.get_contact(contact_id)
     if contact.photo is None:
         raise domain.NoPhotoError()
-    stored = contacts.photos.get(contact.person_id, contact.photo["content_hash"])
-    return Response(
-        stored.data,
-        media_type=stored.media_type,
-        # The type was judged from the bytes; browsers must not guess another one.
-        headers={"ETag": f'"{contact.photo["content_hash"]}"', "X-Content-Type-Options": "nosniff"},
-    )
+    content_hash = contact.photo["content_hash"]
+    return _photo_response(contacts.photos.get(contact.person_id, content_hash), content_hash)
+
+
+@router.get(
+    "/{contact_id}/photos/{photo_ref}",
+    responses=_photo_responses(
+        "An earlier or the current photo's bytes (sent with nosniff)",
+        error_responses(404, 410, 422),
+    ),
+)
+def get_earlier_photo(
+    contact_id: UUID,
+    photo_ref: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
+    contacts: Contacts,
+    _: Annotated[Principal, Depends(get_principal)],
+) -> Response:
+    """A photo the person has had, by its content hash, until the person is erased."""
+    contact = contacts.get_contact(contact_id)
+    # Photos are kept by person, so any hash stored under the person is one of theirs.
+    return _photo_response(contacts.photos.get(contact.person_id, photo_ref), photo_ref)
 
 
 @router.post("/{contact_id}/archive", response_model=CommandResponse, responses=_ERRORS)
@@ -714,6 +758,8 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (domain.ContactNotArchivedError, 409),
     (domain.FormerEmploymentError, 409),
     (domain.SameCompanyJobChangeError, 409),
+    (domain.ContactWithdrawnError, 409),
+    (domain.NotAJobChangeError, 409),
     (domain.ContactErasedError, 410),
     (PersonErasedError, 410),
     (domain.NothingToChangeError, 422),

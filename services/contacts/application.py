@@ -24,6 +24,7 @@ from services.contacts.domain import (
     DuplicateContactError,
     NearDuplicate,
     NearKey,
+    NotAJobChangeError,
     PhotoInfo,
     PossibleDuplicateError,
     UniqueKey,
@@ -373,6 +374,39 @@ class ContactsApp(Application[UUID]):
             return (
                 CommandResult(old.id, old.version, old.person_id),
                 CommandResult(new.id, new.version, new.person_id),
+            )
+
+        return self._retrying(attempt)
+
+    def undo_job_change(
+        self, actor: Actor, contact_id: UUID, expected_version: int | None = None
+    ) -> tuple[CommandResult, CommandResult]:
+        """Undo the job change that created a current version; returns (withdrawn, current).
+
+        The version is withdrawn and its predecessor is current again, in one save: the
+        withdrawn version's keys are released and the predecessor's claimed again (refused
+        with DuplicateContactError, nothing changed, when another current contact took one
+        meanwhile). Its infotags, Outlook switches and photo go back with the person.
+        """
+
+        def attempt(optimistic: bool) -> tuple[CommandResult, CommandResult]:
+            new = self._load(contact_id)
+            new.check_version(expected_version)
+            new.check_editable()
+            if new.predecessor_id is None:
+                raise NotAJobChangeError()
+            former = self._load(new.predecessor_id)
+            before = held_keys(new)
+            new.withdraw_job_change(actor)
+            former.undo_job_change(actor, new)
+            keys = self._key_events(
+                [(new.id, before, held_keys(new)), (former.id, {}, held_keys(former))],
+                optimistic,
+            )
+            self.save(new, former, *keys)
+            return (
+                CommandResult(new.id, new.version, new.person_id),
+                CommandResult(former.id, former.version, former.person_id),
             )
 
         return self._retrying(attempt)
@@ -794,11 +828,14 @@ class ContactsApp(Application[UUID]):
         self._retrying(attempt)
 
     def employments(self, contact_id: UUID) -> list[Contact]:
-        """All versions of the contact's person, oldest first."""
-        contact = self._load(contact_id)
-        chain = [contact]
-        while chain[0].predecessor_id is not None:
-            chain.insert(0, self._load(chain[0].predecessor_id))
-        while chain[-1].successor_id is not None:
-            chain.append(self._load(chain[-1].successor_id))
+        """All versions of the contact's person, oldest first (withdrawn ones after theirs)."""
+        first = self._load(contact_id)
+        while first.predecessor_id is not None:
+            first = self._load(first.predecessor_id)
+        chain: list[Contact] = []
+        version: Contact | None = first
+        while version is not None:
+            chain.append(version)
+            chain.extend(self._load(withdrawn) for withdrawn in version.withdrawn_ids)
+            version = self._load(version.successor_id) if version.successor_id else None
         return chain

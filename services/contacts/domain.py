@@ -85,6 +85,24 @@ class FormerEmploymentError(ContactError):
         self.successor_id = successor_id
 
 
+class ContactWithdrawnError(ContactError):
+    """A version made by a job change that was undone accepts no more changes."""
+
+    def __init__(self, predecessor_id: UUID | None) -> None:
+        super().__init__(
+            f"contact was withdrawn (its job change was undone; the person's current version"
+            f" is {predecessor_id}); it cannot be changed"
+        )
+        self.predecessor_id = predecessor_id
+
+
+class NotAJobChangeError(ContactError):
+    """Only a current version a job change created can have that job change undone."""
+
+    def __init__(self) -> None:
+        super().__init__("contact was not created by a job change: there is none to undo")
+
+
 class DuplicateContactError(ContactError):
     """A uniqueness key is held by another current contact."""
 
@@ -313,6 +331,36 @@ class Contact(Aggregate):
             aggregate.started_on = self.started_on
             aggregate.ended_on = self.ended_on
 
+    class JobChangeWithdrawn(Event):
+        """JobChangeWithdrawn: the job change that made this version was undone."""
+
+        TOPIC = "kontakt:JobChangeWithdrawn"
+        predecessor_id: UUID
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.withdrawn = True
+
+    class JobChangeUndone(Event):
+        """JobChangeUndone: this employment is current again; the successor was withdrawn.
+
+        What followed the person to the successor comes back as the successor had it.
+        """
+
+        TOPIC = "kontakt:JobChangeUndone"
+        PERSONAL = ("photo.content_hash",)
+        withdrawn_id: UUID
+        infotags: dict[str, dict[str, Any]]
+        outlook_sync_users: list[str]
+        photo: dict[str, Any] | None
+
+        def apply(self, aggregate: Contact) -> None:
+            aggregate.ended_on = None
+            aggregate.successor_id = None
+            aggregate.withdrawn_ids = [*aggregate.withdrawn_ids, self.withdrawn_id]
+            aggregate.infotags = {k: dict(v) for k, v in self.infotags.items()}
+            aggregate.outlook_sync_users = set(self.outlook_sync_users)
+            aggregate.photo = dict(self.photo) if self.photo else None
+
     class OutlookSyncToggled(Event):
         """OutlookSyncToggled: one user's switch for this contact was turned on or off."""
 
@@ -436,6 +484,9 @@ class Contact(Aggregate):
         self.successor_id: UUID | None = None
         self.archived = False
         self.erased = False
+        self.withdrawn = False
+        #: Successors withdrawn when a job change of this version was undone, oldest first.
+        self.withdrawn_ids: list[UUID] = []
         # Set by Created.apply; contacts the person was declared not to be.
         self.distinct_from: set[UUID] = set()
 
@@ -485,9 +536,12 @@ class Contact(Aggregate):
 
     @property
     def status(self) -> ContactStatus:
-        """current, former, archived or erased."""
+        """current, former, archived, erased or withdrawn."""
         return contract.contact_status(
-            erased=self.erased, former=self.is_former, archived=self.archived
+            erased=self.erased,
+            former=self.is_former,
+            archived=self.archived,
+            withdrawn=self.withdrawn,
         )
 
     @property
@@ -515,6 +569,7 @@ class Contact(Aggregate):
             "successor_id": self.successor_id,
             "archived": self.archived,
             "erased": self.erased,
+            "withdrawn": self.withdrawn,
             "infotags": [{"tag": tag, **placed} for tag, placed in sorted(self.infotags.items())],
             "outlook_sync_users": sorted(self.outlook_sync_users),
             "photo": dict(self.photo) if self.photo else None,
@@ -529,8 +584,10 @@ class Contact(Aggregate):
             raise ContactErasedError()
 
     def check_editable(self) -> None:
-        """Refuse when the contact is erased, former or archived."""
+        """Refuse when the contact is erased, withdrawn, former or archived."""
         self._check_not_erased()
+        if self.withdrawn:
+            raise ContactWithdrawnError(self.predecessor_id)
         if self.is_former:
             raise FormerEmploymentError(self.successor_id)
         if self.archived:
@@ -624,6 +681,31 @@ class Contact(Aggregate):
             distinct_from=sorted(self.distinct_from),
         )
 
+    def withdraw_job_change(self, actor: Actor) -> None:
+        """Withdraw this version: the job change that created it was a mistake."""
+        self.check_editable()
+        if self.predecessor_id is None:
+            raise NotAJobChangeError()
+        self._trigger(self.JobChangeWithdrawn, actor, predecessor_id=self.predecessor_id)
+
+    def undo_job_change(self, actor: Actor, successor: Contact) -> None:
+        """Be current again after the successor was withdrawn, taking what it carries now.
+
+        The infotags, Outlook switches and photo the successor has (carried over at the job
+        change and maybe changed since) become this version's; its details stay its own.
+        """
+        self._check_not_erased()
+        if self.successor_id != successor.id or not successor.withdrawn:
+            raise NotAJobChangeError()
+        self._trigger(
+            self.JobChangeUndone,
+            actor,
+            withdrawn_id=successor.id,
+            infotags={k: dict(v) for k, v in successor.infotags.items()},
+            outlook_sync_users=sorted(successor.outlook_sync_users),
+            photo=dict(successor.photo) if successor.photo else None,
+        )
+
     def correct_employment(
         self,
         actor: Actor,
@@ -639,6 +721,8 @@ class Contact(Aggregate):
         belongs to a former employment only, and no employment ends before it started.
         """
         self._check_not_erased()
+        if self.withdrawn:
+            raise ContactWithdrawnError(self.predecessor_id)
         if self.archived:
             raise ContactArchivedError()
         if company_id is None and company_name is None and started_on is None and ended_on is None:
@@ -731,6 +815,8 @@ class Contact(Aggregate):
     def archive(self, actor: Actor, reason: str | None = None) -> bool:
         """Soft-delete; False when already archived."""
         self._check_not_erased()
+        if self.withdrawn:
+            raise ContactWithdrawnError(self.predecessor_id)
         if self.is_former:
             raise FormerEmploymentError(self.successor_id)
         if self.archived:
@@ -741,6 +827,8 @@ class Contact(Aggregate):
     def restore(self, actor: Actor) -> None:
         """Bring an archived contact back."""
         self._check_not_erased()
+        if self.withdrawn:
+            raise ContactWithdrawnError(self.predecessor_id)
         if self.is_former:
             raise FormerEmploymentError(self.successor_id)
         if not self.archived:
@@ -762,6 +850,9 @@ for _name in DETAIL_FIELDS:
 # Events and snapshots from before distinct_from existed declared no one distinct.
 # The fallbacks are never mutated: every change assigns a new set.
 setattr(Contact, "distinct_from", set())  # noqa: B010
+# Snapshots from before a job change could be undone knew no withdrawn versions.
+setattr(Contact, "withdrawn", False)  # noqa: B010
+setattr(Contact, "withdrawn_ids", [])  # noqa: B010
 setattr(Contact.Created, "distinct_from", ())  # noqa: B010
 setattr(Contact.DetailsChanged, "distinct_from", ())  # noqa: B010
 

@@ -30,7 +30,7 @@ def to_integration_event(event: Any, global_position: int) -> contract.ContactEv
     """The contract's message for a stored contact event at a position of the store."""
     model = _DATA[type(event)]
     data = {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
-    if isinstance(event, Contact.Created):
+    if isinstance(event, Contact.Created | Contact.JobChangeUndone):
         data["infotags"] = [{"tag": t, **placed} for t, placed in sorted(data["infotags"].items())]
     return model.model_validate(
         {

@@ -307,6 +307,12 @@ class JobChangeResponse(CommandResponse):
     predecessor: CommandResponse
 
 
+class JobChangeUndoResponse(CommandResponse):
+    """An undone job change's outcome: the version current again, and the withdrawn one."""
+
+    withdrawn: CommandResponse
+
+
 class ContactView(ContactFields):
     """A contact's state, read from the event store."""
 

@@ -68,6 +68,8 @@ class ContactRow:
     photo: c.PhotoRef | None
     outlook_sync_users: tuple[str, ...]
     infotags: dict[str, Infotag] = field(default_factory=dict)
+    #: Made by a job change that was undone (JobChangeWithdrawn).
+    withdrawn: bool = False
     #: When the contact held which address (normalised), for matching activities.
     held: frozenset[Held] = frozenset()
     created_at: datetime | None = None
@@ -79,9 +81,12 @@ class ContactRow:
 
     @property
     def status(self) -> c.ContactStatus:
-        """current, former, archived or erased."""
+        """current, former, archived, erased or withdrawn."""
         return c.contact_status(
-            erased=self.erased, former=self.successor_id is not None, archived=self.archived
+            erased=self.erased,
+            former=self.successor_id is not None,
+            archived=self.archived,
+            withdrawn=self.withdrawn,
         )
 
     @property
@@ -141,6 +146,12 @@ def _held(row: ContactRow, at: datetime) -> frozenset[Held]:
     return frozenset(held | {Held(a, at) for a in now - still})
 
 
+def _infotags(placements: list[c.InfotagPlacement]) -> dict[str, Infotag]:
+    return {
+        clean_text(t.tag): Infotag(clean_text(t.added_by), t.added_at, t.tag_id) for t in placements
+    }
+
+
 def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
     """The row after the event; raises UnknownContactError for a contact never created."""
     after = _fold(row, event)
@@ -171,10 +182,7 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
             erased=False,
             photo=_photo(d.photo),
             outlook_sync_users=tuple(sorted(clean_text(u) for u in d.outlook_sync_users)),
-            infotags={
-                clean_text(t.tag): Infotag(clean_text(t.added_by), t.added_at, t.tag_id)
-                for t in d.infotags
-            },
+            infotags=_infotags(d.infotags),
             created_at=event.occurred_at,
             updated_at=event.occurred_at,
         )
@@ -200,6 +208,18 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
             company_name=clean_text(fixed.company_name),
             started_on=fixed.started_on,
             ended_on=fixed.ended_on,
+        )
+    if isinstance(event, c.JobChangeWithdrawn):
+        return replace(row, withdrawn=True)
+    if isinstance(event, c.JobChangeUndone):
+        undone = event.data
+        return replace(
+            row,
+            ended_on=None,
+            successor_id=None,
+            photo=_photo(undone.photo),
+            outlook_sync_users=tuple(sorted(clean_text(u) for u in undone.outlook_sync_users)),
+            infotags=_infotags(undone.infotags),
         )
     if isinstance(event, c.OutlookSyncToggled):
         users = set(row.outlook_sync_users)

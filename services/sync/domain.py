@@ -35,6 +35,8 @@ from shared.contract.contacts import (
     InfotagAdded,
     InfotagRemoved,
     JobChanged,
+    JobChangeUndone,
+    JobChangeWithdrawn,
     OutlookSyncToggled,
     PhotoChanged,
     PhotoRemoved,
@@ -173,6 +175,28 @@ def apply_event(before: Snapshot | None, event: ContactEvent) -> tuple[Snapshot,
         snap = replace(snap, status="former", successor_id=event.data.successor_id)
     elif isinstance(event, EmploymentCorrected):
         snap = replace(snap, company_name=event.data.company_name)
+    elif isinstance(event, JobChangeWithdrawn):
+        # Held, not deleted: the predecessor's JobChangeUndone moves the links back.
+        return replace(snap, status="withdrawn"), []
+    elif isinstance(event, JobChangeUndone):
+        undone = event.data
+        snap = replace(
+            snap,
+            status="current",
+            successor_id=None,
+            infotags=tuple(sorted(t.tag for t in undone.infotags)),
+            photo_hash=undone.photo.content_hash if undone.photo else None,
+        )
+        # The same items follow the person back, rendering this version again.
+        return snap, [
+            LinkIntent(
+                "move",
+                pid,
+                cid,
+                from_contact_id=undone.withdrawn_id,
+                users_on=tuple(sorted(undone.outlook_sync_users)),
+            )
+        ]
     elif isinstance(event, OutlookSyncToggled):
         toggle = event.data
         return snap, [
@@ -320,8 +344,8 @@ def plan(link: Link, snap: Snapshot) -> Plan:
     """Decide the next step for a link, given the contact version it points at."""
     if link.state == "user_deleted":
         return Plan("switch_off")
-    if snap.status == "former":
-        # A job change is under way: the successor's ContactCreated moves the link.
+    if snap.status in ("former", "withdrawn"):
+        # A job change (or its undoing) is under way: the other version's event moves the link.
         return Plan("hold")
     if not wants_item(link, snap):
         if link.graph_id is not None:

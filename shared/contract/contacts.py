@@ -23,15 +23,19 @@ EVENT_ID_NAMESPACE = UUID("5b0e7c8a-6a7d-4f43-9d1c-0b8a4c9f2e11")
 #: What personal data reads as after the person was erased.
 ERASED = "[erased]"
 
-ContactStatus = Literal["current", "former", "archived", "erased"]
-"""Where a contact stands: one version of a person is current, former (moved on), archived or
-erased."""
+ContactStatus = Literal["current", "former", "archived", "erased", "withdrawn"]
+"""Where a contact stands: one version of a person is current, former (moved on), archived,
+erased, or withdrawn (made by a job change that was undone)."""
 
 
-def contact_status(*, erased: bool, former: bool, archived: bool) -> ContactStatus:
-    """A contact's status: erased above all, then former (moved on), then archived."""
+def contact_status(
+    *, erased: bool, former: bool, archived: bool, withdrawn: bool = False
+) -> ContactStatus:
+    """A contact's status: erased above all, then withdrawn, former (moved on), archived."""
     if erased:
         return "erased"
+    if withdrawn:
+        return "withdrawn"
     if former:
         return "former"
     return "archived" if archived else "current"
@@ -227,6 +231,44 @@ class EmploymentCorrected(ContactEventBase):
     data: EmploymentCorrectedData
 
 
+class JobChangeWithdrawnData(_Model):
+    """This version was made by a job change that was undone: the predecessor is current again.
+
+    A withdrawn version accepts no more changes; its history stays.
+    """
+
+    predecessor_id: UUID
+
+
+class JobChangeWithdrawn(ContactEventBase):
+    """JobChangeWithdrawn (for the withdrawn version; its predecessor has a JobChangeUndone)."""
+
+    type: Literal["JobChangeWithdrawn"] = "JobChangeWithdrawn"
+    schema_version: Literal[1] = 1
+    data: JobChangeWithdrawnData
+
+
+class JobChangeUndoneData(_Model):
+    """This employment's job change was undone: it is current again (no end, no successor).
+
+    The infotags, Outlook switches and photo are those the withdrawn version had at the
+    undo: they replace this version's.
+    """
+
+    withdrawn_id: UUID
+    infotags: list[InfotagPlacement]
+    outlook_sync_users: list[str]
+    photo: PhotoRef | None
+
+
+class JobChangeUndone(ContactEventBase):
+    """JobChangeUndone (published for the version that is current again)."""
+
+    type: Literal["JobChangeUndone"] = "JobChangeUndone"
+    schema_version: Literal[1] = 1
+    data: JobChangeUndoneData
+
+
 class OutlookSyncToggledData(_Model):
     """A user's Outlook sync for this contact was switched on or off."""
 
@@ -333,6 +375,8 @@ ContactEvent = Annotated[
     | ContactDetailsChanged
     | JobChanged
     | EmploymentCorrected
+    | JobChangeWithdrawn
+    | JobChangeUndone
     | OutlookSyncToggled
     | InfotagAdded
     | InfotagRemoved
@@ -349,6 +393,8 @@ CONTACT_EVENT_TYPES: tuple[type[ContactEventBase], ...] = (
     ContactDetailsChanged,
     JobChanged,
     EmploymentCorrected,
+    JobChangeWithdrawn,
+    JobChangeUndone,
     OutlookSyncToggled,
     InfotagAdded,
     InfotagRemoved,

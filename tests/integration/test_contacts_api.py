@@ -186,6 +186,24 @@ def test_photo_upload_sniffs_type_and_limits_size(client: TestClient) -> None:
     assert client.get(f"/contacts/{cid}/photo").status_code == 404
 
 
+def test_an_earlier_photo_is_fetched_by_its_hash_after_being_replaced(
+    client: TestClient,
+) -> None:
+    cid = new_contact(client)["contact_id"]
+    first, second = image_bytes("PNG", (5, 5), "red"), image_bytes("PNG", (5, 5), "green")
+    assert client.put(f"/contacts/{cid}/photo", content=first).status_code == 200
+    first_hash = client.get(f"/contacts/{cid}").json()["photo"]["content_hash"]
+    assert client.put(f"/contacts/{cid}/photo", content=second).status_code == 200
+    earlier = client.get(f"/contacts/{cid}/photos/{first_hash}")
+    assert earlier.status_code == 200 and earlier.content == first
+    assert earlier.headers["x-content-type-options"] == "nosniff"
+    assert client.get(f"/contacts/{cid}/photo").content == second
+    other = new_contact(client)["contact_id"]
+    assert client.get(f"/contacts/{other}/photos/{first_hash}").status_code == 404
+    assert client.get(f"/contacts/{cid}/photos/{'0' * 64}").status_code == 404
+    assert client.get(f"/contacts/{cid}/photos/not-a-hash").status_code == 422
+
+
 def test_outlook_switch_changes_only_the_callers_own_switch(
     client: TestClient,
     token_for,

@@ -89,6 +89,8 @@ def test_erased_person_reads_as_erased_and_refuses_commands_with_410(
     client: TestClient, admin: dict[str, str]
 ) -> None:
     ids = create_person(client, person(uuid4().hex[:6]), image_bytes("PNG", (3, 3), "blue"))
+    photo_hash = client.get(f"/contacts/{ids['first']}").json()["photo"]["content_hash"]
+    assert client.get(f"/contacts/{ids['first']}/photos/{photo_hash}").status_code == 200
     response = client.post(
         f"/contacts/{ids['first']}/erase", json={"reason": "ticket 42"}, headers=admin
     )
@@ -102,6 +104,8 @@ def test_erased_person_reads_as_erased_and_refuses_commands_with_410(
         assert history[-1]["type"] == "ContactErased" and history[-1]["actor"] == "dpo"
         assert all(ERASED in str(h["changes"]) for h in history if h["type"] == "ContactCreated")
     assert client.get(f"/contacts/{ids['current']}/photo").status_code == 404
+    earlier = client.get(f"/contacts/{ids['first']}/photos/{photo_hash}")
+    assert earlier.status_code in (404, 410)
     employments = client.get(f"/contacts/{ids['current']}/employments").json()
     assert [e["status"] for e in employments] == ["erased", "erased"]
     cid = ids["current"]

@@ -36,6 +36,7 @@ command = st.tuples(
             "archive",
             "restore",
             "job",
+            "undo",
             "correct",
             "photo",
             "erase",
@@ -103,6 +104,8 @@ def run_commands(p: Pipeline, commands: list[tuple[str, int, int, str]]) -> list
                     effective_on=date(2026, 1, 1 + i % 27),
                 )
                 ids.append(new.contact_id)
+            elif kind == "undo":
+                app.undo_job_change(BOB, target)
             elif kind == "correct":
                 app.correct_employment(
                     BOB,
@@ -199,11 +202,14 @@ EVERY_KIND = [
     ("restore", 2, 0, "a"),
     ("photo", 1, 2, "a"),
     ("job", 0, 2, "b"),
+    ("tag", 3, 0, "b"),
+    ("undo", 3, 0, "a"),
+    ("job", 0, 1, "a"),
     ("correct", 0, 1, "a"),
-    ("correct", 3, 1, "b"),
-    ("details", 3, 0, "b"),
+    ("correct", 4, 1, "b"),
+    ("details", 4, 0, "b"),
     ("erase", 1, 0, "a"),
-    ("email", 3, 0, "b"),
+    ("email", 4, 0, "b"),
 ]
 
 

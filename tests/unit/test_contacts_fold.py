@@ -208,6 +208,16 @@ def _every_event(row: model.ContactRow) -> list[c.ContactEventBase]:
             ),
         ),
         next_event(
+            row, c.JobChangeWithdrawn, data=c.JobChangeWithdrawnData(predecessor_id=uuid4())
+        ),
+        next_event(
+            row,
+            c.JobChangeUndone,
+            data=c.JobChangeUndoneData(
+                withdrawn_id=uuid4(), infotags=[], outlook_sync_users=["bob"], photo=PHOTO
+            ),
+        ),
+        next_event(
             row,
             c.OutlookSyncToggled,
             data=c.OutlookSyncToggledData(user_id="bob", enabled=True, reason=None),
@@ -227,7 +237,7 @@ def test_the_fold_covers_every_contract_event_type(row: model.ContactRow) -> Non
     assert types == set(c.CONTACT_EVENT_TYPES)
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(13))
 def test_applying_an_event_again_changes_nothing(row: model.ContactRow, index: int) -> None:
     event = _every_event(row)[index]
     once = model.apply(row, event)

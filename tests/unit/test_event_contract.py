@@ -69,6 +69,9 @@ def test_every_domain_event_maps_to_a_contract_event_that_round_trips() -> None:
         job={},
         effective_on=date(2026, 1, 1),
     )
+    successor.add_infotag(actor, "t2")
+    successor.withdraw_job_change(actor)
+    contact.undo_job_change(actor, successor)
     successor.erase(actor, "gdpr", ["ab12"])
     events = contact.pending_events + successor.pending_events
     published = [to_integration_event(e, i + 1) for i, e in enumerate(events)]

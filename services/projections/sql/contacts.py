@@ -85,7 +85,7 @@ _PLAIN = (
     "contact_id", "person_id", "version", "position", "status", "company_id", "company_name",
     "search_text", "free_text", "phone_digits", "phone_tails",
     *DETAIL_FIELDS, "started_on", "ended_on", "predecessor_id", "successor_id",
-    "archived", "erased",
+    "archived", "erased", "withdrawn",
 )  # fmt: skip
 _COLUMN_NAMES = (*_PLAIN, "photo", "outlook_sync_users", "created_at", "updated_at")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
