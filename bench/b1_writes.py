@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,13 +158,37 @@ async def http_load(base_url: str, token: str, clients: int, seconds: float) -> 
     return Load(len(latencies), elapsed, latencies, errors)
 
 
-def start_api(settings: KontaktSettings, procs: list[Proc], plain: bool = False) -> str:
-    """Start the contacts API process; return its URL."""
+def start_plain_asgi(settings: KontaktSettings, procs: list[Proc]) -> str:
+    """Start the plain ASGI app (the floor: HTTP alone); return its URL."""
     port = free_port()
-    env = env_of(settings, KONTAKT_LOG_JSON="true")
-    if plain:
+    proc = spawn("plain-asgi", ["--port", str(port)], env_of(settings), "bench.plain_asgi")
+    procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_ready(f"{url}/")
+    return url
+
+
+def measured(proc: Proc, url: str, token: str, clients: int, seconds: float) -> tuple[Load, float]:
+    """Run http_load; with the CPU time proc spent per command meanwhile, in ms."""
+    before = proc.cpu_seconds()
+    done = asyncio.run(http_load(url, token, clients, seconds))
+    return done, (proc.cpu_seconds() - before) * 1000 / max(done.commands, 1)
+
+
+def start_api(
+    settings: KontaktSettings,
+    procs: list[Proc],
+    plain: bool = False,
+    without: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+) -> str:
+    """Start the contacts API process (without: bench.serve_contacts flags); return its URL."""
+    port = free_port()
+    env = {**env_of(settings, KONTAKT_LOG_JSON="true"), **(extra_env or {})}
+    flags = [*(["--plain"] if plain else []), *without]
+    if flags:
         proc = spawn(
-            "contacts-api-plain", ["--port", str(port), "--plain"], env, "bench.serve_contacts"
+            "contacts-api-variant", ["--port", str(port), *flags], env, "bench.serve_contacts"
         )
     else:
         proc = spawn("contacts-api", ["serve", "contacts", "--port", str(port)], env)
@@ -171,6 +196,43 @@ def start_api(settings: KontaktSettings, procs: list[Proc], plain: bool = False)
     url = f"http://127.0.0.1:{port}"
     proc.wait_ready(f"{url}/health/ready")
     return url
+
+
+#: The API as it was, then with each speed-up added in turn: (name, serve_contacts flags,
+#: environment). The last is the API as it is served.
+STEPS: tuple[tuple[str, tuple[str, ...], dict[str, str]], ...] = (
+    ("before", ("--no-group-commit", "--h11"), {"PSYCOPG_IMPL": "python"}),
+    ("+ group commit", ("--h11",), {"PSYCOPG_IMPL": "python"}),
+    ("+ psycopg in C", ("--h11",), {}),
+    ("+ httptools (as served)", (), {}),
+)
+
+
+def steps(report: Report, settings: KontaktSettings, token: str, seconds: float) -> None:
+    """Each speed-up's effect: API CPU per command at every step, beside the first step's."""
+    first: dict[int, float] = {}
+    for name, flags, extra_env in STEPS:
+        with processes() as procs:
+            url = start_api(settings, procs, without=flags, extra_env=extra_env)
+            for clients in (1, 32):
+                progress(f"step {name!r}: {clients} client(s) for {seconds:.0f}s")
+                load, cpu = measured(procs[0], url, token, clients, seconds)
+                first.setdefault(clients, cpu)
+                report.add(
+                    Figure(
+                        "B1",
+                        f"API CPU per command, step {name}, {clients} client(s)",
+                        cpu,
+                        "ms",
+                        first[clients],
+                        f"step {STEPS[0][0]}",
+                        better="lower",
+                        note=(
+                            f"{load.rate:.0f} cmd/s, p50 {load.p50_ms:.1f} ms,"
+                            f" p99 {load.p99_ms:.1f} ms"
+                        ),
+                    )
+                )
 
 
 # ------------------------------------------------------------------ run
@@ -189,11 +251,46 @@ def run(report: Report, quick: bool = False) -> None:
             time.sleep(1.0)
             idle_rss = api.rss()
             loads: dict[int, Load] = {}
+            cpu: dict[int, float] = {}
             with Sampler([api]):
                 for clients in CLIENTS:
                     progress(f"HTTP: {clients} client(s) for {seconds:.0f}s")
-                    loads[clients] = asyncio.run(http_load(url, token, clients, seconds))
+                    loads[clients], cpu[clients] = measured(api, url, token, clients, seconds)
                 peak_rss = max(api.rss_samples, default=api.rss())
+        # The floor: the same clients against a plain ASGI app on the same server.
+        floor: dict[int, Load] = {}
+        floor_cpu: dict[int, float] = {}
+        with processes() as procs:
+            url = start_plain_asgi(settings, procs)
+            for clients in (1, 32):
+                progress(f"HTTP against a plain ASGI app: {clients} client(s) for {seconds:.0f}s")
+                plain_load = measured(procs[0], url, token, clients, seconds)
+                floor[clients], floor_cpu[clients] = plain_load
+        for clients in (1, 32):
+            report.add(
+                Figure(
+                    "B1",
+                    f"API CPU per command, {clients} client(s)",
+                    cpu[clients],
+                    "ms",
+                    floor_cpu[clients],
+                    "plain ASGI app, same server and clients",
+                    better="lower",
+                    target="≤ 1.5 ms" if clients == 1 else "",
+                    met=(cpu[clients] <= 1.5) if clients == 1 else None,
+                )
+            )
+            report.add(
+                Figure(
+                    "B1",
+                    f"writes vs a plain ASGI app, {clients} client(s)",
+                    loads[clients].rate,
+                    "cmd/s",
+                    floor[clients].rate,
+                    "plain ASGI app, same server and clients",
+                    note=f"plain app p99 {floor[clients].p99_ms:.1f} ms",
+                )
+            )
         for clients, load in loads.items():
             target = ""
             met = None
@@ -249,6 +346,7 @@ def run(report: Report, quick: bool = False) -> None:
                     better="lower",
                 )
             )
+        steps(report, settings, token, seconds)
         # Encryption cost: the 32-client run again, on an API storing events in plain text.
         with processes() as procs:
             url = start_api(settings, procs, plain=True)

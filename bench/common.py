@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import subprocess
 import tempfile
 import time
@@ -174,6 +175,11 @@ class Proc:
     def rss(self) -> int:
         """Resident set size now, in bytes (0 once gone)."""
         return rss_of(self.pid)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def sample(self) -> None:
         """Remember the resident set size now."""

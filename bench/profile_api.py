@@ -37,6 +37,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("/tmp/kontakt-api.txt"))
+    parser.add_argument(
+        "--all-threads",
+        action="store_true",
+        help="sample every thread that is not idle, not only the one holding the GIL",
+    )
     args = parser.parse_args()
     with isolated("prof") as settings, processes() as procs:
         url = start_api(settings, procs)
@@ -56,7 +61,8 @@ def main() -> None:
                 "--rate",
                 "200",
                 "--nonblocking",
-                "--gil",
+                *([] if args.all_threads else ["--gil"]),
+                "--threads",
             ]
         )
         load = asyncio.run(http_load(url, token, args.clients, args.seconds))

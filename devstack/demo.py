@@ -18,6 +18,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from PIL import Image, ImageDraw
 
+from shared.auth import ADMIN_ROLE, mint_token
 from shared.kafka import ensure_topics
 from shared.settings import KontaktSettings
 
@@ -71,6 +72,25 @@ def _create(api: httpx.Client, person: dict[str, Any]) -> str:
     if response.status_code == 409 and response.json().get("existing_contact_id"):
         return str(response.json()["existing_contact_id"])
     raise RuntimeError(f"demo: creating {person['first_names']} failed: {response.text}")
+
+
+#: The demo's infotag catalogue, parents before children.
+TAG_PATHS = ("Kunde", "Kunde/Guld", "Nyhedsbrev", "Prospekt")
+
+
+def _define_tags(api: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
+    """The demo's catalogue tags by path, defining those missing (as an admin)."""
+    listed = api.get("/infotags")
+    _ok(listed)
+    ids = {n["path"]: n["tag_id"] for n in listed.json()["infotags"]}
+    for path in TAG_PATHS:
+        if path not in ids:
+            parent, _, name = path.rpartition("/")
+            body = {"name": name, "parent_id": ids[parent] if parent else None}
+            defined = api.post("/infotags", json=body, headers=admin)
+            _ok(defined)
+            ids[path] = defined.json()["tag_id"]
+    return ids
 
 
 def _ok(response: httpx.Response) -> None:
@@ -150,13 +170,15 @@ def seed(settings: KontaktSettings, token: str, api_url: str | None = None) -> D
         base_url=api_url or settings.contacts_api_url, headers=headers, timeout=30
     ) as api:
         karen, ole, mette = (_create(api, p) for p in PEOPLE)
+        admin = {"Authorization": f"Bearer {mint_token(settings, 'demo-admin', [ADMIN_ROLE])}"}
+        tag_ids = _define_tags(api, admin)
         for contact, tags in ((karen, ["Kunde/Guld", "Nyhedsbrev"]), (ole, ["Kunde/Guld"]),
                               (mette, ["Prospekt"])):  # fmt: skip
             state = api.get(f"/contacts/{contact}").json()
             if state["status"] != "current":
                 continue
             for tag in tags:
-                _ok(api.post(f"/contacts/{contact}/infotags", json={"tag": tag}))
+                _ok(api.post(f"/contacts/{contact}/infotags", json={"tag_id": tag_ids[tag]}))
         state = api.get(f"/contacts/{karen}").json()
         if state["company_id"] == NORDLYS:
             _ok(api.put(f"/contacts/{karen}/photo", content=portrait(),

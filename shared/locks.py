@@ -17,6 +17,9 @@ SYNC_OUTBOX_PUBLISHER = 0x6B6F6E74_6F757462
 #: Joining the near-duplicate keys of contacts stored before them: one process, once.
 NEAR_KEY_BACKFILL = 0x6B6F6E74_6E656172
 
+#: Defining catalogue infotags for the names placed before the catalogue: one process, once.
+INFOTAG_BACKFILL = 0x6B6F6E74_74616773
+
 
 def relay_leadership(name: str) -> int:
     """The lock held by the active relay of the named stream (others wait as standbys)."""

@@ -7,7 +7,7 @@ import re
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 import psycopg
@@ -29,8 +29,10 @@ from psycopg_pool import PoolTimeout
 from pydantic import StringConstraints
 
 from services.contacts import domain
+from services.contacts import infotags as infotag_rules
 from services.contacts.application import CommandResult, ContactsApp
 from services.contacts.export import StoreReader
+from services.contacts.infotags import InfotagCatalogue
 from services.contacts.personal_data import PersonErasedError
 from services.contacts.photos import (
     PhotoNotStoredError,
@@ -49,6 +51,10 @@ from services.contacts.schemas import (
     EraseRequest,
     ErasureResponse,
     HistoryEntry,
+    InfotagCatalogueView,
+    InfotagChange,
+    InfotagDefine,
+    InfotagNode,
     InfotagPlace,
     JobChange,
     JobChangeResponse,
@@ -329,20 +335,43 @@ def add_infotag(
     expected: ExpectedVersion,
     response: Response,
 ) -> CommandResponse:
-    """Place an infotag on the contact (placing a placed tag changes nothing)."""
-    return _result(response, contacts.add_infotag(actor, contact_id, body.tag, expected))
+    """Place an infotag on the contact (placing a placed tag changes nothing).
+
+    By catalogue id, or by name path: the catalogue tag at that path, else (a name the
+    catalogue does not know) a placement by name as before the catalogue. An inactive
+    tag is refused with 409.
+    """
+    tag_id = body.tag_id
+    if body.tag is not None:
+        tag_id = contacts.infotag_catalogue().find_path(body.tag)
+        if tag_id is None:
+            return _result(response, contacts.add_infotag(actor, contact_id, body.tag, expected))
+    assert tag_id is not None  # the body gives exactly one
+    return _result(response, contacts.add_catalogue_infotag(actor, contact_id, tag_id, expected))
 
 
 @router.delete("/{contact_id}/infotags/{tag}", response_model=CommandResponse, responses=_BODILESS)
 def remove_infotag(
     contact_id: UUID,
-    tag: Annotated[EdgeText, Path(max_length=100)],
+    tag: Annotated[
+        EdgeText, Path(max_length=100, description="A catalogue tag id, or a tag's name path")
+    ],
     contacts: Contacts,
     actor: ActorDep,
     expected: ExpectedVersion,
     response: Response,
 ) -> CommandResponse:
-    """Take an infotag off the contact."""
+    """Take an infotag off the contact: by catalogue id, or by name path."""
+    try:
+        tag_id: UUID | None = UUID(tag)
+    except ValueError:
+        tag_id = contacts.infotag_catalogue().find_path(tag)
+    if tag_id is not None:
+        try:
+            result = contacts.remove_catalogue_infotag(actor, contact_id, tag_id, expected)
+            return _result(response, result)
+        except domain.InfotagNotPlacedError:
+            pass  # perhaps placed by that name before the catalogue
     return _result(response, contacts.remove_infotag(actor, contact_id, tag, expected))
 
 
@@ -622,11 +651,103 @@ def possible_duplicates_of(
     return _candidates(found)
 
 
+# ------------------------------------------------------------- infotag catalogue
+
+infotags = APIRouter(
+    prefix="/infotags",
+    tags=["infotags"],
+    route_class=StrictJSONRoute,
+    responses=error_responses(401, 422, 500, 503),
+)
+#: Catalogue commands: admins only.
+_CATALOGUE = error_responses(400, 403, 404, 409, 413)
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _node(catalogue: InfotagCatalogue, tag_id: UUID) -> InfotagNode:
+    state = catalogue.tag(tag_id)
+    return InfotagNode(
+        tag_id=tag_id,
+        name=state["name"],
+        path=catalogue.path(tag_id),
+        parent_id=state["parent_id"],
+        active=state["active"],
+        defined_by=state["defined_by"],
+        defined_at=datetime.fromisoformat(state["defined_at"]),
+    )
+
+
+@infotags.get("", response_model=InfotagCatalogueView)
+def list_infotags(contacts: Contacts, _: PrincipalDep) -> InfotagCatalogueView:
+    """Every catalogue infotag (active or not), sorted by path."""
+    catalogue = contacts.infotag_catalogue()
+    nodes = [_node(catalogue, tag_id) for tag_id in catalogue.tags]
+    return InfotagCatalogueView(infotags=sorted(nodes, key=lambda n: n.path.casefold()))
+
+
+@infotags.get("/{tag_id}", response_model=InfotagNode, responses=error_responses(404))
+def get_infotag(tag_id: UUID, contacts: Contacts, _: PrincipalDep) -> InfotagNode:
+    """One catalogue infotag."""
+    return _node(contacts.infotag_catalogue(), tag_id)
+
+
+@infotags.post("", status_code=201, response_model=InfotagNode, responses=_CATALOGUE)
+def define_infotag(
+    body: InfotagDefine, contacts: Contacts, actor: ActorDep, principal: PrincipalDep
+) -> InfotagNode:
+    """Define an infotag (admins): its name free among its siblings, compared case-insensitively."""
+    tag_id = contacts.define_infotag(actor, principal.roles, body.name, body.parent_id)
+    return _node(contacts.infotag_catalogue(), tag_id)
+
+
+@infotags.patch("/{tag_id}", response_model=InfotagNode, responses=_CATALOGUE)
+def change_infotag(
+    tag_id: UUID,
+    body: InfotagChange,
+    contacts: Contacts,
+    actor: ActorDep,
+    principal: PrincipalDep,
+) -> InfotagNode:
+    """Rename and/or move an infotag (admins); parent_id null moves it to the root."""
+    contacts.change_infotag(
+        actor,
+        principal.roles,
+        tag_id,
+        name=body.name,
+        parent_id=body.parent_id,
+        move="parent_id" in body.model_fields_set,
+    )
+    return _node(contacts.infotag_catalogue(), tag_id)
+
+
+@infotags.post(
+    "/{tag_id}/{action}", response_model=InfotagNode, responses=error_responses(403, 404, 409)
+)
+def set_infotag_active(
+    tag_id: UUID,
+    action: Literal["deactivate", "reactivate"],
+    contacts: Contacts,
+    actor: ActorDep,
+    principal: PrincipalDep,
+) -> InfotagNode:
+    """Deactivate (it stays on contacts and in search, refuses placements) or reactivate a tag.
+
+    Admins only; doing it twice changes nothing.
+    """
+    contacts.set_infotag_active(actor, principal.roles, tag_id, active=action == "reactivate")
+    return _node(contacts.infotag_catalogue(), tag_id)
+
+
 # ------------------------------------------------------------- error mapping
 
 _STATUS: list[tuple[type[Exception], int]] = [
     (domain.ContactNotFoundError, 404),
     (domain.InfotagNotPlacedError, 404),
+    (infotag_rules.InfotagNotFoundError, 404),
+    (infotag_rules.AdminRequiredError, 403),
+    (infotag_rules.InfotagNameTakenError, 409),
+    (infotag_rules.InfotagCycleError, 409),
+    (infotag_rules.InactiveInfotagError, 409),
     (domain.NoPhotoError, 404),
     (PhotoNotStoredError, 404),
     (domain.VersionConflictError, 409),
@@ -643,6 +764,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (PersonErasedError, 410),
     (domain.NothingToChangeError, 422),
     (domain.InvalidValueError, 422),
+    (infotag_rules.InvalidInfotagNameError, 422),
     (PhotoTooLargeError, 413),
     (UnsupportedPhotoTypeError, 415),
 ]

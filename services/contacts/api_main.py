@@ -14,12 +14,14 @@ from fastapi.responses import HTMLResponse
 
 from services.contacts.api import (
     companies,
+    infotags,
     install_error_handlers,
     install_observability,
     router,
 )
 from services.contacts.application import ContactsApp
 from services.contacts.store import (
+    backfill_infotags_once,
     backfill_near_keys_once,
     build_contacts_app,
     close_contacts_app,
@@ -64,6 +66,7 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(companies)
+    app.include_router(infotags)
     app.include_router(sync_keys_router)
     install_error_handlers(app)
     install_observability(app)
@@ -96,14 +99,18 @@ def create_app(settings: KontaktSettings | None = None) -> FastAPI:
 
 
 def _backfill(contacts: ContactsApp, settings: KontaktSettings, stopping: threading.Event) -> None:
-    try:
-        seen = backfill_near_keys_once(contacts, settings, stopping.is_set)
-    except Exception:
-        # Not fatal to serving: the next start tries again (the backfill is idempotent).
-        log.exception("joining the near-duplicate keys of earlier contacts failed")
-        return
-    if seen is not None:
-        log.info("near-duplicate keys joined for the %d contacts stored before them", seen)
+    for once, what in (
+        (backfill_near_keys_once, "near-duplicate keys joined for %d contacts stored before them"),
+        (backfill_infotags_once, "infotag catalogue: %d names placed before it defined"),
+    ):
+        try:
+            done = once(contacts, settings, stopping.is_set)
+        except Exception:
+            # Not fatal to serving: the next start tries again (each backfill is idempotent).
+            log.exception("backfill failed: %s", once.__name__)
+            return
+        if done is not None:
+            log.info(what, done)
 
 
 async def run(settings: KontaktSettings, host: str, port: int) -> None:

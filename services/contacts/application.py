@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoding
+from eventsourcing.persistence import EventStore, JSONTranscoder, Mapper, Transcoding
 
 from services.contacts.domain import (
     ERASED,
@@ -19,6 +19,7 @@ from services.contacts.domain import (
     ConcurrentModificationError,
     Contact,
     ContactErasedError,
+    ContactError,
     ContactNotFoundError,
     DuplicateContactError,
     NearDuplicate,
@@ -30,6 +31,14 @@ from services.contacts.domain import (
     event_type_name,
     near_keys,
     uniqueness_keys,
+)
+from services.contacts.group_commit import GroupCommitEventStore
+from services.contacts.infotags import (
+    CATALOGUE_ID,
+    InfotagCatalogue,
+    InfotagNotFoundError,
+    require_admin,
+    tag_id_for_path,
 )
 from services.contacts.personal_data import PersonalDataMapper, PersonCipher
 from services.contacts.photos import PhotoStore
@@ -125,6 +134,10 @@ class ContactsApp(Application[UUID]):
         if not self.encrypt:
             return Mapper(transcoder=self.construct_transcoder())
         return PersonalDataMapper(transcoder=self.construct_transcoder(), cipher=self.cipher)
+
+    def construct_event_store(self) -> EventStore[UUID]:
+        """An event store that saves the commands of concurrent callers in one transaction."""
+        return GroupCommitEventStore(mapper=self.mapper, recorder=self.recorder)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         """Register the library's transcodings and ours."""
@@ -470,6 +483,109 @@ class ContactsApp(Application[UUID]):
         """Take an infotag off a contact."""
         return self._change(contact_id, expected_version, lambda c: c.remove_infotag(actor, tag))
 
+    def add_catalogue_infotag(
+        self, actor: Actor, contact_id: UUID, tag_id: UUID, expected_version: int | None = None
+    ) -> CommandResult:
+        """Place a catalogue tag on a contact; an inactive one is refused."""
+        catalogue = self.infotag_catalogue()
+        catalogue.require_placeable(tag_id)
+        path = catalogue.path(tag_id)
+        return self._change(
+            contact_id,
+            expected_version,
+            lambda c: c.add_catalogue_infotag(
+                actor, tag_id, path, c.placed_as(tag_id, tag_id_for_path) is not None
+            ),
+        )
+
+    def remove_catalogue_infotag(
+        self, actor: Actor, contact_id: UUID, tag_id: UUID, expected_version: int | None = None
+    ) -> CommandResult:
+        """Take a catalogue tag (active or not) off a contact."""
+        return self._change(
+            contact_id,
+            expected_version,
+            lambda c: c.remove_catalogue_infotag(
+                actor, tag_id, c.placed_as(tag_id, tag_id_for_path)
+            ),
+        )
+
+    def find_infotag(self, path: str) -> UUID:
+        """The id of the catalogue tag at a name path (`Kunde/Guld`); InfotagNotFoundError."""
+        found = self.infotag_catalogue().find_path(path)
+        if found is None:
+            raise InfotagNotFoundError(tag_id_for_path(path))
+        return found
+
+    # ------------------------------------------------------- infotag catalogue
+
+    def infotag_catalogue(self, actor: Actor | None = None) -> InfotagCatalogue:
+        """The catalogue as stored (before its first tag: a new one, created by actor)."""
+        try:
+            catalogue: object = self.repository.get(CATALOGUE_ID)
+        except AggregateNotFoundError:
+            catalogue = None
+        if isinstance(catalogue, InfotagCatalogue):
+            return catalogue
+        return InfotagCatalogue.create(actor or Actor("system", "catalogue"))
+
+    def _change_catalogue(
+        self, actor: Actor, roles: frozenset[str], mutate: Callable[[InfotagCatalogue], T]
+    ) -> T:
+        """Run a catalogue command as an admin; a concurrent catalogue change retries it."""
+        require_admin(roles)
+        return self._save_catalogue(actor, mutate)
+
+    def _save_catalogue(self, actor: Actor, mutate: Callable[[InfotagCatalogue], T]) -> T:
+        def attempt(optimistic: bool) -> T:
+            catalogue = self.infotag_catalogue(actor)
+            result = mutate(catalogue)
+            if catalogue.pending_events:
+                self.save(catalogue)
+            return result
+
+        return self._retrying(attempt)
+
+    def define_infotag(
+        self, actor: Actor, roles: frozenset[str], name: str, parent_id: UUID | None
+    ) -> UUID:
+        """Define a catalogue tag under a parent (None: at the root); returns its id."""
+        tag_id = uuid4()
+        return self._change_catalogue(
+            actor, roles, lambda c: c.define(actor, tag_id=tag_id, name=name, parent_id=parent_id)
+        )
+
+    def change_infotag(
+        self,
+        actor: Actor,
+        roles: frozenset[str],
+        tag_id: UUID,
+        *,
+        name: str | None = None,
+        parent_id: UUID | None = None,
+        move: bool = False,
+    ) -> None:
+        """Rename a tag and/or move it (move with parent_id None: to the root), atomically."""
+
+        def mutate(catalogue: InfotagCatalogue) -> None:
+            catalogue.tag(tag_id)
+            if move:
+                catalogue.move(actor, tag_id, parent_id)
+            if name is not None:
+                catalogue.rename(actor, tag_id, name)
+
+        self._change_catalogue(actor, roles, mutate)
+
+    def set_infotag_active(
+        self, actor: Actor, roles: frozenset[str], tag_id: UUID, active: bool
+    ) -> None:
+        """Reactivate (True) or deactivate (False) a catalogue tag."""
+        self._change_catalogue(
+            actor,
+            roles,
+            lambda c: c.reactivate(actor, tag_id) if active else c.deactivate(actor, tag_id),
+        )
+
     def change_photo(
         self,
         actor: Actor,
@@ -668,6 +784,44 @@ class ContactsApp(Application[UUID]):
                 seen += 1
             start = page[-1].id + 1
         return seen
+
+    def backfill_infotags(self, stop: Callable[[], bool] = lambda: False) -> int:
+        """Define catalogue tags (and their parents) for every name placed before the catalogue.
+
+        Each under the deterministic id of its name path, so those placements are the
+        catalogue tag's (removable by its id). Idempotent; returns how many names were new.
+        """
+        names: set[str] = set()
+        start = 1
+        topics = (Contact.InfotagAdded.TOPIC, Contact.Created.TOPIC)
+        while not stop():
+            page = self.recorder.select_notifications(start, 500, topics=topics)
+            if not page:
+                break
+            for notification in page:
+                event: Any = self.mapper.to_domain_event(notification)
+                if isinstance(event, Contact.InfotagAdded):
+                    if event.tag_id is None:
+                        names.add(event.tag)
+                else:  # a job change's new version carries the placements over
+                    names.update(t for t, p in event.infotags.items() if "tag_id" not in p)
+            start = page[-1].id + 1
+        if stop() or not names:
+            return 0
+        actor = Actor("system", "infotag-catalogue-backfill")
+
+        def define(catalogue: InfotagCatalogue) -> int:
+            new = 0
+            for name in sorted(names):
+                if catalogue.find_path(name) is None:
+                    try:
+                        catalogue.define_path(actor, name)
+                        new += 1
+                    except ContactError:
+                        pass  # a name the catalogue cannot hold (too long): stays a name
+            return new
+
+        return self._save_catalogue(actor, define)
 
     def _join_near_keys(self, contact_id: UUID) -> None:
         def attempt(optimistic: bool) -> None:

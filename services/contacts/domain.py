@@ -6,6 +6,7 @@ Pure: no I/O, no framework. The application layer loads, calls and saves.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -380,18 +381,21 @@ class Contact(Aggregate):
 
         TOPIC = "kontakt:InfotagAdded"
         tag: str
+        # The catalogue tag placed; None in placements by name made before the catalogue.
+        tag_id: UUID | None = None
 
         def apply(self, aggregate: Contact) -> None:
-            aggregate.infotags[self.tag] = {
-                "added_by": self.actor,
-                "added_at": self.timestamp.isoformat(),
-            }
+            placed = {"added_by": self.actor, "added_at": self.timestamp.isoformat()}
+            if self.tag_id is not None:
+                placed["tag_id"] = str(self.tag_id)
+            aggregate.infotags[self.tag] = placed
 
     class InfotagRemoved(Event):
         """InfotagRemoved: a tag was taken off the contact."""
 
         TOPIC = "kontakt:InfotagRemoved"
         tag: str
+        tag_id: UUID | None = None
 
         def apply(self, aggregate: Contact) -> None:
             aggregate.infotags.pop(self.tag, None)
@@ -766,6 +770,32 @@ class Contact(Aggregate):
         if tag not in self.infotags:
             raise InfotagNotPlacedError(tag)
         self._trigger(self.InfotagRemoved, actor, tag=tag)
+
+    def placed_as(self, tag_id: UUID, id_of_name: Callable[[str], UUID]) -> str | None:
+        """The placement (its name path) of a catalogue tag, or None when it is not placed.
+
+        Placements by name made before the catalogue carry no id: id_of_name gives theirs.
+        """
+        for tag, placed in self.infotags.items():
+            placed_id = UUID(placed["tag_id"]) if "tag_id" in placed else id_of_name(tag)
+            if placed_id == tag_id:
+                return tag
+        return None
+
+    def add_catalogue_infotag(self, actor: Actor, tag_id: UUID, path: str, placed: bool) -> bool:
+        """Place a catalogue tag under its current path; False when it is already placed."""
+        self.check_editable()
+        if placed:
+            return False
+        self._trigger(self.InfotagAdded, actor, tag=path, tag_id=tag_id)
+        return True
+
+    def remove_catalogue_infotag(self, actor: Actor, tag_id: UUID, tag: str | None) -> None:
+        """Take a placed catalogue tag (placed as `tag`) off."""
+        self.check_editable()
+        if tag is None or tag not in self.infotags:
+            raise InfotagNotPlacedError(str(tag_id))
+        self._trigger(self.InfotagRemoved, actor, tag=tag, tag_id=tag_id)
 
     def change_photo(self, actor: Actor, photo: PhotoInfo) -> bool:
         """Make a stored photo the current one; False when it already is."""

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from shared.contract.contacts import DETAILS, JOB_DETAILS, REQUIRED_DETAILS, FieldKind
@@ -68,6 +69,14 @@ _VISIBLE = Field(json_schema_extra={"pattern": VISIBLE_TEXT_PATTERN})
 Text = Annotated[str, StringConstraints(max_length=200), _VISIBLE, AfterValidator(_text)]
 Reason = Annotated[str, StringConstraints(max_length=500), _VISIBLE, AfterValidator(_text)]
 Tag = Annotated[str, StringConstraints(max_length=100), _VISIBLE, AfterValidator(_text)]
+#: A catalogue tag's own name: a tag path without the separator (the domain refuses `/`).
+TagName = Annotated[
+    str,
+    StringConstraints(max_length=100),
+    # Every character class of the visible-text pattern also excludes "/".
+    Field(json_schema_extra={"pattern": VISIBLE_TEXT_PATTERN.replace("[^", "[^/")}),
+    AfterValidator(_text),
+]
 Email = Annotated[
     str,
     StringConstraints(max_length=254),
@@ -209,10 +218,60 @@ class OutlookSyncSwitchOff(_Strict):
     reason: Reason
 
 
-class InfotagPlace(_Strict):
-    """Place an infotag."""
+def _one_of_tag_id_or_tag(schema: dict[str, Any]) -> None:
+    # "Exactly one, and not null" in the document too, so generated bodies are accepted.
+    schema.update(minProperties=1, maxProperties=1)
+    for name in ("tag_id", "tag"):
+        field = schema["properties"][name]
+        field.update(next(s for s in field.pop("anyOf") if s.get("type") != "null"))
+        field.pop("default", None)
 
-    tag: Tag
+
+class InfotagPlace(_Strict):
+    """Place an infotag: by catalogue id, or by name path (`Kunde/Guld`); exactly one."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of_tag_id_or_tag)
+
+    tag_id: UUID | None = None
+    tag: Tag | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> InfotagPlace:
+        if (self.tag_id is None) == (self.tag is None):
+            raise ValueError("give exactly one of tag_id and tag")
+        return self
+
+
+class InfotagDefine(_Strict):
+    """Define a catalogue infotag under a parent (none: at the root)."""
+
+    name: TagName
+    parent_id: UUID | None = None
+
+
+class InfotagChange(_Strict):
+    """Rename and/or move a catalogue infotag (parent_id null: to the root)."""
+
+    name: TagName | None = None
+    parent_id: UUID | None = None
+
+
+class InfotagNode(BaseModel):
+    """A catalogue infotag: its name, place in the tree, and who defined it when."""
+
+    tag_id: UUID
+    name: str
+    path: str
+    parent_id: UUID | None
+    active: bool
+    defined_by: str
+    defined_at: datetime
+
+
+class InfotagCatalogueView(BaseModel):
+    """Every catalogue infotag, sorted by path."""
+
+    infotags: list[InfotagNode]
 
 
 class ArchiveRequest(_Strict):

@@ -117,8 +117,9 @@ async def store_status(settings: KontaktSettings) -> dict[str, Any]:
     return {"newest_position": int(row[0]) if row and row[0] is not None else 0}
 
 
-#: The backfill's name in contacts_backfills.
+#: The backfills' names in contacts_backfills.
 NEAR_KEY_BACKFILL = "near-duplicate-keys"
+INFOTAG_BACKFILL = "infotag-catalogue-names"
 
 
 def backfill_near_keys_once(
@@ -126,26 +127,51 @@ def backfill_near_keys_once(
 ) -> int | None:
     """Join the near-duplicate keys of contacts stored before them, once per database.
 
-    One process does it (an advisory lock; the others go on at once) and records it when
-    it went through to the end. Returns how many contacts it looked at, or None when it
-    was done before or another process is doing it.
+    Returns how many contacts it looked at, or None (see _once).
     """
+    return _once(
+        settings, NEAR_KEY_BACKFILL, locks.NEAR_KEY_BACKFILL, contacts.backfill_near_keys, stop
+    )
+
+
+def backfill_infotags_once(
+    contacts: ContactsApp, settings: KontaktSettings, stop: Callable[[], bool] = lambda: False
+) -> int | None:
+    """Define catalogue tags for the names placed before the catalogue, once per database.
+
+    Returns how many names it carried over, or None (see _once).
+    """
+    return _once(
+        settings, INFOTAG_BACKFILL, locks.INFOTAG_BACKFILL, contacts.backfill_infotags, stop
+    )
+
+
+def _once(
+    settings: KontaktSettings,
+    name: str,
+    lock_id: int,
+    work: Callable[[Callable[[], bool]], int],
+    stop: Callable[[], bool],
+) -> int | None:
+    """Run a backfill once per database: one process does it (an advisory lock; the others
+    go on at once) and records it when it went through to the end. None when it was done
+    before or another process is doing it."""
     with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (locks.NEAR_KEY_BACKFILL,)).fetchone()
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)).fetchone()
         if not (got and got[0]):
             return None
         try:
             done = conn.execute(
-                "SELECT 1 FROM contacts_backfills WHERE name = %s", (NEAR_KEY_BACKFILL,)
+                "SELECT 1 FROM contacts_backfills WHERE name = %s", (name,)
             ).fetchone()
             if done:
                 return None
-            seen = contacts.backfill_near_keys(stop)
+            seen = work(stop)
             if not stop():
                 conn.execute(
                     "INSERT INTO contacts_backfills (name) VALUES (%s) ON CONFLICT DO NOTHING",
-                    (NEAR_KEY_BACKFILL,),
+                    (name,),
                 )
             return seen
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (locks.NEAR_KEY_BACKFILL,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))

@@ -140,7 +140,14 @@ async def list_contacts(
         ),
     ] = None,
     company_id: UUID | None = None,
-    infotag: Annotated[EdgeText | None, Query(max_length=100)] = None,
+    infotag: Annotated[
+        EdgeText | None,
+        Query(
+            max_length=100,
+            description="A tag's name path (`Kunde`): contacts with it or a tag below it;"
+            " or a catalogue tag id: contacts with that tag",
+        ),
+    ] = None,
     status: Annotated[list[ContactStatus] | None, Query()] = None,
     sort: Sort = Sort.name,
     limit: Limit = 50,

@@ -34,6 +34,8 @@ class Infotag:
 
     added_by: str
     added_at: datetime
+    #: The catalogue tag; None for a placement by name made before the catalogue.
+    tag_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,9 @@ def _held(row: ContactRow, at: datetime) -> frozenset[Held]:
 
 
 def _infotags(placements: list[c.InfotagPlacement]) -> dict[str, Infotag]:
-    return {clean_text(t.tag): Infotag(clean_text(t.added_by), t.added_at) for t in placements}
+    return {
+        clean_text(t.tag): Infotag(clean_text(t.added_by), t.added_at, t.tag_id) for t in placements
+    }
 
 
 def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
@@ -227,7 +231,8 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
         return replace(row, outlook_sync_users=tuple(sorted(users)))
     if isinstance(event, c.InfotagAdded):
         tag = clean_text(event.data.tag)
-        tags = {**row.infotags, tag: Infotag(clean_text(event.actor), event.occurred_at)}
+        placed = Infotag(clean_text(event.actor), event.occurred_at, event.data.tag_id)
+        tags = {**row.infotags, tag: placed}
         return replace(row, infotags=tags)
     if isinstance(event, c.InfotagRemoved):
         gone = clean_text(event.data.tag)

@@ -114,7 +114,10 @@ def detail_annotations(names: tuple[str, ...] = DETAIL_FIELDS) -> dict[str, Any]
 class InfotagPlacement(_Model):
     """An infotag on a contact: who placed it and when."""
 
+    #: The name path the tag had when placed (`Kunde/Guld`); the catalogue has the current one.
     tag: str
+    #: The catalogue tag; None for a placement by name made before the catalogue.
+    tag_id: UUID | None = None
     added_by: str
     added_at: datetime
 
@@ -285,7 +288,10 @@ class OutlookSyncToggled(ContactEventBase):
 class InfotagData(_Model):
     """The infotag placed or removed (who and when: actor and occurred_at)."""
 
+    #: The name path the tag was placed under (`Kunde/Guld`): the placement's key.
     tag: str
+    #: The catalogue tag; None for a placement by name made before the catalogue.
+    tag_id: UUID | None = None
 
 
 class InfotagAdded(ContactEventBase):

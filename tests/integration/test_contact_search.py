@@ -193,3 +193,35 @@ async def test_each_search_is_served_by_its_index(isolated_settings: KontaktSett
                 assert f"Index Scan on {index}" in plan, (search, plan)
     finally:
         await conn.close()
+
+
+async def test_infotag_search_finds_the_tag_and_the_tags_below_it(
+    isolated_settings: KontaktSettings, token_for: Any
+) -> None:
+    admin = {"Authorization": f"Bearer {token_for('root', ['admin'])}"}
+    async with pipeline(isolated_settings) as p:
+        kunde = (await p.command.post("/infotags", json={"name": "Kunde"}, headers=admin)).json()
+        placed: dict[str, str] = {}
+        children: dict[str, str] = {}
+        for name in ("Guld", "Sølv"):
+            body = {"name": name, "parent_id": kunde["tag_id"]}
+            child = (await p.command.post("/infotags", json=body, headers=admin)).json()
+            children[name] = child["tag_id"]
+            placed[name] = await create(p, "Kunde", name)
+            await p.command.post(
+                f"/contacts/{placed[name]}/infotags", json={"tag_id": child["tag_id"]}
+            )
+        placed["Kunde"] = await create(p, "Kunde", "Selv")
+        await p.command.post(f"/contacts/{placed['Kunde']}/infotags", json={"tag": "Kunde"})
+        lookalike = await create(p, "Kunde", "Lookalike")
+        await p.command.post(f"/contacts/{lookalike}/infotags", json={"tag": "Kundeservice"})
+        await p.settle()
+        assert await found(p, infotag="Kunde") == set(placed.values())
+        assert await found(p, infotag="Kunde/Guld") == {placed["Guld"]}
+        assert await found(p, infotag="Kunde_") == set()  # no LIKE wildcard
+        assert await found(p, infotag=children["Sølv"]) == {placed["Sølv"]}
+        # The Infotags tab names the catalogue tag (null for a placement by name).
+        tab = (await p.query.get(f"/contacts/{placed['Guld']}/infotags")).json()
+        assert [(t["tag"], t["tag_id"]) for t in tab] == [("Kunde/Guld", children["Guld"])]
+        tab = (await p.query.get(f"/contacts/{lookalike}/infotags")).json()
+        assert [(t["tag"], t["tag_id"]) for t in tab] == [("Kundeservice", None)]

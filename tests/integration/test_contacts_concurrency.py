@@ -109,3 +109,26 @@ def test_parallel_job_changes_of_one_contact_create_one_successor(contacts: Cont
     assert len(wins) == 1, results
     chain = contacts.employments(created.contact_id)
     assert len(chain) == 2 and chain[1].id == wins[0][1].contact_id
+
+
+def test_parallel_creates_with_some_duplicates_store_every_distinct_one(
+    contacts: ContactsApp,
+) -> None:
+    # Saves arriving together share a transaction; a duplicate among them must not fail the rest.
+    company = uuid4()
+    results = run_together(
+        16,
+        lambda i: contacts.create_contact(
+            ALICE,
+            company_id=company,
+            company_name="Acme",
+            details={"first_names": "Ole" if i % 4 == 0 else f"Person{i}", "last_names": "Hansen"},
+        ),
+    )
+    duplicates = [r for i, r in enumerate(results) if i % 4 == 0]
+    distinct = [r for i, r in enumerate(results) if i % 4]
+    assert all(not isinstance(r, Exception) for r in distinct), distinct
+    assert sum(not isinstance(r, Exception) for r in duplicates) == 1, duplicates
+    assert all(isinstance(r, DuplicateContactError) for r in duplicates if isinstance(r, Exception))
+    for r in distinct:
+        assert contacts.get_contact(r.contact_id).first_names.startswith("Person")

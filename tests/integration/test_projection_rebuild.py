@@ -80,6 +80,12 @@ def run_commands(p: Pipeline, commands: list[tuple[str, int, int, str]]) -> list
                 )
             elif kind == "sync":
                 app.toggle_outlook_sync(ALICE, target, user_id=value, enabled=bool(i % 2))
+            elif kind == "tag" and company == 0:
+                # A catalogue tag by id: the read model keeps its tag_id.
+                tag_id = app.infotag_catalogue().find_path(f"K{value}")
+                if tag_id is None:
+                    tag_id = app.define_infotag(ALICE, frozenset({"admin"}), f"K{value}", None)
+                app.add_catalogue_infotag(BOB, target, tag_id)
             elif kind == "tag":
                 app.add_infotag(BOB, target, f"T/{value}")
             elif kind == "untag":
@@ -190,6 +196,7 @@ EVERY_KIND = [
     ("sync", 1, 0, "b"),
     ("tag", 0, 0, "a"),
     ("tag", 1, 0, "b"),
+    ("tag", 0, 1, "a"),
     ("untag", 0, 0, "a"),
     ("archive", 2, 0, "a"),
     ("restore", 2, 0, "a"),

@@ -115,12 +115,21 @@ def _held_record(row: ContactRow, held: Held) -> tuple[Any, ...]:
     return (row.contact_id, row.person_id, held.address, held.since, held.until)
 
 
+#: The infotags table's columns, in the order _tag_record gives them.
+_TAG_COLUMNS = "contact_id, tag, added_by, added_at, tag_id"
+
+
+def _tag_record(row: ContactRow, tag: str, placed: Infotag) -> tuple[Any, ...]:
+    return (row.contact_id, tag, placed.added_by, placed.added_at, placed.tag_id)
+
+
 async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> ContactRow | None:
     """A contact's row with its infotags and addresses (one round trip), locked for update."""
     s = _s(schema)
     rec = await conn.fetchrow(
         f"SELECT c.*,"
-        f" (SELECT coalesce(json_agg(json_build_array(t.tag, t.added_by, t.added_at)), '[]')"
+        f" (SELECT coalesce(json_agg(json_build_array(t.tag, t.added_by, t.added_at, t.tag_id)),"
+        f"  '[]')"
         f"  FROM {s}.infotags t WHERE t.contact_id = c.contact_id) AS tag_rows,"
         f" (SELECT coalesce(json_agg(json_build_array(a.address, a.valid_from, a.valid_to)),"
         f"  '[]') FROM {s}.contact_addresses a WHERE a.contact_id = c.contact_id) AS held_rows"
@@ -134,7 +143,10 @@ async def load_row(conn: asyncpg.Connection, schema: str, contact_id: UUID) -> C
         **{name: rec[name] for name in _FIELDS},
         photo=PhotoRef.model_validate_json(rec["photo"]) if rec["photo"] else None,
         outlook_sync_users=tuple(rec["outlook_sync_users"]),
-        infotags={tag: Infotag(by, datetime.fromisoformat(at)) for tag, by, at in tags},
+        infotags={
+            tag: Infotag(by, datetime.fromisoformat(at), UUID(tid) if tid else None)
+            for tag, by, at, tid in tags
+        },
         held=frozenset(
             Held(a, datetime.fromisoformat(since), datetime.fromisoformat(until) if until else None)
             for a, since, until in json.loads(rec["held_rows"])
@@ -158,8 +170,8 @@ async def save_row(
     if old_tags != after.infotags:
         await conn.execute(f"DELETE FROM {s}.infotags WHERE contact_id = $1", after.contact_id)
         await conn.executemany(
-            f"INSERT INTO {s}.infotags (contact_id, tag, added_by, added_at) VALUES ($1,$2,$3,$4)",
-            [(after.contact_id, t, i.added_by, i.added_at) for t, i in after.infotags.items()],
+            f"INSERT INTO {s}.infotags ({_TAG_COLUMNS}) VALUES ($1,$2,$3,$4,$5)",
+            [_tag_record(after, t, i) for t, i in after.infotags.items()],
         )
     old_held = before.held if before else frozenset()
     if old_held != after.held:
@@ -222,10 +234,8 @@ async def copy_rows(conn: asyncpg.Connection, schema: str, rows: Sequence[Contac
     await conn.copy_records_to_table(
         "infotags",
         schema_name=s,
-        columns=["contact_id", "tag", "added_by", "added_at"],
-        records=[
-            (r.contact_id, t, i.added_by, i.added_at) for r in rows for t, i in r.infotags.items()
-        ],
+        columns=_TAG_COLUMNS.split(", "),
+        records=[_tag_record(r, t, i) for r in rows for t, i in r.infotags.items()],
     )
     await conn.copy_records_to_table(
         "contact_addresses",
@@ -248,6 +258,13 @@ _SORTS = {
 def like_prefix(text: str) -> str:
     """Text with LIKE's wildcards escaped, so a search for "%" or "_" means those characters."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _as_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
 
 
 def filters(
@@ -294,10 +311,18 @@ def filters(
         )
     if company_id:
         where.append(f"company_id = {arg(company_id)}")
-    if infotag:
+    if infotag and (tag_id := _as_uuid(infotag)) is not None:
+        # A catalogue tag's id: the placements of that tag, whatever path they were made under.
         where.append(
             f"EXISTS (SELECT 1 FROM {LIVE}.infotags t WHERE t.contact_id = c.contact_id"
-            f" AND t.tag = {arg(infotag)})"
+            f" AND t.tag_id = {arg(tag_id)})"
+        )
+    elif infotag := (infotag or "").strip("/"):
+        # The tag or one below it: a placement's key is its name path (`Kunde/Guld`).
+        t = arg(infotag)
+        where.append(
+            f"EXISTS (SELECT 1 FROM {LIVE}.infotags t WHERE t.contact_id = c.contact_id"
+            f" AND (t.tag = {t} OR t.tag LIKE {arg(like_prefix(infotag))} || '/%' ESCAPE '\\'))"
         )
     return " AND ".join(where), args
 
@@ -386,7 +411,7 @@ async def infotags(conn: asyncpg.Connection, contact_id: UUID) -> list[asyncpg.R
     """A contact's infotags, oldest first."""
     return list(
         await conn.fetch(
-            f"SELECT tag, added_by, added_at FROM {LIVE}.infotags WHERE contact_id = $1"
+            f"SELECT tag, tag_id, added_by, added_at FROM {LIVE}.infotags WHERE contact_id = $1"
             " ORDER BY added_at, tag",
             contact_id,
         )
