@@ -18,6 +18,7 @@ import email.utils
 import logging
 import random
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -113,6 +114,13 @@ def _error_of(response: httpx.Response) -> tuple[str, str]:
         return str(err.get("code", "")), str(err.get("message", ""))
     except (ValueError, AttributeError):
         return "", response.text[:200]
+
+
+def _depending_only_on(request: dict[str, Any], ids: set[str]) -> dict[str, Any]:
+    """The request with its dependsOn cut to the ids of this round."""
+    out = {k: v for k, v in request.items() if k != "dependsOn"}
+    kept = [d for d in request.get("dependsOn") or [] if d in ids]
+    return {**out, "dependsOn": kept} if kept else out
 
 
 def _raise_for(response: httpx.Response) -> NoReturn:
@@ -246,6 +254,8 @@ class GraphClient:
         """One Graph request for a mailbox, retried as Graph asks; raises GraphError otherwise."""
         url = path if path.startswith("http") else f"{self.base}{path}"
         tried = 0
+        # One id for all attempts of this request, so Graph's logs and ours correlate.
+        request_id = str(uuid.uuid4())
 
         async def attempt() -> httpx.Response:
             nonlocal tried
@@ -259,7 +269,12 @@ class GraphClient:
                         json=json,
                         content=content,
                         params=params,
-                        headers={"Authorization": f"Bearer {token}", **(headers or {})},
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Prefer": 'IdType="ImmutableId"',
+                            "client-request-id": request_id,
+                            **(headers or {}),
+                        },
                     )
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
@@ -424,9 +439,9 @@ class GraphClient:
             )
 
     async def batch(self, mailbox: str, requests: list[dict[str, Any]]) -> dict[str, BatchResult]:
-        """Run up to 20 requests as one $batch, chained with dependsOn so they run in turn.
+        """Run up to 20 requests as one $batch, each as given (dependsOn only if it says so).
 
-        Requests answered 424 (a predecessor failed), 429 or 5xx are sent again in a next
+        Requests answered 424 (a request they depend on failed), 429 or 5xx are sent again in a next
         round, after the longest Retry-After; the final result of each is returned by id.
         At most `sync_graph_max_attempts` HTTP requests in all.
         """
@@ -439,12 +454,12 @@ class GraphClient:
 
         async def send() -> list[dict[str, Any]]:
             # One level of retry: the $batch itself is sent once per round.
-            chained = [
-                {**r, "dependsOn": [pending[i - 1]["id"]]} if i else dict(r)
-                for i, r in enumerate(pending)
-            ]
+            # A dependsOn on a request answered in an earlier round is dropped:
+            # Graph refuses ids the batch does not hold.
+            ids = {r["id"] for r in pending}
+            sent = [_depending_only_on(r, ids) for r in pending]
             response = await self.request(
-                mailbox, "POST", "/$batch", json={"requests": chained}, attempts=1
+                mailbox, "POST", "/$batch", json={"requests": sent}, attempts=1
             )
             retry: list[dict[str, Any]] = []
             by_id = {r["id"]: r for r in pending}
