@@ -30,6 +30,7 @@ class KontaktSettings(BaseSettings):
     # Kafka (the launcher's defaults) and the contract's topics.
     kafka_bootstrap: str = "127.0.0.1:29092"
     contacts_topic: str = "contacts.events"
+    infotags_topic: str = "infotags.events"
     activities_topic: str = "activities.events"
     opportunities_topic: str = "opportunities.events"
     campaigns_topic: str = "campaigns.events"
@@ -168,6 +169,7 @@ class KontaktSettings(BaseSettings):
         """Every topic of the contract: the one we publish and those we consume."""
         return [
             self.contacts_topic,
+            self.infotags_topic,
             self.activities_topic,
             self.opportunities_topic,
             self.campaigns_topic,

@@ -5,14 +5,22 @@ from __future__ import annotations
 from datetime import date
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shared.contract.contacts import ContactStatus, InfotagPlacement, PhotoRef, detail_annotations
 
 #: What is known of a contact's current photo: the contract's shape.
 PhotoView = PhotoRef
-#: An infotag on a contact, who placed it and when: the contract's shape.
-InfotagView = InfotagPlacement
+
+
+class InfotagView(InfotagPlacement):
+    """An infotag on a contact, who placed it and when, under the tag's current path."""
+
+    tag: str = Field(description="The tag's current path (`Kunde/Guld`), renamed or moved")
+    placed_as: str | None = Field(
+        default=None, description="The path it was placed under (the key of the placement)"
+    )
+    active: bool = Field(default=True, description="False: the tag takes no new placements")
 
 
 class ContactFields(BaseModel):

@@ -265,6 +265,7 @@ def own_topics(suffix: str) -> dict[str, str]:
     """Topic settings of a run's own: every topic Kontakt uses, named with `suffix`."""
     return {
         "contacts_topic": f"contacts.events.{suffix}",
+        "infotags_topic": f"infotags.events.{suffix}",
         "activities_topic": f"activities.events.{suffix}",
         "opportunities_topic": f"opportunities.events.{suffix}",
         "campaigns_topic": f"campaigns.events.{suffix}",

@@ -559,7 +559,9 @@ def get_contact(
     """The contact's current state, from the event store."""
     contact = contacts.get_contact(contact_id)
     response.headers["ETag"] = f'"{contact.version}"'
-    return contact.state()
+    state = contact.state()
+    state["infotags"] = contacts.infotags_as_now(state["infotags"])
+    return state
 
 
 @router.get("/{contact_id}/history", response_model=list[HistoryEntry], responses=_READ)

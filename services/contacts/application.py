@@ -33,17 +33,12 @@ from services.contacts.domain import (
     uniqueness_keys,
 )
 from services.contacts.group_commit import GroupCommitEventStore
-from services.contacts.infotags import (
-    CATALOGUE_ID,
-    InfotagCatalogue,
-    InfotagNotFoundError,
-    require_admin,
-    tag_id_for_path,
-)
+from services.contacts.infotags import InfotagCatalogue, InfotagNotFoundError, require_admin
 from services.contacts.personal_data import PersonalDataMapper, PersonCipher
 from services.contacts.photos import PhotoStore
 from shared.addresses import address_hash
 from shared.contract.contacts import EMAIL_DETAILS
+from shared.contract.infotags import CATALOGUE_ID, placement_tag_id, tag_id_for_path
 from shared.retrying import write_conflicts
 
 T = TypeVar("T")
@@ -509,6 +504,27 @@ class ContactsApp(Application[UUID]):
                 actor, tag_id, c.placed_as(tag_id, tag_id_for_path)
             ),
         )
+
+    def infotags_as_now(self, placements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Placements under their tags' current paths (renamed or moved since they were placed)."""
+        catalogue = self.infotag_catalogue()
+        shown = []
+        for placed in placements:
+            raw = placed.get("tag_id")
+            tag_id = placement_tag_id(placed["tag"], UUID(str(raw)) if raw else None)
+            if tag_id not in catalogue.tags:
+                shown.append({**placed, "placed_as": placed["tag"]})
+                continue
+            shown.append(
+                {
+                    **placed,
+                    "tag": catalogue.path(tag_id),
+                    "tag_id": tag_id,
+                    "placed_as": placed["tag"],
+                    "active": catalogue.tags[tag_id]["active"],
+                }
+            )
+        return sorted(shown, key=lambda p: p["tag"].casefold())
 
     def find_infotag(self, path: str) -> UUID:
         """The id of the catalogue tag at a name path (`Kunde/Guld`); InfotagNotFoundError."""

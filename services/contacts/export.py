@@ -13,8 +13,17 @@ from eventsourcing.persistence import Notification
 from psycopg.sql import SQL, Identifier
 
 from services.contacts.application import ContactsApp
-from services.contacts.integration import PUBLISHED_STORE_TOPICS, to_integration_event
+from services.contacts.integration import (
+    CATALOGUE_STORE_TOPICS,
+    PUBLISHED_STORE_TOPICS,
+    to_catalogue_event,
+    to_integration_event,
+)
 from shared.contract.contacts import ContactEventBase
+from shared.contract.infotags import CATALOGUE_ID, InfotagEventBase
+
+#: What the store publishes: contact events and the infotag catalogue's events.
+PublishedEvent = ContactEventBase | InfotagEventBase
 
 
 class StoreReader:
@@ -33,6 +42,11 @@ class StoreReader:
         Keys of the batch's persons are fetched fresh, so an erasure made elsewhere
         shows at once as erased placeholders.
         """
+        events, last = self.read_published(after, limit)
+        return [e for e in events if isinstance(e, ContactEventBase)], last
+
+    def read_published(self, after: int, limit: int) -> tuple[list[PublishedEvent], int | None]:
+        """Contact and catalogue events after a position, in store order, and the last scanned."""
         notifications = self.contacts.recorder.select_notifications(
             start=after, limit=limit, inclusive_of_start=False
         )
@@ -41,18 +55,27 @@ class StoreReader:
         rows = [n for n in notifications if n.topic in PUBLISHED_STORE_TOPICS]
         decode = self.contacts.mapper.transcoder.decode
         self.contacts.cipher.refresh({UUID(str(decode(n.state)["person_id"])) for n in rows})
-        events = []
-        for n in rows:
-            event: Any = self.contacts.mapper.to_domain_event(n)
-            events.append(to_integration_event(event, n.id))
+        events: list[PublishedEvent] = []
+        for n in notifications:
+            if n.topic in PUBLISHED_STORE_TOPICS:
+                event: Any = self.contacts.mapper.to_domain_event(n)
+                events.append(to_integration_event(event, n.id))
+            elif n.topic in CATALOGUE_STORE_TOPICS:
+                events.append(to_catalogue_event(self.contacts.mapper.to_domain_event(n), n.id))
         return events, notifications[-1].id
 
-    def contact_events(self, contact_id: UUID, after_version: int = 0) -> list[ContactEventBase]:
-        """One contact's events after a version, as the relay publishes them (oldest first).
+    def catalogue_events(self, up_to: int) -> list[InfotagEventBase]:
+        """The infotag catalogue's events up to a store position, oldest first."""
+        rows = self._rows_of(CATALOGUE_ID, 0, CATALOGUE_STORE_TOPICS)
+        return [
+            to_catalogue_event(self.contacts.mapper.to_domain_event(n), n.id)
+            for n in rows
+            if n.id <= up_to
+        ]
 
-        Consumers that missed an event (dead-lettered, or never received) repair the
-        contact from this.
-        """
+    def _rows_of(
+        self, originator_id: UUID, after_version: int, topics: frozenset[str]
+    ) -> list[Notification]:
         recorder: Any = self.contacts.recorder
         statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state"
@@ -63,8 +86,8 @@ class StoreReader:
             table=Identifier(recorder.events_table_name),
         )
         with recorder.datastore.transaction(commit=False) as curs:
-            curs.execute(statement, (contact_id, after_version))
-            rows = [
+            curs.execute(statement, (originator_id, after_version))
+            return [
                 Notification(
                     id=r["notification_id"],
                     originator_id=r["originator_id"],
@@ -73,8 +96,16 @@ class StoreReader:
                     state=bytes(r["state"]),
                 )
                 for r in curs.fetchall()
-                if r["topic"] in PUBLISHED_STORE_TOPICS
+                if r["topic"] in topics
             ]
+
+    def contact_events(self, contact_id: UUID, after_version: int = 0) -> list[ContactEventBase]:
+        """One contact's events after a version, as the relay publishes them (oldest first).
+
+        Consumers that missed an event (dead-lettered, or never received) repair the
+        contact from this.
+        """
+        rows = self._rows_of(contact_id, after_version, PUBLISHED_STORE_TOPICS)
         if rows:
             decode = self.contacts.mapper.transcoder.decode
             self.contacts.cipher.refresh({UUID(str(decode(rows[0].state)["person_id"]))})

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import unicodedata
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from services.contacts.domain import Actor, ContactError
 from shared.auth import ADMIN_ROLE
+from shared.contract.infotags import (
+    CATALOGUE_ID,
+    PATH_SEPARATOR,
+    name_key,
+    split_path,
+    tag_id_for_path,
+)
 
-#: The catalogue's own id: there is one catalogue of contact infotags.
-CATALOGUE_ID = uuid5(NAMESPACE_URL, "kontakt:infotag-catalogue:contacts")
-#: Namespace of the deterministic ids of tags carried over from name placements.
-TAG_NAMESPACE = uuid5(NAMESPACE_URL, "kontakt:infotag:contacts")
-#: Joins the names of a tag's ancestors and its own into its path.
-PATH_SEPARATOR = "/"
 #: The longest tag name accepted.
 MAX_NAME_LENGTH = 100
 
@@ -76,11 +77,6 @@ class InvalidInfotagNameError(ContactError, ValueError):
 # --------------------------------------------------------------------------- rules
 
 
-def name_key(name: str) -> str:
-    """A tag name as siblings compare it: NFKC-normalised, casefolded, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
-
-
 def clean_name(name: str) -> str:
     """The name as stored (NFC, outer whitespace stripped); refuses names breaking the rules."""
     cleaned = " ".join(unicodedata.normalize("NFC", name).split())
@@ -96,16 +92,6 @@ def clean_name(name: str) -> str:
     return cleaned
 
 
-def split_path(path: str) -> list[str]:
-    """A path's names, root first (`Kunde/Guld` gives `Kunde`, `Guld`); empty parts dropped."""
-    return [part for part in (p.strip() for p in path.split(PATH_SEPARATOR)) if part]
-
-
-def tag_id_for_path(path: str) -> UUID:
-    """The deterministic id of the tag a name placement (`Kunde/Guld`) is carried over to."""
-    return uuid5(TAG_NAMESPACE, PATH_SEPARATOR.join(name_key(p) for p in split_path(path)))
-
-
 def require_admin(roles: frozenset[str] | set[str]) -> None:
     """Refuse a caller without the admin role."""
     if ADMIN_ROLE not in roles:
@@ -117,6 +103,10 @@ def require_admin(roles: frozenset[str] | set[str]) -> None:
 
 class InfotagCatalogue(Aggregate):
     """The tree of contact infotags: each tag a name, a parent and whether it is active."""
+
+    # An explicit topic registers the events' explicit topics when the class is made, so
+    # a process that only reads them (the relay, a restarted API) can decode them.
+    TOPIC = "kontakt:InfotagCatalogue"
 
     class Event(Aggregate.Event):
         """Every catalogue event records the actor and the correlation id."""

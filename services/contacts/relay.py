@@ -28,8 +28,9 @@ from psycopg_pool import PoolTimeout
 from tenacity import RetryCallState
 
 from services.contacts.application import ContactsApp
-from services.contacts.export import StoreReader
+from services.contacts.export import PublishedEvent, StoreReader
 from shared import locks
+from shared.contract.infotags import CATALOGUE_ID, InfotagEventBase
 from shared.kafka import ensure_topics
 from shared.observability import metrics
 from shared.retrying import error_of, next_wait, wait_out
@@ -65,8 +66,9 @@ async def recorded_position(settings: KontaktSettings, name: str = "") -> dict[s
 
 @dataclass(frozen=True)
 class OutboundMessage:
-    """One Kafka message: key, value and the store position it came from."""
+    """One Kafka message: topic, key, value and the store position it came from."""
 
+    topic: str
     key: bytes
     value: bytes
     position: int
@@ -77,7 +79,7 @@ class LostLeadershipError(RuntimeError):
 
 
 class Relay:
-    """Publishes contact events from the event store to the contacts topic."""
+    """Publishes the event store's contact and catalogue events to their topics, in order."""
 
     def __init__(self, settings: KontaktSettings, contacts: ContactsApp, name: str = "") -> None:
         self.settings = settings
@@ -97,16 +99,42 @@ class Relay:
 
     def read_batch(self) -> tuple[list[OutboundMessage], int | None]:
         """The next batch as Kafka messages, and the last store position it covers."""
-        events, last = self.reader.read(self.position, self.settings.relay_batch_size)
-        messages = [
-            OutboundMessage(
-                key=str(e.person_id).encode(),
-                value=e.model_dump_json().encode(),
-                position=e.global_position,
-            )
-            for e in events
-        ]
-        return messages, last
+        events, last = self.reader.read_published(self.position, self.settings.relay_batch_size)
+        return [self._message(e) for e in events], last
+
+    def _message(self, event: PublishedEvent) -> OutboundMessage:
+        if isinstance(event, InfotagEventBase):
+            # One key for the whole catalogue: consumers see its changes in order.
+            topic, key = self.settings.infotags_topic, CATALOGUE_ID
+        else:
+            topic, key = self.settings.contacts_topic, event.person_id
+        return OutboundMessage(
+            topic=topic,
+            key=str(key).encode(),
+            value=event.model_dump_json().encode(),
+            position=event.global_position,
+        )
+
+    async def _publish_earlier_catalogue(
+        self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event
+    ) -> bool:
+        """Once per store: publish the catalogue events stored before the relay published
+        them (behind its position). False if stopped first."""
+        marker = f"{self.name}:catalogue"
+        cur = await conn.execute("SELECT 1 FROM relay_positions WHERE name = %s", (marker,))
+        if await cur.fetchone():
+            return True
+        events = await asyncio.to_thread(self.reader.catalogue_events, self.position)
+        if events:
+            log.info("publishing %d catalogue events stored before they were relayed", len(events))
+            if not await self._deliver([self._message(e) for e in events], stop):
+                return False
+        await conn.execute(
+            "INSERT INTO relay_positions (name, position) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO NOTHING",
+            (marker, self.position),
+        )
+        return True
 
     # --------------------------------------------------------------- lock side
 
@@ -150,10 +178,7 @@ class Relay:
         self, producer: AIOKafkaProducer, messages: Sequence[OutboundMessage]
     ) -> None:
         """Send a batch and wait until Kafka acknowledged every message."""
-        futures = [
-            await producer.send(self.settings.contacts_topic, value=m.value, key=m.key)
-            for m in messages
-        ]
+        futures = [await producer.send(m.topic, value=m.value, key=m.key) for m in messages]
         await asyncio.gather(*futures)
 
     async def _publish_watched(
@@ -214,14 +239,17 @@ class Relay:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             self.position = await self._load_position(conn)
             log.info(
-                "active: relaying from position %d to %s",
+                "active: relaying from position %d to %s and %s",
                 self.position,
                 self.settings.contacts_topic,
+                self.settings.infotags_topic,
             )
             await self._relay(conn, stop)
 
     async def _relay(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         try:
+            if not await self._publish_earlier_catalogue(conn, stop):
+                return
             while not stop.is_set():
                 messages, last = await asyncio.to_thread(self.read_batch)
                 if last is None:
@@ -244,7 +272,9 @@ class Relay:
 
         async def attempt() -> bool:
             if not self._topic_ready:
-                await ensure_topics(self.settings, [self.settings.contacts_topic])
+                await ensure_topics(
+                    self.settings, [self.settings.contacts_topic, self.settings.infotags_topic]
+                )
                 self._topic_ready = True
             if self._producer is None:
                 self._producer = await self._start_producer()

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from shared.addresses import normalise_address
 from shared.contract import contacts as c
+from shared.contract.infotags import placement_tag_id
 from shared.folding import fold_name, phone_digits, phone_tails
 from shared.text import clean_text, clean_value
 
@@ -34,7 +35,8 @@ class Infotag:
 
     added_by: str
     added_at: datetime
-    #: The catalogue tag; None for a placement by name made before the catalogue.
+    #: The catalogue tag (a placement by name made before the catalogue: the tag its name
+    #: was carried over to, `tag_id_for_path`).
     tag_id: UUID | None = None
 
 
@@ -148,7 +150,10 @@ def _held(row: ContactRow, at: datetime) -> frozenset[Held]:
 
 def _infotags(placements: list[c.InfotagPlacement]) -> dict[str, Infotag]:
     return {
-        clean_text(t.tag): Infotag(clean_text(t.added_by), t.added_at, t.tag_id) for t in placements
+        clean_text(t.tag): Infotag(
+            clean_text(t.added_by), t.added_at, placement_tag_id(t.tag, t.tag_id)
+        )
+        for t in placements
     }
 
 
@@ -231,7 +236,9 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
         return replace(row, outlook_sync_users=tuple(sorted(users)))
     if isinstance(event, c.InfotagAdded):
         tag = clean_text(event.data.tag)
-        placed = Infotag(clean_text(event.actor), event.occurred_at, event.data.tag_id)
+        placed = Infotag(
+            clean_text(event.actor), event.occurred_at, placement_tag_id(tag, event.data.tag_id)
+        )
         tags = {**row.infotags, tag: placed}
         return replace(row, infotags=tags)
     if isinstance(event, c.InfotagRemoved):

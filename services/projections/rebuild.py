@@ -27,8 +27,10 @@ import asyncpg
 from services.projections import contacts_model as model
 from services.projections import handlers
 from services.projections.sql import contacts as contacts_sql
+from services.projections.sql import infotags as infotags_sql
 from shared.addresses import address_hash
 from shared.contract.contacts import ContactErased, ContactEventBase
+from shared.contract.infotags import InfotagEventBase
 from shared.migrations import migrate_async
 from shared.settings import KontaktSettings
 
@@ -46,8 +48,10 @@ class EventSource(Protocol):
         """The newest position."""
         ...
 
-    def read(self, after: int, limit: int) -> tuple[list[ContactEventBase], int | None]:
-        """Events after a position, and the last position scanned (None: nothing new)."""
+    def read_published(
+        self, after: int, limit: int
+    ) -> tuple[list[ContactEventBase | InfotagEventBase], int | None]:
+        """Contact and catalogue events after a position, and the last position scanned."""
         ...
 
 
@@ -79,9 +83,14 @@ class _Fold:
         self.erased_hashes: set[str] = set()
         self.events = 0
         self.skipped = 0
+        #: The catalogue's events, applied after the rows are loaded (there are few).
+        self.catalogue: list[InfotagEventBase] = []
 
-    def add(self, event: ContactEventBase) -> None:
+    def add(self, event: ContactEventBase | InfotagEventBase) -> None:
         self.events += 1
+        if isinstance(event, InfotagEventBase):
+            self.catalogue.append(event)
+            return
         before = self.rows.get(event.contact_id)
         if before is not None and event.aggregate_version <= before.version:
             return
@@ -116,7 +125,7 @@ async def rebuild_contacts(
     fold = _Fold(key)
     position = 0
     while position < total:
-        events, last = await asyncio.to_thread(source.read, position, BATCH)
+        events, last = await asyncio.to_thread(source.read_published, position, BATCH)
         if last is None:
             break
         for event in events:
@@ -127,6 +136,8 @@ async def rebuild_contacts(
         await contacts_sql.copy_rows(conn, contacts_sql.BUILD, list(fold.rows.values()))
         await contacts_sql.record_erased_addresses(conn, contacts_sql.BUILD, fold.erased_hashes)
         await handlers.redact_hashes(conn, fold.erased_hashes, key)
+        for tag_event in fold.catalogue:
+            await infotags_sql.apply_catalogue_event(conn, tag_event, contacts_sql.BUILD)
 
     # 2. Catch up with what was stored meanwhile.
     events_done = fold.events
@@ -144,7 +155,7 @@ async def rebuild_contacts(
         async with conn.transaction():
             await conn.execute(
                 f"LOCK TABLE {live}.contacts, {live}.infotags, {live}.contact_addresses,"
-                f" {live}.erased_addresses IN ACCESS EXCLUSIVE MODE"
+                f" {live}.erased_addresses, {live}.infotag_catalogue IN ACCESS EXCLUSIVE MODE"
             )
             position, applied = await _catch_up(conn, source, position, key)
             events_done += applied
@@ -168,11 +179,14 @@ async def _catch_up(
     """Apply stored events after a position to the new schema; (new position, events)."""
     applied = 0
     while True:
-        events, last = await asyncio.to_thread(source.read, position, BATCH)
+        events, last = await asyncio.to_thread(source.read_published, position, BATCH)
         if last is None:
             return position, applied
         async with conn.transaction():
             for event in events:
+                if isinstance(event, InfotagEventBase):
+                    await infotags_sql.apply_catalogue_event(conn, event, contacts_sql.BUILD)
+                    continue
                 try:
                     await handlers.apply_contact_event(conn, event, key, contacts_sql.BUILD)
                 except model.UnknownContactError as exc:

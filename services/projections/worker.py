@@ -27,11 +27,13 @@ from tenacity import RetryCallState
 
 from services.projections import handlers
 from services.projections.availability import DatabaseUnavailableError, is_database_outage
+from services.projections.sql import infotags as infotags_sql
 from shared.auth import AuthError, mint_token
 from shared.consuming import consume, consumer, dead_letter, producer, where
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, ContactEventBase, contact_event_adapter
 from shared.contract.inbound import activity_event_adapter, item_event_adapter
+from shared.contract.infotags import infotag_event_adapter
 from shared.contract.sync import OutlookSyncStatusChanged
 from shared.kafka import ensure_topics
 from shared.lag import ConsumerMonitor
@@ -109,7 +111,7 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
 def topics_of(settings: KontaktSettings, family: str) -> list[str]:
     """The topics a read-model family consumes."""
     return {
-        "contacts": [settings.contacts_topic],
+        "contacts": [settings.contacts_topic, settings.infotags_topic],
         "activities": [settings.activities_topic],
         "items": [settings.opportunities_topic, settings.campaigns_topic, settings.projects_topic],
         "sync-status": [settings.sync_events_topic],
@@ -175,6 +177,11 @@ class Worker:
         )
         return applied, event.occurred_at
 
+    async def _catalogue(self, conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
+        event = decode(raw, infotag_event_adapter, "an infotag catalogue event")
+        correlation_id.set(event.correlation_id)
+        return await infotags_sql.apply_catalogue_event(conn, event), event.occurred_at
+
     async def _email(self, conn: asyncpg.Connection, raw: bytes) -> tuple[bool, datetime]:
         event = decode(raw, activity_event_adapter, "an activity event")
         return await handlers.apply_email(conn, event, self.key), event.occurred_at
@@ -229,6 +236,7 @@ class Worker:
         s = self.settings
         return {
             s.contacts_topic: self._contact,
+            s.infotags_topic: self._catalogue,
             s.activities_topic: self._email,
             s.opportunities_topic: self._item("opportunity"),
             s.campaigns_topic: self._item("campaign"),

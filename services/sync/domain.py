@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from uuid import UUID
@@ -33,6 +34,7 @@ from shared.contract.contacts import (
     ContactStatus,
     EmploymentCorrected,
     InfotagAdded,
+    InfotagPlacement,
     InfotagRemoved,
     JobChanged,
     JobChangeUndone,
@@ -41,6 +43,8 @@ from shared.contract.contacts import (
     PhotoChanged,
     PhotoRemoved,
 )
+from shared.contract.infotags import placement_tag_id
+from shared.infotag_tree import TagNode, path_of
 from shared.text import clean_value
 
 #: Graph's limits on a contact.
@@ -93,9 +97,12 @@ class Snapshot:
     status: ContactStatus
     company_name: str
     details: dict[str, str | None]
+    #: The infotags as placed (their keys: the paths they were placed under), sorted.
     infotags: tuple[str, ...]
     photo_hash: str | None
     successor_id: UUID | None = None
+    #: The catalogue tag of each placement (key, tag id), so a renamed tag shows renamed.
+    infotag_ids: tuple[tuple[str, UUID], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,8 @@ def apply_event(before: Snapshot | None, event: ContactEvent) -> tuple[Snapshot,
             status="erased" if erased else "current",
             company_name=d.company_name,
             details={name: getattr(d, name) for name in DETAIL_FIELDS},
-            infotags=tuple(sorted(t.tag for t in d.infotags)),
             photo_hash=d.photo.content_hash if d.photo else None,
+            **_placements(d.infotags),
         )
         intents = [
             LinkIntent("switch", pid, cid, user_id=u, enabled=True, version=version)
@@ -184,8 +191,8 @@ def apply_event(before: Snapshot | None, event: ContactEvent) -> tuple[Snapshot,
             snap,
             status="current",
             successor_id=None,
-            infotags=tuple(sorted(t.tag for t in undone.infotags)),
             photo_hash=undone.photo.content_hash if undone.photo else None,
+            **_placements(undone.infotags),
         )
         # The same items follow the person back, rendering this version again.
         return snap, [
@@ -205,9 +212,21 @@ def apply_event(before: Snapshot | None, event: ContactEvent) -> tuple[Snapshot,
             )
         ]
     elif isinstance(event, InfotagAdded):
-        snap = replace(snap, infotags=tuple(sorted({*snap.infotags, event.data.tag})))
+        ids = {
+            **dict(snap.infotag_ids),
+            event.data.tag: placement_tag_id(event.data.tag, event.data.tag_id),
+        }
+        snap = replace(
+            snap,
+            infotags=tuple(sorted({*snap.infotags, event.data.tag})),
+            infotag_ids=tuple(sorted(ids.items())),
+        )
     elif isinstance(event, InfotagRemoved):
-        snap = replace(snap, infotags=tuple(t for t in snap.infotags if t != event.data.tag))
+        snap = replace(
+            snap,
+            infotags=tuple(t for t in snap.infotags if t != event.data.tag),
+            infotag_ids=tuple(p for p in snap.infotag_ids if p[0] != event.data.tag),
+        )
     elif isinstance(event, PhotoChanged):
         snap = replace(snap, photo_hash=event.data.content_hash)
     elif isinstance(event, PhotoRemoved):
@@ -222,6 +241,24 @@ def apply_event(before: Snapshot | None, event: ContactEvent) -> tuple[Snapshot,
     return snap, [touch]
 
 
+def _placements(placements: list[InfotagPlacement]) -> dict[str, Any]:
+    return {
+        "infotags": tuple(sorted(t.tag for t in placements)),
+        "infotag_ids": tuple(
+            sorted((t.tag, placement_tag_id(t.tag, t.tag_id)) for t in placements)
+        ),
+    }
+
+
+def with_current_paths(snap: Snapshot, tags: Mapping[UUID, TagNode]) -> Snapshot:
+    """The snapshot showing each catalogue tag under its current path (renamed, moved)."""
+    ids = dict(snap.infotag_ids)
+    shown = set()
+    for tag in snap.infotags:
+        shown.add(path_of(tags, ids.get(tag) or placement_tag_id(tag, None)) or tag)
+    return replace(snap, infotags=tuple(sorted(shown)))
+
+
 def erased_snapshot(snap: Snapshot) -> Snapshot:
     """The snapshot with nothing personal left: what an erased person reads as."""
     return replace(
@@ -230,6 +267,7 @@ def erased_snapshot(snap: Snapshot) -> Snapshot:
         company_name="",
         details=dict.fromkeys(DETAIL_FIELDS, ERASED),
         infotags=(),
+        infotag_ids=(),
         photo_hash=None,
     )
 

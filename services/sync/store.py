@@ -24,7 +24,9 @@ from services.sync import domain
 from services.sync.sealing import PersonKeys, seal, unseal
 from shared import locks
 from shared.contract.contacts import ContactEvent
+from shared.contract.infotags import InfotagDefined, InfotagEvent, InfotagMoved, InfotagRenamed
 from shared.contract.sync import OutlookSyncStatusChanged, SyncStatus
+from shared.infotag_tree import TagNode, UnknownInfotagError, subtree
 from shared.migrations import migrate_async
 
 _LINK_FIELDS = [f.name for f in fields(domain.Link)]
@@ -75,6 +77,8 @@ def _snapshot(row: dict[str, Any], key: bytes | None) -> domain.Snapshot:
         company_name=fields["company_name"],
         details=fields["details"],
         infotags=tuple(fields["infotags"]),
+        # Sealed before the catalogue: derived from the keys when shown.
+        infotag_ids=tuple((t, UUID(i)) for t, i in fields.get("infotag_ids", [])),
     )
 
 
@@ -156,8 +160,8 @@ class SyncStore:
             if before is None:
                 cur = await conn.execute(
                     "INSERT INTO sync_contacts (contact_id, person_id, version, status,"
-                    " company_name, details, infotags, photo_hash, successor_id, sealed)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " company_name, details, infotags, photo_hash, successor_id, sealed,"
+                    " tag_ids) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (contact_id) DO NOTHING",
                     self._snapshot_values(snap, key),
                 )
@@ -167,7 +171,7 @@ class SyncStore:
                 await conn.execute(
                     "UPDATE sync_contacts SET person_id = %s, version = %s, status = %s,"
                     " company_name = %s, details = %s, infotags = %s, photo_hash = %s,"
-                    " successor_id = %s, sealed = %s WHERE contact_id = %s",
+                    " successor_id = %s, sealed = %s, tag_ids = %s WHERE contact_id = %s",
                     (*self._snapshot_values(snap, key)[1:], snap.contact_id),
                 )
             for intent in intents:
@@ -189,6 +193,7 @@ class SyncStore:
                     "company_name": snap.company_name,
                     "details": snap.details,
                     "infotags": list(snap.infotags),
+                    "infotag_ids": [[t, str(i)] for t, i in snap.infotag_ids],
                 },
             )
         return (
@@ -202,6 +207,7 @@ class SyncStore:
             snap.photo_hash if sealed is not None else None,
             snap.successor_id,
             sealed,
+            sorted({i for _, i in snap.infotag_ids}) if sealed is not None else [],
         )
 
     async def _apply_intent(self, conn: AsyncConnection[Any], intent: domain.LinkIntent) -> None:
@@ -249,6 +255,65 @@ class SyncStore:
             (link.contact_id, link.wanted, link.suppressed, link.user_id, link.person_id),
         )
 
+    # ------------------------------------------------------------------ catalogue
+
+    async def apply_catalogue(self, event: InfotagEvent) -> bool:
+        """Apply a catalogue event once (by version); the items showing the tag or one below
+        it are reconciled again. False for a re-delivery."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT version FROM sync_infotags WHERE tag_id = %s FOR UPDATE", (event.tag_id,)
+            )
+            row = await cur.fetchone()
+            if row is not None and event.catalogue_version <= row["version"]:
+                return False
+            if isinstance(event, InfotagDefined):
+                await conn.execute(
+                    "INSERT INTO sync_infotags (tag_id, parent_id, name, version)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (tag_id) DO UPDATE SET"
+                    " parent_id = excluded.parent_id, name = excluded.name,"
+                    " version = excluded.version",
+                    (event.tag_id, event.data.parent_id, event.data.name, event.catalogue_version),
+                )
+            elif row is None:
+                raise UnknownInfotagError(
+                    f"{event.type} of infotag {event.tag_id}, which was never defined here"
+                )
+            elif isinstance(event, InfotagRenamed | InfotagMoved):
+                column, value = (
+                    ("name", event.data.name)
+                    if isinstance(event, InfotagRenamed)
+                    else ("parent_id", event.data.parent_id)
+                )
+                await conn.execute(
+                    f"UPDATE sync_infotags SET {column} = %s, version = %s WHERE tag_id = %s",
+                    (value, event.catalogue_version, event.tag_id),
+                )
+            else:  # (de)activation does not show in Outlook
+                await conn.execute(
+                    "UPDATE sync_infotags SET version = %s WHERE tag_id = %s",
+                    (event.catalogue_version, event.tag_id),
+                )
+                return True
+            tags = await self._tree(conn)
+            await conn.execute(
+                "UPDATE sync_links l SET generation = generation + 1, next_attempt_at = now(),"
+                " attempts = 0 FROM sync_contacts c WHERE c.tag_ids && %s::uuid[]"
+                " AND l.person_id = c.person_id AND l.contact_id = c.contact_id",
+                (sorted(subtree(tags, event.tag_id)),),
+            )
+            return True
+
+    async def infotag_tree(self) -> dict[UUID, TagNode]:
+        """Every catalogue tag's name and parent."""
+        async with self.pool.connection() as conn:
+            return await self._tree(conn)
+
+    @staticmethod
+    async def _tree(conn: AsyncConnection[Any]) -> dict[UUID, TagNode]:
+        cur = await conn.execute("SELECT tag_id, parent_id, name FROM sync_infotags")
+        return {r["tag_id"]: TagNode(r["name"], r["parent_id"]) for r in await cur.fetchall()}
+
     # ------------------------------------------------------------------ reconciling
 
     async def claim(self, limit: int, lease_seconds: float) -> list[Claimed]:
@@ -284,7 +349,11 @@ class SyncStore:
                     ([r["user_id"] for r in rows], [r["person_id"] for r in rows]),
                 )
             raise
-        snaps = [_snapshot(r, keys[r["person_id"]]) for r in contact_rows]
+        tags = await self.infotag_tree()
+        snaps = [
+            domain.with_current_paths(_snapshot(r, keys[r["person_id"]]), tags)
+            for r in contact_rows
+        ]
         by_id = {s.contact_id: s for s in snaps}
         claimed = []
         for row in rows:
@@ -503,7 +572,7 @@ class SyncStore:
             cur = await conn.execute(
                 "UPDATE sync_contacts SET status = 'erased', company_name = '',"
                 " details = '{}'::jsonb, infotags = '[]'::jsonb, photo_hash = NULL,"
-                " sealed = NULL WHERE person_id = %s AND status <> 'erased'",
+                " sealed = NULL, tag_ids = '{}' WHERE person_id = %s AND status <> 'erased'",
                 (person_id,),
             )
             purged = cur.rowcount

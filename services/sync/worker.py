@@ -28,6 +28,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -45,6 +46,7 @@ from services.sync.store import SyncStore
 from shared.consuming import Handler, consume, consumer, dead_letter, producer, where
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, parse_contact_event
+from shared.contract.infotags import parse_infotag_event
 from shared.kafka import ensure_topics
 from shared.retrying import (
     doubling_wait,
@@ -110,12 +112,9 @@ class SyncWorker:
     async def consume(self, stop: asyncio.Event) -> None:
         """Apply contact events to the store, committing offsets only after they are applied."""
         # Subscribing to a topic that does not exist yet would wait for a metadata refresh.
-        await ensure_topics(
-            self.settings, [self.settings.contacts_topic, self.settings.dead_letter_topic]
-        )
-        source = consumer(
-            self.settings, [self.settings.contacts_topic], self.settings.sync_consumer_group
-        )
+        topics = [self.settings.contacts_topic, self.settings.infotags_topic]
+        await ensure_topics(self.settings, [*topics, self.settings.dead_letter_topic])
+        source = consumer(self.settings, topics, self.settings.sync_consumer_group)
         sink = producer(self.settings)
         await sink.start()
         try:
@@ -153,8 +152,13 @@ class SyncWorker:
         a failure while the dependencies answer counts, up to KONTAKT_SYNC_MAX_ATTEMPTS.
         A dead letter Kafka does not acknowledge raises: the offset is not committed.
         """
+        apply: Callable[[], Awaitable[Any]]
         try:
-            event = clean_event(parse_contact_event(message.value or b""))
+            if message.topic == self.settings.infotags_topic:
+                tag_event = parse_infotag_event(message.value or b"")
+                apply = partial(self.store.apply_catalogue, tag_event)
+            else:
+                apply = partial(self._apply, clean_event(parse_contact_event(message.value or b"")))
         except (ValidationError, ValueError) as exc:
             await self._dead_letter(producer, message, exc)
             return
@@ -162,7 +166,7 @@ class SyncWorker:
 
         async def attempt() -> None:
             try:
-                await self._apply(event)
+                await apply()
             except (ContactEventsUnavailableError, ContactsUnavailableError):
                 raise
             except Exception as exc:

@@ -12,7 +12,7 @@ from faststream.specification.asyncapi.site import get_asyncapi_html
 from faststream.specification.base import Specification
 from pydantic import TypeAdapter
 
-from shared.contract import contacts, inbound, sync
+from shared.contract import contacts, inbound, infotags, sync
 from shared.settings import KontaktSettings
 
 #: The checked-in copies' file names in docs/contract/ (the contract test compares them).
@@ -29,6 +29,10 @@ def json_schemas(settings: KontaktSettings | None = None) -> dict[str, Any]:
     items = TypeAdapter(inbound.ItemEvent).json_schema(by_alias=True)
     return {
         s.contacts_topic: published,
+        s.infotags_topic: {
+            name: model.model_json_schema()
+            for name, model in infotags.INFOTAG_EVENTS_BY_TYPE.items()
+        },
         s.activities_topic: {"EmailLogged": inbound.EmailLogged.model_json_schema(by_alias=True)},
         s.opportunities_topic: items,
         s.campaigns_topic: items,
@@ -48,6 +52,16 @@ def _document_broker(settings: KontaktSettings) -> KafkaBroker:
         description=(
             "Every contact event, JSON, key = person id (all versions of a human on one"
             " partition, in order). At-least-once: deduplicate by event_id."
+        ),
+    )
+    broker.publisher(
+        settings.infotags_topic,
+        schema=infotags.InfotagEvent,
+        title=f"{settings.infotags_topic}:publish",
+        description=(
+            "Every change to the infotag catalogue (the tree of contact tags), JSON, all"
+            " under one key (the catalogue id), in order. At-least-once: deduplicate by"
+            " event_id, or keep the highest catalogue_version applied."
         ),
     )
 

@@ -119,12 +119,14 @@ def world(
     topic_settings = settings.model_copy(
         update={
             "contacts_topic": f"contacts.events.sync{suffix}",
+            "infotags_topic": f"infotags.events.sync{suffix}",
             "sync_events_topic": f"outlook-sync.events.{suffix}",
         }
     )
     env = {
         **settings_env,
         "KONTAKT_CONTACTS_TOPIC": topic_settings.contacts_topic,
+        "KONTAKT_INFOTAGS_TOPIC": topic_settings.infotags_topic,
         "KONTAKT_SYNC_EVENTS_TOPIC": topic_settings.sync_events_topic,
         "KONTAKT_SYNC_GRAPH_BASE_URL": f"{graph_url}/v1.0",
         "KONTAKT_SYNC_GRAPH_AUTHORITY": graph_url,
@@ -201,7 +203,10 @@ def expected_items(contacts: ContactsApp, starts: list[UUID], users: list[str]) 
                     "surname": c.last_names,
                     "companyName": c.company_name,
                     "jobTitle": c.job_title,
-                    "categories": sorted(c.infotags),
+                    # Each tag under its catalogue path now (renamed or moved since placed).
+                    "categories": sorted(
+                        t["tag"] for t in contacts.infotags_as_now(c.state()["infotags"])
+                    ),
                     "photoSha256": photo,
                 }
     return out
@@ -395,6 +400,44 @@ async def test_after_an_undone_job_change_each_outlook_item_renders_the_former_v
     for u in (bob, eve):
         assert [i["jobTitle"] for i in world.items(u)] == ["Head buyer"]
         assert crm_ids(u) == [str(cid)]
+
+
+async def test_a_renamed_or_moved_catalogue_tag_renames_the_category_on_every_item(
+    world: World, store: SyncStore
+) -> None:
+    c = world.contacts
+    bob, eve = users(2)
+    admin, roles = Actor("root", "catalogue"), frozenset({"admin"})
+    root_name = f"Kunde {uuid4().hex[:6]}"
+    root = c.define_infotag(admin, roles, root_name, None)
+    gold = c.define_infotag(admin, roles, "Guld", root)
+    other = c.define_infotag(admin, roles, f"Partner {uuid4().hex[:6]}", None)
+    tagged, plain = new_contact(c), new_contact(c)
+    c.add_catalogue_infotag(ALICE, tagged, gold)
+    c.add_infotag(ALICE, tagged, "Golf")  # a name the catalogue does not know: stays as is
+    for cid in (tagged, plain):
+        c.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
+    c.toggle_outlook_sync(Actor(eve, "t"), tagged, user_id=eve, enabled=True)
+    await converge(world, [tagged, plain], [bob, eve], store)
+    for u in (bob, eve):
+        [item] = [i for i in world.items(u) if i["categories"]]
+        assert item["categories"] == sorted([f"{root_name}/Guld", "Golf"])
+
+    # The parent renamed: the child's path changes with it, on every item that has it.
+    c.change_infotag(admin, roles, root, name=f"{root_name} Gruppen")
+    await converge(world, [tagged, plain], [bob, eve], store)
+    for u in (bob, eve):
+        [item] = [i for i in world.items(u) if i["categories"]]
+        assert item["categories"] == sorted([f"{root_name} Gruppen/Guld", "Golf"])
+
+    # The child moved under another root.
+    c.change_infotag(admin, roles, gold, parent_id=other, move=True)
+    await converge(world, [tagged, plain], [bob, eve], store)
+    partner = c.infotag_catalogue().path(other)
+    for u in (bob, eve):
+        [item] = [i for i in world.items(u) if i["categories"]]
+        assert item["categories"] == sorted([f"{partner}/Guld", "Golf"])
+    assert len(world.items(bob)) == 2 and len(world.items(eve)) == 1  # updated, not re-made
 
 
 async def test_an_item_the_user_deleted_switches_their_sync_off_with_a_reason(

@@ -10,6 +10,7 @@ import pytest
 
 from services.projections import contacts_model as model
 from shared.contract import contacts as c
+from shared.contract.infotags import tag_id_for_path
 from tests.unit.contact_events import AT, PHOTO, created, next_event
 
 
@@ -31,7 +32,8 @@ def test_a_created_contact_is_a_current_row_with_its_addresses_and_sorted_switch
     assert row.status == "current" and row.created_at == row.updated_at == AT
     assert row.addresses == frozenset({"kj@acme.example", "karen@home.example"})
     assert row.outlook_sync_users == ("al", "zoe")
-    assert row.infotags == {"vip": model.Infotag("bob", AT)}
+    # Placed by name before the catalogue: the tag its name was carried over to.
+    assert row.infotags == {"vip": model.Infotag("bob", AT, tag_id_for_path("vip"))}
     assert row.search_text == "karen jensen"
 
 
@@ -123,7 +125,9 @@ def test_outlook_sync_switches_on_and_off_per_user(row: model.ContactRow) -> Non
 def test_infotags_are_added_by_the_actor_and_removed_by_name(row: model.ContactRow) -> None:
     added_event = next_event(row, c.InfotagAdded, data=c.InfotagData(tag="golf"), actor="carl")
     added = model.apply(row, added_event)
-    assert added.infotags["golf"] == model.Infotag("carl", added_event.occurred_at)
+    assert added.infotags["golf"] == model.Infotag(
+        "carl", added_event.occurred_at, tag_id_for_path("golf")
+    )
     removed = model.apply(added, next_event(added, c.InfotagRemoved, data=c.InfotagData(tag="vip")))
     assert list(removed.infotags) == ["golf"]
 

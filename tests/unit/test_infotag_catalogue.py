@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -15,13 +18,13 @@ from services.contacts.infotags import (
     InfotagNameTakenError,
     InfotagNotFoundError,
     InvalidInfotagNameError,
-    name_key,
     require_admin,
-    tag_id_for_path,
     upcast_placement_v1,
 )
+from shared.contract.infotags import name_key, tag_id_for_path
 
 ADMIN = Actor("root", "corr-1")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def catalogue_with_kunde() -> tuple[InfotagCatalogue, UUID, UUID]:
@@ -203,3 +206,20 @@ def test_a_placement_stored_before_tag_ids_reads_as_one_by_name() -> None:
 def test_removing_a_catalogue_tag_not_placed_is_named() -> None:
     with pytest.raises(InfotagNotPlacedError):
         new_contact().remove_catalogue_infotag(ADMIN, uuid4(), None)
+
+
+def test_a_process_that_only_reads_the_catalogue_resolves_its_stored_topics() -> None:
+    # A fresh interpreter importing only the relay's composition root, as a relay process
+    # (or an API restarted after the catalogue was made) decodes stored catalogue events.
+    code = (
+        "from eventsourcing.utils import resolve_topic\n"
+        "import services.contacts.relay_main\n"
+        "from services.contacts.integration import CATALOGUE_STORE_TOPICS\n"
+        "for topic in sorted(CATALOGUE_STORE_TOPICS) + ['kontakt:InfotagCatalogueCreated']:\n"
+        "    print(resolve_topic(topic).__qualname__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "InfotagCatalogue.Defined" in done.stdout.split()

@@ -311,20 +311,37 @@ def filters(
         )
     if company_id:
         where.append(f"company_id = {arg(company_id)}")
-    if infotag and (tag_id := _as_uuid(infotag)) is not None:
-        # A catalogue tag's id: the placements of that tag, whatever path they were made under.
+    if infotag := (infotag or "").strip("/"):
+        matches = placement_matches(arg(infotag), arg(like_prefix(infotag)), arg(_as_uuid(infotag)))
         where.append(
             f"EXISTS (SELECT 1 FROM {LIVE}.infotags t WHERE t.contact_id = c.contact_id"
-            f" AND t.tag_id = {arg(tag_id)})"
-        )
-    elif infotag := (infotag or "").strip("/"):
-        # The tag or one below it: a placement's key is its name path (`Kunde/Guld`).
-        t = arg(infotag)
-        where.append(
-            f"EXISTS (SELECT 1 FROM {LIVE}.infotags t WHERE t.contact_id = c.contact_id"
-            f" AND (t.tag = {t} OR t.tag LIKE {arg(like_prefix(infotag))} || '/%' ESCAPE '\\'))"
+            f" AND {matches})"
         )
     return " AND ".join(where), args
+
+
+def placement_matches(path: str, like: str, tag_id: str) -> str:
+    """SQL true for a placement `t` of a tag, or of one below it, by path or by id.
+
+    The arguments are parameter references: the path as given (compared case-insensitively),
+    the same escaped for LIKE, and a tag id or NULL. A placement the catalogue model knows
+    matches by the tag's current place in the tree; one it does not know (placed by a name
+    before the catalogue, or its definition not here yet) by the path it was placed under.
+    """
+    cat = f"{LIVE}.infotag_catalogue"
+    roots = (
+        f"(SELECT array_agg(r.tag_id) FROM {cat} r WHERE r.tag_id = {tag_id}::uuid"
+        f" OR ({tag_id}::uuid IS NULL AND lower(r.path) = lower({path}::text)))"
+    )
+    placed_under = (
+        f"(lower(t.tag) = lower({path}::text)"
+        f" OR lower(t.tag) LIKE lower({like}::text) || '/%' ESCAPE '\\')"
+    )
+    return (
+        f"(t.tag_id IN (SELECT d.tag_id FROM {cat} d WHERE d.lineage && {roots})"
+        f" OR (NOT EXISTS (SELECT 1 FROM {cat} k WHERE k.tag_id = t.tag_id)"
+        f" AND (t.tag_id = {tag_id}::uuid OR ({tag_id}::uuid IS NULL AND {placed_under}))))"
+    )
 
 
 async def search(
@@ -411,8 +428,11 @@ async def infotags(conn: asyncpg.Connection, contact_id: UUID) -> list[asyncpg.R
     """A contact's infotags, oldest first."""
     return list(
         await conn.fetch(
-            f"SELECT tag, tag_id, added_by, added_at FROM {LIVE}.infotags WHERE contact_id = $1"
-            " ORDER BY added_at, tag",
+            # A catalogue tag shows its current path (renamed or moved since it was placed).
+            f"SELECT coalesce(k.path, t.tag) AS tag, t.tag AS placed_as, t.tag_id,"
+            f" coalesce(k.active, true) AS active, t.added_by, t.added_at"
+            f" FROM {LIVE}.infotags t LEFT JOIN {LIVE}.infotag_catalogue k"
+            f" ON k.tag_id = t.tag_id WHERE t.contact_id = $1 ORDER BY t.added_at, t.tag",
             contact_id,
         )
     )
@@ -434,6 +454,7 @@ async def dump(conn: asyncpg.Connection, schema: str) -> dict[str, list[tuple[An
     for table, order in (
         ("contacts", "contact_id"),
         ("infotags", "contact_id, tag"),
+        ("infotag_catalogue", "tag_id"),
         ("contact_addresses", "contact_id, address, valid_from"),
         ("erased_addresses", "address_hash"),
     ):
