@@ -64,7 +64,7 @@ from services.contacts.schemas import (
     PossibleDuplicates,
 )
 from shared.auth import ADMIN_ROLE, OUTLOOK_SYNC_ROLE, Principal
-from shared.contract.contacts import JOB_DETAILS
+from shared.contract.contacts import DEFAULT_CHANNEL, JOB_DETAILS, Channel
 from shared.http import (
     DuplicateCandidate,
     EdgeText,
@@ -98,9 +98,16 @@ def get_actor(
     x_correlation_id: Annotated[
         EdgeText | None, Header(max_length=200, description="Given, or made for you")
     ] = None,
+    x_kontakt_channel: Annotated[
+        Channel,
+        Header(
+            description="Through which channel the change came: api (default), import,"
+            " outlook-sync or service; recorded on every event"
+        ),
+    ] = DEFAULT_CHANNEL,
 ) -> domain.Actor:
-    """Who acts (the token's subject) and the request's correlation id."""
-    return domain.Actor(principal.user_id, request.state.correlation_id)
+    """Who acts (the token's subject), the request's correlation id and its channel."""
+    return domain.Actor(principal.user_id, request.state.correlation_id, x_kontakt_channel)
 
 
 def get_expected_version(

@@ -45,7 +45,15 @@ T = TypeVar("T")
 
 #: Event attributes every contact event has; the rest is the event's own data.
 _ENVELOPE_FIELDS = frozenset(
-    {"originator_id", "originator_version", "timestamp", "person_id", "actor", "correlation_id"}
+    {
+        "originator_id",
+        "originator_version",
+        "timestamp",
+        "person_id",
+        "actor",
+        "correlation_id",
+        "channel",
+    }
 )
 
 #: How often a command is retried when a concurrent writer saved first.
@@ -736,6 +744,7 @@ class ContactsApp(Application[UUID]):
                     "occurred_at": event.timestamp,
                     "actor": event.actor,
                     "correlation_id": event.correlation_id,
+                    "channel": event.channel,
                     "changes": changes,
                     # What the event said beyond the state it changed (e.g. a reason).
                     "data": {

@@ -192,10 +192,12 @@ PERSONAL_STATE: tuple[str, ...] = (*DETAIL_FIELDS, "photo.content_hash")
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts, and the correlation id of the request that acts."""
+    """Who acts, the correlation id of the request that acts, and the channel it came by."""
 
     user_id: str
     correlation_id: str
+    #: Through which channel the change came (the contract's CHANNELS).
+    channel: str = contract.DEFAULT_CHANNEL
 
 
 #: What an event records of a photo; the bytes live in the photo store.
@@ -257,11 +259,12 @@ class Contact(Aggregate):
     PERSONAL_STATE = PERSONAL_STATE
 
     class Event(Aggregate.Event):
-        """Every contact event records the person, the actor and the correlation id."""
+        """Every contact event records the person, the actor, the correlation id and channel."""
 
         person_id: UUID
         actor: str
         correlation_id: str
+        channel: str
 
     class Created(Event, Aggregate.Created):
         """ContactCreated: a new contact, or a new version of a person after a job change."""
@@ -512,6 +515,7 @@ class Contact(Aggregate):
             person_id=person_id,
             actor=actor.user_id,
             correlation_id=actor.correlation_id,
+            channel=actor.channel,
             company_id=company_id,
             company_name=company_name,
             **{name: details.get(name) for name in DETAIL_FIELDS},
@@ -599,6 +603,7 @@ class Contact(Aggregate):
             person_id=self.person_id,
             actor=actor.user_id,
             correlation_id=actor.correlation_id,
+            channel=actor.channel,
             **kwargs,
         )
 
@@ -669,6 +674,7 @@ class Contact(Aggregate):
             person_id=self.person_id,
             actor=actor.user_id,
             correlation_id=actor.correlation_id,
+            channel=actor.channel,
             company_id=company_id,
             company_name=company_name,
             **{name: getattr(self, name) for name in contract.PERSONAL_DETAILS},
@@ -846,6 +852,9 @@ for _name in DETAIL_FIELDS:
     if _name not in contract.REQUIRED_DETAILS:
         setattr(Contact, _name, None)
         setattr(Contact.Created, _name, None)
+
+# Events stored before the channel was recorded came through the API.
+setattr(Contact.Event, "channel", contract.DEFAULT_CHANNEL)  # noqa: B010
 
 # Events and snapshots from before distinct_from existed declared no one distinct.
 # The fallbacks are never mutated: every change assigns a new set.

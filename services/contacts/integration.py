@@ -40,6 +40,7 @@ _ENVELOPE = {
     "person_id",
     "actor",
     "correlation_id",
+    "channel",
     "originator_topic",
 }
 
@@ -79,6 +80,7 @@ def to_integration_event(event: Any, global_position: int) -> contract.ContactEv
             "occurred_at": event.timestamp,
             "actor": event.actor,
             "correlation_id": event.correlation_id,
+            "channel": event.channel,
             "contact_id": event.originator_id,
             "person_id": event.person_id,
             "aggregate_version": event.originator_version,

@@ -340,5 +340,7 @@ class HistoryEntry(BaseModel):
     occurred_at: datetime
     actor: str
     correlation_id: str
+    #: Through which channel the change came (X-Kontakt-Channel).
+    channel: str = "api"
     changes: dict[str, dict[str, Any]]
     data: dict[str, Any]

@@ -18,13 +18,17 @@ from services.projections.schemas import (
     Activity,
     ContactDetails,
     ContactSummary,
+    FieldProvenance,
+    HistoryPage,
     LinkedItem,
     Page,
+    PhotoEntry,
     Relation,
     SyncUser,
 )
 from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
+from services.projections.sql import history as history_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from services.projections.versions import VersionWaiter
@@ -326,6 +330,64 @@ async def employments(
     async with pool.acquire() as conn:
         versions = await contacts_sql.versions_of_person(conn, row["person_id"])
     return [dict(v) for v in versions]
+
+
+@router.get("/{contact_id}/photos", response_model=list[PhotoEntry], responses=_RESPONSES)
+async def photos(
+    request: Request, contact_id: UUID, pool: Pool, _: PrincipalDep, min_version: MinVersion = None
+) -> list[dict[str, Any]]:
+    """Every photo this contact has had, newest first (none once the person is erased)."""
+    row = await _row(request, pool, contact_id, min_version)
+    current = contacts_sql.photo_of(row)
+    async with pool.acquire() as conn:
+        had = await history_sql.photos(conn, contact_id)
+    # The bytes live with the contacts service, which serves any photo the person had.
+    client: httpx.AsyncClient = request.app.state.http
+    base = str(client.base_url).rstrip("/")
+    return [
+        {
+            **p,
+            "current": current is not None and current["content_hash"] == p["content_hash"],
+            "url": f"{base}/contacts/{contact_id}/photos/{p['content_hash']}",
+        }
+        for p in had
+    ]
+
+
+@router.get("/{contact_id}/history", response_model=HistoryPage, responses=_RESPONSES)
+async def history(
+    request: Request,
+    contact_id: UUID,
+    pool: Pool,
+    _: PrincipalDep,
+    min_version: MinVersion = None,
+    limit: Limit = 50,
+    before_version: Annotated[
+        int | None,
+        Query(ge=1, description="Only events older than this version (the next page's cursor)"),
+    ] = None,
+) -> dict[str, Any]:
+    """The History tab ("Mere..."): each event, who, when, channel, and each field's old -> new."""
+    await _row(request, pool, contact_id, min_version)
+    async with pool.acquire() as conn:
+        items = await history_sql.page(conn, contact_id, limit + 1, before_version)
+    more = len(items) > limit
+    items = items[:limit]
+    return {
+        "limit": limit,
+        "items": items,
+        "next_before_version": items[-1]["version"] if more else None,
+    }
+
+
+@router.get("/{contact_id}/provenance", response_model=list[FieldProvenance], responses=_RESPONSES)
+async def provenance(
+    request: Request, contact_id: UUID, pool: Pool, _: PrincipalDep, min_version: MinVersion = None
+) -> list[dict[str, Any]]:
+    """Each field's provenance: who set its current value, when, and through which channel."""
+    await _row(request, pool, contact_id, min_version)
+    async with pool.acquire() as conn:
+        return await history_sql.provenance(conn, contact_id)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,8 +8,10 @@ from uuid import UUID
 import asyncpg
 
 from services.projections import contacts_model as model
+from services.projections import history_model
 from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
+from services.projections.sql import history as history_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from shared import locks
@@ -70,7 +72,9 @@ async def _apply(
     if isinstance(event, c.ContactErased):
         await forget_addresses(conn, event, before, key, schema)
         await forget_free_text(conn, event)
+        await history_sql.redact(conn, schema, event.contact_id)
     await contacts_sql.save_row(conn, schema, before, after)
+    await history_sql.record(conn, schema, history_model.entry(before, after, event))
     return after
 
 

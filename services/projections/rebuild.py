@@ -1,4 +1,4 @@
-"""Rebuilding the contacts read model from the event store, without downtime.
+"""Rebuilding the contacts read model (and its history) from the event store, without downtime.
 
 1. Fold every stored event in memory (the same `apply` as the worker) and
    bulk-load the result into a new schema beside the live one.
@@ -25,8 +25,9 @@ from uuid import UUID
 import asyncpg
 
 from services.projections import contacts_model as model
-from services.projections import handlers
+from services.projections import handlers, history_model
 from services.projections.sql import contacts as contacts_sql
+from services.projections.sql import history as history_sql
 from services.projections.sql import infotags as infotags_sql
 from shared.addresses import address_hash
 from shared.contract.contacts import ContactErased, ContactEventBase
@@ -80,6 +81,8 @@ class _Fold:
     def __init__(self, key: bytes) -> None:
         self.key = key
         self.rows: dict[UUID, model.ContactRow] = {}
+        #: Each contact's history entries, oldest first.
+        self.history: dict[UUID, list[history_model.HistoryEntry]] = {}
         self.erased_hashes: set[str] = set()
         self.events = 0
         self.skipped = 0
@@ -95,11 +98,16 @@ class _Fold:
         if before is not None and event.aggregate_version <= before.version:
             return
         try:
-            self.rows[event.contact_id] = model.apply(before, event)
+            after = self.rows[event.contact_id] = model.apply(before, event)
         except model.UnknownContactError as exc:
             self.skipped += 1
             log.warning("skipped: %s", exc)
             return
+        entries = self.history.setdefault(event.contact_id, [])
+        if isinstance(event, ContactErased):
+            # As the worker's erasure does (history_sql.redact): no personal value stays.
+            entries[:] = [e.redacted() for e in entries]
+        entries.append(history_model.entry(before, after, event))
         if isinstance(event, ContactErased):
             known = before.addresses if before else frozenset()
             self.erased_hashes |= set(event.data.address_hashes)
@@ -134,6 +142,9 @@ async def rebuild_contacts(
         progress(position, total)
     async with pool.acquire() as conn, conn.transaction():
         await contacts_sql.copy_rows(conn, contacts_sql.BUILD, list(fold.rows.values()))
+        await history_sql.copy_entries(
+            conn, contacts_sql.BUILD, [e for entries in fold.history.values() for e in entries]
+        )
         await contacts_sql.record_erased_addresses(conn, contacts_sql.BUILD, fold.erased_hashes)
         await handlers.redact_hashes(conn, fold.erased_hashes, key)
         for tag_event in fold.catalogue:
@@ -155,7 +166,8 @@ async def rebuild_contacts(
         async with conn.transaction():
             await conn.execute(
                 f"LOCK TABLE {live}.contacts, {live}.infotags, {live}.contact_addresses,"
-                f" {live}.erased_addresses, {live}.infotag_catalogue IN ACCESS EXCLUSIVE MODE"
+                f" {live}.erased_addresses, {live}.contact_history, {live}.infotag_catalogue"
+                " IN ACCESS EXCLUSIVE MODE"
             )
             position, applied = await _catch_up(conn, source, position, key)
             events_done += applied

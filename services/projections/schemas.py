@@ -91,3 +91,56 @@ class LinkedItem(BaseModel):
     outcome: str | None
     role: str | None
     linked_at: datetime
+
+
+#: A field's value in the history: text, a date or id as text, infotag paths, or null.
+FieldValue = str | list[str] | None
+
+
+class FieldChange(BaseModel):
+    """One field an event changed: its value before and after (`[erased]` once erased)."""
+
+    field: str
+    old: FieldValue
+    new: FieldValue
+
+
+class HistoryItem(BaseModel):
+    """One event of the contact: who, when, through which channel, and what it changed."""
+
+    version: int
+    type: str
+    actor: str
+    channel: str
+    occurred_at: datetime
+    changes: list[FieldChange]
+
+
+class HistoryPage(BaseModel):
+    """A page of the History tab, newest first."""
+
+    limit: int
+    items: list[HistoryItem]
+    #: Send as before_version for the next (older) page; null when this is the last.
+    next_before_version: int | None
+
+
+class FieldProvenance(BaseModel):
+    """Who last set a field, when, through which channel, by which event."""
+
+    field: str
+    set_by: str
+    set_at: datetime
+    channel: str
+    version: int
+    type: str
+
+
+class PhotoEntry(PhotoView):
+    """A photo the contact has had: who made it current when, and where its bytes are."""
+
+    set_by: str
+    set_at: datetime
+    current: bool
+    #: The contacts API's GET /contacts/{id}/photos/{content_hash}.
+    url: str

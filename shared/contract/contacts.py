@@ -23,6 +23,13 @@ EVENT_ID_NAMESPACE = UUID("5b0e7c8a-6a7d-4f43-9d1c-0b8a4c9f2e11")
 #: What personal data reads as after the person was erased.
 ERASED = "[erased]"
 
+#: Through which channel a change came: the contacts API's `X-Kontakt-Channel` header.
+CHANNELS: tuple[str, ...] = ("api", "import", "outlook-sync", "service")
+#: The channel of a change that names none, and of events stored before channels existed.
+DEFAULT_CHANNEL = "api"
+# A Literal of the tuple, for the APIs' validation and documents; checkers only see str.
+Channel = Literal[CHANNELS]  # type: ignore[valid-type]
+
 ContactStatus = Literal["current", "former", "archived", "erased", "withdrawn"]
 """Where a contact stands: one version of a person is current, former (moved on), archived,
 erased, or withdrawn (made by a job change that was undone)."""
@@ -141,6 +148,11 @@ class ContactEventBase(_Model):
     occurred_at: datetime
     actor: str = Field(description="The user (token subject) whose command caused the event")
     correlation_id: str
+    channel: str = Field(
+        default=DEFAULT_CHANNEL,
+        description="Through which channel the change came: api, import, outlook-sync or"
+        " service (more may be added); messages from before it read as api",
+    )
     contact_id: UUID
     person_id: UUID = Field(description="Shared by every version of the human; the message key")
     aggregate_version: int = Field(ge=1, description="The contact's version after this event")

@@ -108,6 +108,46 @@ def test_consumers_ignore_fields_added_later() -> None:
         )
     )
     assert isinstance(message, contract.InfotagAdded) and message.data.tag == "x"
+    # The channel came later: a message without one came through the API.
+    assert message.channel == "api"
+
+
+def test_every_event_carries_the_actors_channel_and_old_events_read_as_api() -> None:
+    imported = Actor("u", "corr", "import")
+    contact = Contact.create(
+        contact_id=uuid4(),
+        person_id=uuid4(),
+        actor=imported,
+        company_id=uuid4(),
+        company_name="X",
+        details={"first_names": "A", "last_names": "B"},
+    )
+    contact.add_infotag(Actor("v", "c2", "outlook-sync"), "t")
+    contact.change_details(Actor("w", "c3"), {"job_title": "Z"})
+    successor = contact.change_job(
+        Actor("s", "c4", "service"),
+        successor_id=uuid4(),
+        company_id=uuid4(),
+        company_name="Y",
+        job={},
+        effective_on=date(2026, 1, 1),
+    )
+    events = contact.pending_events + successor.pending_events
+    assert [getattr(e, "channel") for e in events] == [  # noqa: B009
+        "import",
+        "outlook-sync",
+        "api",
+        "service",
+        "service",
+    ]
+    published = [to_integration_event(e, i + 1) for i, e in enumerate(events)]
+    assert [m.channel for m in published] == ["import", "outlook-sync", "api", "service", "service"]
+    assert all("channel" not in getattr(m, "data").model_dump() for m in published)  # noqa: B009
+    # An event stored before channels existed has no attribute of its own.
+    old = events[1]
+    object.__delattr__(old, "channel")
+    assert getattr(old, "channel") == "api"  # noqa: B009
+    assert to_integration_event(old, 9).channel == "api"
 
 
 def test_inbound_events_parse_with_their_wire_names() -> None:

@@ -17,9 +17,10 @@ from uuid import UUID, uuid4
 import pytest
 
 from services.projections import contacts_model as model
-from services.projections import handlers
+from services.projections import handlers, history_model
 from services.projections.sql import activities as activities_sql
 from services.projections.sql import contacts as contacts_sql
+from services.projections.sql import history as history_sql
 from services.projections.sql import items as items_sql
 from services.projections.sql import sync_status as sync_sql
 from services.projections.worker import Worker
@@ -64,6 +65,7 @@ class ReadModel:
         self.emails: dict[str, dict[str, Any]] = {}
         self.redacted: set[str] = set()
         self.forgotten: list[UUID] = []
+        self.history: dict[UUID, list[history_model.HistoryEntry]] = {}
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         async def load_row(conn: Any, schema: str, contact_id: UUID) -> model.ContactRow | None:
@@ -96,6 +98,13 @@ class ReadModel:
         async def forget_reasons(conn: Any, person_id: UUID) -> None:
             self.forgotten.append(person_id)
 
+        async def record(conn: Any, schema: str, entry: history_model.HistoryEntry) -> None:
+            self.history.setdefault(entry.contact_id, []).append(entry)
+
+        async def redact_history(conn: Any, schema: str, contact_id: UUID) -> None:
+            self.history[contact_id] = [e.redacted() for e in self.history.get(contact_id, [])]
+
+        monkeypatch.setattr(history_sql, "redact", redact_history)
         for module, fake in [
             (contacts_sql, load_row),
             (contacts_sql, save_row),
@@ -106,6 +115,7 @@ class ReadModel:
             (activities_sql, insert_email),
             (items_sql, forget_roles),
             (sync_sql, forget_reasons),
+            (history_sql, record),
         ]:
             monkeypatch.setattr(module, fake.__name__, fake)
 
@@ -174,6 +184,10 @@ async def test_an_erasure_redacts_the_contacts_addresses_and_forgets_free_text(
     assert read_model.erased_hashes == {address_hash(KEY, a) for a in row.addresses}
     assert read_model.forgotten == [row.contact_id, row.person_id]
     assert any("pg_advisory_xact_lock(" in s for s in conn.locks)  # exclusive: no e-mail slips by
+    # The history keeps both events, with none of the person's values.
+    entries = read_model.history[row.contact_id]
+    assert [e.type for e in entries] == ["ContactCreated", "ContactErased"]
+    assert "Karen" not in repr(entries) and "karen@home.example" not in repr(entries)
 
 
 def email(

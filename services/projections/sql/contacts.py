@@ -457,6 +457,7 @@ async def dump(conn: asyncpg.Connection, schema: str) -> dict[str, list[tuple[An
         ("infotag_catalogue", "tag_id"),
         ("contact_addresses", "contact_id, address, valid_from"),
         ("erased_addresses", "address_hash"),
+        ("contact_history", "contact_id, aggregate_version"),
     ):
         rows = await conn.fetch(f"SELECT * FROM {s}.{table} ORDER BY {order}")
         out[table] = [tuple(r.values()) for r in rows]
