@@ -159,6 +159,9 @@ async def list_contacts(
 ) -> dict[str, Any]:
     """Contacts by name, e-mail, phone, free text, company, infotag and status (all combined)."""
     statuses: list[ContactStatus] = status or ["current"]
+    if infotag is not None and not infotag.strip("/ "):
+        # Only separators names no tag: finding everything would hide the mistake.
+        raise HTTPException(422, "infotag: give a tag's name path (`Kunde/Guld`) or its id")
     async with pool.acquire() as conn:
         total, rows = await contacts_sql.search(
             conn,

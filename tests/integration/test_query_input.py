@@ -52,6 +52,9 @@ async def test_query_parameters_refuse_nul_and_like_wildcards_match_themselves(
             assert [e["field"] for e in body["errors"]] == [f"query.{name}"]
         tags = (await p.query.get("/contacts", params={"infotag": "vip"})).json()
         assert [c["contact_id"] for c in tags["items"]] == [tagged["contact_id"]]
+        # Only separators name no tag: refused, not "every contact".
+        for nothing in ["/", "//", " / "]:
+            error_body(await p.query.get("/contacts", params={"infotag": nothing}), 422)
         error_body(await p.query.get("/contacts", params={"status": "nope"}), 422)
         error_body(await p.query.get("/contacts", params={"limit": "1e999"}), 422)
 
