@@ -104,7 +104,7 @@ def history(
             )
             typer.echo(
                 f"v{e['version']}  {e['occurred_at']:%Y-%m-%d %H:%M:%S}  {e['type']:<22}"
-                f" by {e['actor']}  {changed}"
+                f" by {e['actor']} via {e.get('channel', 'api')}  {changed}"
             )
 
     run_command(body)

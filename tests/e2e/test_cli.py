@@ -73,7 +73,7 @@ def test_history_lists_every_event_with_who_and_what(isolated_settings, data) ->
         "InfotagAdded",
         "JobChanged",
     ]
-    assert "by bob" in lines[2] and "job_title: Buyer -> Head buyer" in lines[1]
+    assert "by bob via api" in lines[2] and "job_title: Buyer -> Head buyer" in lines[1]
     as_json = run_kontakt(env, "history", str(data["karen"]), "--json")
     assert [json.loads(x)["version"] for x in as_json.stdout.splitlines()] == [1, 2, 3, 4]
 
