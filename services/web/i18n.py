@@ -1,0 +1,256 @@
+"""The web UI's labels in Danish and English, and the choice between them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+#: Languages of the UI; the first is the default.
+LANGUAGES = ("da", "en")
+#: The cookie the language switch sets.
+LANGUAGE_COOKIE = "kontakt_lang"
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "da": {
+        "app_name": "Kontakt",
+        "skip_to_content": "Spring til indhold",
+        "language": "Sprog",
+        "sign_in": "Log ind",
+        "sign_out": "Log ud",
+        "signed_in_as": "Logget ind som",
+        "user_name": "Brugernavn",
+        "admin_role": "Administratorrolle",
+        "sign_in_local": "Kun til lokal kørsel: vælg en bruger.",
+        "sign_in_unavailable": "Log ind via virksomhedens proxy.",
+        "contacts": "Kontakter",
+        "search": "Søg",
+        "name": "Navn",
+        "email": "E-mail",
+        "phone": "Telefon",
+        "free_text": "Fritekst",
+        "infotag": "Infotag",
+        "status": "Status",
+        "status_current": "Aktuel",
+        "status_former": "Tidligere",
+        "status_archived": "Arkiveret",
+        "status_withdrawn": "Trukket tilbage",
+        "status_erased": "Slettet",
+        "company": "Firma",
+        "company_id": "Firma-id",
+        "job_title": "Stilling",
+        "results": "Resultater",
+        "no_results": "Ingen kontakter fundet.",
+        "previous": "Forrige",
+        "next": "Næste",
+        "showing": "Viser {first}-{last} af {total}",
+        "new_contact": "Opret kontakt",
+        "create": "Opret",
+        "save": "Gem",
+        "first_names": "Fornavne",
+        "last_names": "Efternavne",
+        "department": "Afdeling",
+        "work_email": "Arbejds-e-mail",
+        "private_email": "Privat e-mail",
+        "work_phone": "Arbejdstelefon",
+        "private_phone": "Privat telefon",
+        "started_on": "Startdato",
+        "effective_on": "Gælder fra",
+        "tabs": "Kontaktens faner",
+        "tab_details": "Detaljer",
+        "tab_infotags": "Infotags",
+        "tab_photo": "Foto",
+        "tab_opportunities": "Salgsmuligheder",
+        "tab_campaigns": "Kampagner",
+        "tab_projects": "Projekter",
+        "tab_more": "Mere…",
+        "tab_employments": "Ansættelser",
+        "current_version": "Gå til den aktuelle version",
+        "photo_of": "Foto af {name}",
+        "no_photo": "Intet foto.",
+        "upload_photo": "Upload foto",
+        "photo_file": "Billedfil (JPEG, PNG eller WebP)",
+        "remove_photo": "Fjern foto",
+        "activities": "Aktiviteter",
+        "no_activities": "Ingen aktiviteter.",
+        "subject": "Emne",
+        "sent_at": "Sendt",
+        "from": "Fra",
+        "outlook_sync": "Outlook-synkronisering",
+        "outlook_on": "Tænd Outlook Sync",
+        "outlook_off": "Sluk Outlook Sync",
+        "outlook_status": "Din synkronisering: {status}",
+        "outlook_not_synced": "Du synkroniserer ikke denne kontakt.",
+        "placed_tags": "Placerede infotags",
+        "no_tags": "Ingen infotags.",
+        "placed_as": "Placeret som",
+        "active": "Aktiv",
+        "inactive": "Inaktiv",
+        "added_by": "Tilføjet af",
+        "added_at": "Tilføjet",
+        "remove": "Fjern",
+        "remove_tag": "Fjern {tag}",
+        "place_tag": "Placér infotag",
+        "place": "Placér",
+        "title": "Titel",
+        "role": "Rolle",
+        "no_items": "Ingen.",
+        "history": "Historik",
+        "no_history": "Ingen historik endnu.",
+        "version": "Version",
+        "ended_on": "Slutdato",
+        "job_change": "Jobskifte",
+        "record_job_change": "Registrér jobskifte",
+        "archive": "Arkivér",
+        "restore": "Genskab",
+        "yes": "Ja",
+        "no": "Nej",
+        "saved": "Gemt.",
+        "not_yet": "Ændringen er gemt, men visningen er ikke opdateret endnu. Genindlæs om lidt.",
+        "duplicate": "Kontakten findes allerede:",
+        "possible_duplicate": "Måske samme person:",
+        "show_existing": "Vis den eksisterende kontakt",
+        "error": "Fejl",
+        "not_found": "Ikke fundet.",
+        "unavailable": "Tjenesten svarer ikke lige nu. Prøv igen.",
+        "csrf_failed": "Formularen var udløbet. Prøv igen.",
+        "page_not_found": "Siden findes ikke.",
+    },
+    "en": {
+        "app_name": "Kontakt",
+        "skip_to_content": "Skip to content",
+        "language": "Language",
+        "sign_in": "Sign in",
+        "sign_out": "Sign out",
+        "signed_in_as": "Signed in as",
+        "user_name": "User name",
+        "admin_role": "Admin role",
+        "sign_in_local": "Local runs only: pick a user.",
+        "sign_in_unavailable": "Sign in through your organisation's proxy.",
+        "contacts": "Contacts",
+        "search": "Search",
+        "name": "Name",
+        "email": "E-mail",
+        "phone": "Phone",
+        "free_text": "Free text",
+        "infotag": "Infotag",
+        "status": "Status",
+        "status_current": "Current",
+        "status_former": "Former",
+        "status_archived": "Archived",
+        "status_withdrawn": "Withdrawn",
+        "status_erased": "Erased",
+        "company": "Company",
+        "company_id": "Company id",
+        "job_title": "Job title",
+        "results": "Results",
+        "no_results": "No contacts found.",
+        "previous": "Previous",
+        "next": "Next",
+        "showing": "Showing {first}-{last} of {total}",
+        "new_contact": "New contact",
+        "create": "Create",
+        "save": "Save",
+        "first_names": "First names",
+        "last_names": "Last names",
+        "department": "Department",
+        "work_email": "Work e-mail",
+        "private_email": "Private e-mail",
+        "work_phone": "Work phone",
+        "private_phone": "Private phone",
+        "started_on": "Start date",
+        "effective_on": "Effective on",
+        "tabs": "Contact tabs",
+        "tab_details": "Details",
+        "tab_infotags": "Infotags",
+        "tab_photo": "Photo",
+        "tab_opportunities": "Sales opportunities",
+        "tab_campaigns": "Campaigns",
+        "tab_projects": "Projects",
+        "tab_more": "More…",
+        "tab_employments": "Employments",
+        "current_version": "Go to the current version",
+        "photo_of": "Photo of {name}",
+        "no_photo": "No photo.",
+        "upload_photo": "Upload photo",
+        "photo_file": "Image file (JPEG, PNG or WebP)",
+        "remove_photo": "Remove photo",
+        "activities": "Activities",
+        "no_activities": "No activities.",
+        "subject": "Subject",
+        "sent_at": "Sent",
+        "from": "From",
+        "outlook_sync": "Outlook sync",
+        "outlook_on": "Switch Outlook Sync on",
+        "outlook_off": "Switch Outlook Sync off",
+        "outlook_status": "Your sync: {status}",
+        "outlook_not_synced": "You do not sync this contact.",
+        "placed_tags": "Placed infotags",
+        "no_tags": "No infotags.",
+        "placed_as": "Placed as",
+        "active": "Active",
+        "inactive": "Inactive",
+        "added_by": "Added by",
+        "added_at": "Added",
+        "remove": "Remove",
+        "remove_tag": "Remove {tag}",
+        "place_tag": "Place an infotag",
+        "place": "Place",
+        "title": "Title",
+        "role": "Role",
+        "no_items": "None.",
+        "history": "History",
+        "no_history": "No history yet.",
+        "version": "Version",
+        "ended_on": "End date",
+        "job_change": "Job change",
+        "record_job_change": "Record job change",
+        "archive": "Archive",
+        "restore": "Restore",
+        "yes": "Yes",
+        "no": "No",
+        "saved": "Saved.",
+        "not_yet": "The change is saved but not shown yet. Reload in a moment.",
+        "duplicate": "The contact exists already:",
+        "possible_duplicate": "Perhaps the same person:",
+        "show_existing": "Show the existing contact",
+        "error": "Error",
+        "not_found": "Not found.",
+        "unavailable": "The service does not answer right now. Try again.",
+        "csrf_failed": "The form had expired. Try again.",
+        "page_not_found": "The page does not exist.",
+    },
+}
+
+
+def choose_language(cookie: str | None, accept_language: str | None) -> str:
+    """The UI language: the switch's cookie, else the best of Accept-Language, else Danish."""
+    if cookie in LANGUAGES:
+        return cookie
+    best: tuple[float, int, str] | None = None
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        primary = tag.strip().lower().split("-")[0]
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if primary in LANGUAGES and quality > 0:
+            # Higher quality wins; among equals, the one named first.
+            candidate = (-quality, position, primary)
+            if best is None or candidate < best:
+                best = candidate
+    return best[2] if best else LANGUAGES[0]
+
+
+def translator(language: str) -> Callable[..., str]:
+    """A function giving the label of a key in the language, formatted with its arguments."""
+    messages = MESSAGES.get(language, MESSAGES[LANGUAGES[0]])
+
+    def t(key: str, **values: object) -> str:
+        text = messages.get(key) or MESSAGES["en"].get(key) or key
+        return text.format(**values) if values else text
+
+    return t

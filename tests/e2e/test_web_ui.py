@@ -1,0 +1,239 @@
+"""The web UI in a real browser (Debian's chromium) on the real servers: both APIs, the
+projection worker and a relay in process, the web app on a port of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+from axe_playwright_python.async_playwright import Axe
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from services.contacts.relay import Relay
+from services.web.app import TABS, create_web_app
+from shared.auth import mint_token
+from shared.settings import KontaktSettings
+from tests.images import image_bytes
+from tests.pipeline import Pipeline, Server
+from tests.support import free_port, isolated
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "ui"
+CHROMIUM = "/usr/bin/chromium"
+#: The WCAG 2.1 A and AA rules of axe.
+WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+
+
+@dataclass
+class Site:
+    """The running web UI, its browser, and a catalogue infotag to place."""
+
+    url: str
+    browser: Browser
+    tag_path: str
+
+
+@pytest.fixture(scope="module")
+async def site(settings: KontaktSettings) -> AsyncIterator[Site]:
+    """Every server, a relay running, the web app, and chromium."""
+    with isolated(settings) as own:
+        p = await Pipeline(own).start()
+        assert p.contacts is not None
+        stop = asyncio.Event()
+        relay = asyncio.create_task(Relay(p.settings, p.contacts).run(stop))
+        s = p.settings.model_copy(
+            update={
+                "web_port": free_port(),
+                "query_api_url": f"http://127.0.0.1:{p.settings.query_port}",
+            }
+        )
+        web = Server(create_web_app(s), s.web_port)
+        await web.start()
+        admin = mint_token(s, "admin", ["admin"])
+        tag = f"Kunde{uuid4().hex[:6]}"
+        async with httpx.AsyncClient(base_url=s.contacts_api_url) as client:
+            defined = await client.post(
+                "/infotags", json={"name": tag}, headers={"Authorization": f"Bearer {admin}"}
+            )
+            assert defined.status_code == 201, defined.text
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+                )
+                yield Site(f"http://127.0.0.1:{s.web_port}", browser, tag)
+                await browser.close()
+        finally:
+            await web.stop()
+            stop.set()
+            await relay
+            await p.stop()
+
+
+async def signed_in(site: Site, user: str = "mette", locale: str = "da-DK") -> Page:
+    """A new browser page, signed in through the sign-in form."""
+    context = await site.browser.new_context(locale=locale, viewport={"width": 1200, "height": 900})
+    page = await context.new_page()
+    await page.goto(f"{site.url}/contacts")
+    await expect(page).to_have_url(re.compile(r"/sign-in$"))
+    await page.fill("#user", user)
+    await page.click("form[action='/sign-in'] button[type=submit]")
+    await expect(page).to_have_url(re.compile(r"/contacts$"))
+    return page
+
+
+async def create(page: Page, site: Site, first: str, last: str, email: str | None = None) -> str:
+    """Create a contact through the form; its page's URL."""
+    await page.goto(f"{site.url}/contacts/new")
+    await page.fill("#n-company_name", "Nordlys A/S")
+    await page.fill("#n-first_names", first)
+    await page.fill("#n-last_names", last)
+    await page.fill("#n-job_title", "Indkøber")
+    await page.fill("#n-work_email", email or f"{uuid4().hex[:10]}@nordlys.dk")
+    await page.click("form[action='/contacts/new'] button[type=submit]")
+    await expect(page.locator("h1")).to_have_text(f"{first} {last}")
+    return page.url
+
+
+async def tab(page: Page, key: str) -> None:
+    """Select a tab by clicking it."""
+    await page.click(f"#tab-{key}")
+    await expect(page.locator(f"#panel-{key}")).to_be_visible()
+
+
+async def test_signing_in_creating_and_editing_a_field(site: Site) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Karen", "Jensen")
+    await page.fill("#d-job_title", "Indkøbschef")
+    await page.click("#details-form button[type=submit]")
+    await expect(page.locator(".notice")).to_have_text("Gemt.")
+    await expect(page.locator(".contact-header")).to_contain_text("Indkøbschef, Nordlys A/S")
+    await expect(page.locator("#d-job_title")).to_have_value("Indkøbschef")
+
+
+async def test_an_invalid_field_shows_the_apis_message(site: Site) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Ole", "Hansen")
+    await page.fill("#d-work_phone", "not a phone")
+    await page.click("#details-form button[type=submit]")
+    await expect(page.locator("#d-work_phone")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#d-work_phone-error")).to_contain_text("phone number")
+
+
+async def test_placing_and_removing_an_infotag(site: Site) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Anne", "Berg")
+    await tab(page, "infotags")
+    await page.select_option("#tag-choice", label=site.tag_path)
+    await page.click("form[action$='/infotags'] button[type=submit]")
+    row = page.locator("#panel-infotags table.tags tbody tr")
+    await expect(row).to_have_count(1)
+    await expect(row).to_contain_text(site.tag_path)
+    await expect(row).to_contain_text("mette")
+    await row.get_by_role("button").click()
+    await expect(page.locator("#panel-infotags")).to_contain_text("Ingen infotags.")
+
+
+async def test_uploading_a_photo_and_refusing_a_non_image(site: Site, tmp_path: Path) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Lars", "Holm")
+    await tab(page, "photo")
+    text = tmp_path / "note.png"
+    text.write_bytes(b"this is no image")
+    await page.set_input_files("#photo-file", str(text))
+    await page.click("form[enctype] button[type=submit]")
+    await expect(page.locator(".problem")).to_be_visible()
+    picture = tmp_path / "face.png"
+    picture.write_bytes(image_bytes("PNG", (40, 40), "teal"))
+    await page.set_input_files("#photo-file", str(picture))
+    await page.click("form[enctype] button[type=submit]")
+    image = page.locator("#panel-photo img.photo")
+    await expect(image).to_be_visible()
+    assert await image.evaluate("i => i.naturalWidth") == 40
+    await expect(page.locator(".contact-header img.portrait")).to_be_visible()
+    await page.click("form[action$='/photo/remove'] button")
+    await expect(page.locator("#panel-photo")).to_contain_text("Intet foto.")
+
+
+async def test_switching_outlook_sync_on_and_off(site: Site) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Sofie", "Lund")
+    await page.get_by_role("button", name="Tænd Outlook Sync").click()
+    await expect(page.locator(".sync-status")).to_contain_text("Din synkronisering: pending")
+    await page.get_by_role("button", name="Sluk Outlook Sync").click()
+    await expect(page.locator(".sync-status")).to_have_text("Du synkroniserer ikke denne kontakt.")
+
+
+async def test_search_finds_jorgen_spelt_without_the_o_slash(site: Site) -> None:
+    page = await signed_in(site)
+    last = f"Mø{uuid4().hex[:6]}"
+    await create(page, site, "Jørgen", last)
+    await page.goto(f"{site.url}/contacts")
+    await page.fill("#s-name", "Jorgen")
+    await page.fill("#s-q", "Nordlys")
+    await page.click("form.search button[type=submit]")
+    await expect(page.get_by_role("link", name=f"Jørgen {last}")).to_be_visible()
+
+
+async def test_a_duplicate_create_links_to_the_existing_contact(site: Site) -> None:
+    page = await signed_in(site)
+    email = f"{uuid4().hex[:10]}@nordlys.dk"
+    first = await create(page, site, "Peter", "Dam", email)
+    await page.goto(f"{site.url}/contacts/new")
+    await page.fill("#n-company_name", "Nordlys A/S")
+    await page.fill("#n-first_names", "Pia")
+    await page.fill("#n-last_names", "Skov")
+    await page.fill("#n-work_email", email)
+    await page.click("form[action='/contacts/new'] button[type=submit]")
+    await page.get_by_role("link", name="Vis den eksisterende kontakt").click()
+    await expect(page.locator("h1")).to_have_text("Peter Dam")
+    assert page.url.split("?")[0] == first.split("?")[0]
+
+
+@pytest.mark.parametrize("locale", ["da-DK", "en-GB"])
+async def test_every_tab_has_no_wcag_violations(site: Site, locale: str) -> None:
+    page = await signed_in(site, locale=locale)
+    await create(page, site, "Ida", "Krogh")
+    assert await page.locator("html").get_attribute("lang") == locale[:2]
+    axe = Axe()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for key, _ in TABS:
+        await tab(page, key)
+        results = await axe.run(page, options=WCAG)
+        assert results.violations_count == 0, f"{key} ({locale}): {results.generate_report()}"
+        if locale == "da-DK":
+            await page.screenshot(path=str(SCREENSHOTS / f"{key}.png"), full_page=True)
+    await page.goto(f"{site.url}/contacts")
+    results = await axe.run(page, options=WCAG)
+    assert results.violations_count == 0, results.generate_report()
+
+
+async def test_the_tabs_can_be_walked_with_the_keyboard_alone(site: Site) -> None:
+    page = await signed_in(site, locale="en-GB")
+    await create(page, site, "Emil", "Bach")
+    for _ in range(60):
+        if await page.evaluate("document.activeElement.getAttribute('role')") == "tab":
+            break
+        await page.keyboard.press("Tab")
+    focused = page.locator(":focus")
+    await expect(focused).to_have_id("tab-details")
+    for key, _ in TABS[1:]:
+        await page.keyboard.press("ArrowRight")
+        await expect(page.locator(":focus")).to_have_id(f"tab-{key}")
+        await expect(page.locator(f"#tab-{key}")).to_have_attribute("aria-selected", "true")
+        await expect(page.locator(f"#panel-{key}")).to_be_visible()
+    await page.keyboard.press("ArrowRight")  # wraps to the first
+    await expect(page.locator(":focus")).to_have_id("tab-details")
+    await page.keyboard.press("End")
+    await expect(page.locator(":focus")).to_have_id("tab-employments")
+    await page.keyboard.press("Home")
+    await expect(page.locator("#panel-details")).to_be_visible()
+    await expect(page.locator("#panel-employments")).to_be_hidden()
+    await page.keyboard.press("Tab")  # into the selected panel, not along the other tabs
+    await expect(page.locator(":focus")).to_have_id("panel-details")
