@@ -7,6 +7,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 from itsdangerous import URLSafeTimedSerializer
+from pydantic import SecretStr
 
 from services.web.app import create_web_app
 from services.web.session import (
@@ -17,6 +18,7 @@ from services.web.session import (
     dump_session,
     load_session,
 )
+from shared.auth import mint_token
 from shared.settings import KontaktSettings
 
 
@@ -93,14 +95,33 @@ def test_a_token_from_before_signing_in_is_of_no_use_after(settings: KontaktSett
         assert again.status_code == 403
 
 
-def test_the_sign_in_page_is_off_without_development_secrets() -> None:
-    production = KontaktSettings(
-        jwt_secret="p" * 40,
-        key_secret="k" * 40,
-        master_key="cHJvZHVjdGlvbi1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=",
+def _production() -> KontaktSettings:
+    return KontaktSettings(
+        jwt_secret=SecretStr("p" * 40),
+        key_secret=SecretStr("k" * 40),
+        master_key=SecretStr("cHJvZHVjdGlvbi1tYXN0ZXIta2V5LTMyLWJ5dGVzISE="),
+        contacts_api_url="http://127.0.0.1:9",
+        query_api_url="http://127.0.0.1:9",
     )
-    with TestClient(create_web_app(production)) as client:
+
+
+def test_the_sign_in_page_is_off_without_development_secrets() -> None:
+    with TestClient(create_web_app(_production())) as client:
         page = client.get("/sign-in")
         assert page.status_code == 401 and 'action="/sign-in"' not in page.text
         posted = client.post("/sign-in", data={"user": "x", "csrf": _csrf(page.text)})
         assert posted.status_code == 404
+
+
+def test_in_production_the_proxys_token_signs_the_user_in() -> None:
+    settings = _production()
+    token = mint_token(settings, "mette")
+    forged = mint_token(settings.model_copy(update={"jwt_secret": SecretStr("f" * 40)}), "eve")
+    with TestClient(create_web_app(settings)) as client:
+        assert client.get("/contacts").status_code == 401
+        assert (
+            client.get("/contacts", headers={settings.web_token_header: forged}).status_code == 401
+        )
+        # Past the sign-in: the (unreachable) query API is what stops the page now.
+        page = client.get("/contacts", headers={settings.web_token_header: f"Bearer {token}"})
+        assert page.status_code == 503
