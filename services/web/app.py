@@ -20,7 +20,13 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.web.client import ApiError, Apis, ApiUnavailableError
-from services.web.i18n import LANGUAGE_COOKIE, LANGUAGES, choose_language, translator
+from services.web.i18n import (
+    LANGUAGE_COOKIE,
+    LANGUAGES,
+    MESSAGES,
+    choose_language,
+    translator,
+)
 from services.web.session import (
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -398,6 +404,8 @@ async def contact_page(
         history=history,
         current_version=current if current and current["contact_id"] != str(contact_id) else None,
         my_sync=mine,
+        sync_labels={k for k in MESSAGES["en"] if k.startswith("sync_")},
+        new_company_id=str(uuid4()),
         detail_fields=DETAIL_FIELDS,
         required=REQUIRED_DETAILS,
         job_fields=JOB_DETAILS,

@@ -113,6 +113,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "unavailable": "Tjenesten svarer ikke lige nu. Prøv igen.",
         "csrf_failed": "Formularen var udløbet. Prøv igen.",
         "page_not_found": "Siden findes ikke.",
+        "sync_pending": "venter",
+        "sync_linked": "i Outlook",
+        "sync_updated": "opdateret i Outlook",
+        "sync_unlinked": "fjernet fra Outlook",
+        "sync_failed": "fejlet",
+        "new_company_hint": "Et nyt firma-id er foreslået; ret det til firmaets id.",
     },
     "en": {
         "app_name": "Kontakt",
@@ -217,6 +223,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "unavailable": "The service does not answer right now. Try again.",
         "csrf_failed": "The form had expired. Try again.",
         "page_not_found": "The page does not exist.",
+        "sync_pending": "pending",
+        "sync_linked": "in Outlook",
+        "sync_updated": "updated in Outlook",
+        "sync_unlinked": "removed from Outlook",
+        "sync_failed": "failed",
+        "new_company_hint": "A new company id is suggested; change it to the company's id.",
     },
 }
 

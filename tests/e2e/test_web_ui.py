@@ -165,7 +165,7 @@ async def test_switching_outlook_sync_on_and_off(site: Site) -> None:
     page = await signed_in(site)
     await create(page, site, "Sofie", "Lund")
     await page.get_by_role("button", name="Tænd Outlook Sync").click()
-    await expect(page.locator(".sync-status")).to_contain_text("Din synkronisering: pending")
+    await expect(page.locator(".sync-status")).to_contain_text("Din synkronisering: venter")
     await page.get_by_role("button", name="Sluk Outlook Sync").click()
     await expect(page.locator(".sync-status")).to_have_text("Du synkroniserer ikke denne kontakt.")
 
@@ -194,6 +194,46 @@ async def test_a_duplicate_create_links_to_the_existing_contact(site: Site) -> N
     await page.get_by_role("link", name="Vis den eksisterende kontakt").click()
     await expect(page.locator("h1")).to_have_text("Peter Dam")
     assert page.url.split("?")[0] == first.split("?")[0]
+
+
+async def test_the_language_switch_overrides_the_browsers_language(site: Site) -> None:
+    page = await signed_in(site, locale="da-DK")
+    await create(page, site, "Maja", "Friis")
+    await expect(page.locator("#tab-employments")).to_have_text("Ansættelser")
+    await page.get_by_role("button", name="English").click()
+    await expect(page.locator("#tab-employments")).to_have_text("Employments")
+    await expect(page.locator("h1")).to_have_text("Maja Friis")
+    assert await page.locator("html").get_attribute("lang") == "en"
+    await page.goto(f"{site.url}/contacts")
+    await expect(page.locator("h1")).to_have_text("Contacts")
+
+
+async def test_a_job_change_and_the_former_versions_link_to_the_current(site: Site) -> None:
+    page = await signed_in(site)
+    former = await create(page, site, "Niels", "Kjær")
+    await tab(page, "employments")
+    await page.fill("#j-company_name", "Havbro ApS")
+    await page.fill("#j-job_title", "CFO")
+    await page.click("form[action$='/job-change'] button[type=submit]")
+    await expect(page.locator(".contact-header")).to_contain_text("CFO, Havbro ApS")
+    rows = page.locator("#panel-employments table tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0)).to_contain_text("Tidligere")
+    await expect(rows.nth(1)).to_contain_text("Aktuel")
+    current = page.url.split("?")[0]
+    await page.goto(former)
+    await expect(page.locator(".contact-header")).to_contain_text("Tidligere")
+    await page.get_by_role("link", name="Gå til den aktuelle version").click()
+    assert page.url.split("?")[0] == current
+
+
+async def test_archiving_and_restoring(site: Site) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Rasmus", "Vang")
+    await page.get_by_role("button", name="Arkivér").click()
+    await expect(page.locator(".contact-header .status")).to_have_text("Arkiveret")
+    await page.get_by_role("button", name="Genskab").click()
+    await expect(page.locator(".contact-header .status")).to_have_text("Aktuel")
 
 
 @pytest.mark.parametrize("locale", ["da-DK", "en-GB"])
