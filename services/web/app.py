@@ -301,7 +301,11 @@ async def contact_list(
         "previous_url": page_url(max(0, offset - PAGE_SIZE)) if offset > 0 else None,
         "next_url": page_url(offset + PAGE_SIZE) if offset + PAGE_SIZE < page["total"] else None,
     }
-    fragment = request.headers.get("hx-request") == "true"
+    # htmx asks for the results alone; restoring its history it wants the whole page.
+    fragment = (
+        request.headers.get("hx-request") == "true"
+        and request.headers.get("hx-history-restore-request") != "true"
+    )
     status_code = 422 if error else 200
     return render(request, ui, "_results.html" if fragment else "list.html", status_code, **context)
 
@@ -660,6 +664,44 @@ def _install_error_pages(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
 
 
+#: Every response's security headers: only our own scripts, styles and images, no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self';"
+    " script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+class SecurityHeadersMiddleware:
+    """Adds SECURITY_HEADERS to every response (a plain ASGI middleware)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Handle one ASGI call."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                given = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *[
+                        (k.lower().encode(), v.encode())
+                        for k, v in SECURITY_HEADERS.items()
+                        if k.lower().encode() not in given
+                    ],
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
     """The web UI; settings come from the environment unless given."""
     settings = settings or KontaktSettings()
@@ -707,6 +749,7 @@ def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
     ]:
         app.add_api_route(f"{one}/{path}", endpoint, methods=["POST"], **html)
     _install_error_pages(app)
+    app.add_middleware(SecurityHeadersMiddleware)
 
     async def ready() -> None:
         # Ready when both APIs the pages are made from answer.
