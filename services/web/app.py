@@ -326,7 +326,11 @@ async def create_contact(request: Request, ui: UiDep, form: FormDep) -> Response
     """Create a contact; a duplicate shows the existing one."""
     token = ui.need_token()
     values = {name: _text(form, name) for name in _create_fields()}
-    body = {k: v for k, v in values.items() if v is not None}
+    body: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+    # The user said the look-alikes shown are other people (a possible duplicate's 409).
+    distinct = [v for v in form.getlist("distinct_from") if isinstance(v, str)]
+    if distinct:
+        body["distinct_from"] = distinct
     try:
         result = await _apis(request).command(token, "POST", "/contacts", json=body)
     except ApiError as exc:
@@ -341,6 +345,7 @@ async def create_contact(request: Request, ui: UiDep, form: FormDep) -> Response
             errors=exc.field_errors(),
             problem=exc,
             fields=None,
+            distinct_from=distinct,
         )
     return redirect(request, ui, contact_url(result["contact_id"], version=result["version"]))
 

@@ -26,6 +26,7 @@ from tests.support import eventually, free_port, isolated
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "ui"
 CHROMIUM = "/usr/bin/chromium"
+PHOTO_LIMIT = 64 * 1024
 #: The WCAG 2.1 A and AA rules of axe.
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
@@ -44,6 +45,8 @@ class Site:
 async def site(settings: KontaktSettings) -> AsyncIterator[Site]:
     """Every server, a relay running, the web app, and chromium."""
     with isolated(settings) as own:
+        # A small photo limit, so a test can go over it.
+        own = own.model_copy(update={"photo_max_bytes": PHOTO_LIMIT})
         p = await Pipeline(own).start()
         assert p.contacts is not None
         stop = asyncio.Event()
@@ -141,7 +144,9 @@ async def test_placing_and_removing_an_infotag(site: Site) -> None:
     await expect(page.locator("#panel-infotags")).to_contain_text("Ingen infotags.")
 
 
-async def test_uploading_a_photo_and_refusing_a_non_image(site: Site, tmp_path: Path) -> None:
+async def test_uploading_a_photo_and_refusing_a_non_image_or_one_too_large(
+    site: Site, tmp_path: Path
+) -> None:
     page = await signed_in(site)
     await create(page, site, "Lars", "Holm")
     await tab(page, "photo")
@@ -150,6 +155,12 @@ async def test_uploading_a_photo_and_refusing_a_non_image(site: Site, tmp_path: 
     await page.set_input_files("#photo-file", str(text))
     await page.click("form[enctype] button[type=submit]")
     await expect(page.locator(".problem")).to_be_visible()
+    await expect(page.locator(".problem")).to_contain_text("JPEG, PNG or WebP")
+    large = tmp_path / "large.png"
+    large.write_bytes(image_bytes("PNG", (40, 40)) + b"\0" * PHOTO_LIMIT)
+    await page.set_input_files("#photo-file", str(large))
+    await page.click("form[enctype] button[type=submit]")
+    await expect(page.locator(".problem")).to_contain_text(f"{PHOTO_LIMIT} bytes")
     picture = tmp_path / "face.png"
     picture.write_bytes(image_bytes("PNG", (40, 40), "teal"))
     await page.set_input_files("#photo-file", str(picture))
@@ -180,6 +191,31 @@ async def test_search_finds_jorgen_spelt_without_the_o_slash(site: Site) -> None
     await page.fill("#s-q", "Nordlys")
     await page.click("form.search button[type=submit]")
     await expect(page.get_by_role("link", name=f"Jørgen {last}")).to_be_visible()
+
+
+async def test_a_look_alike_is_shown_and_can_be_created_as_another_person(site: Site) -> None:
+    page = await signed_in(site)
+    last = f"Lyng{uuid4().hex[:6]}"
+    existing = await create(page, site, "Søren", last)
+    await page.goto(f"{site.url}/contacts/new")
+    await page.fill("#n-company_name", "Nordlys A/S")
+    await page.fill("#n-company_id", await company_of(site, existing))
+    await page.fill("#n-first_names", "Soeren")  # the same name, folded
+    await page.fill("#n-last_names", last)
+    await page.click("form[action='/contacts/new'] button[type=submit]")
+    await expect(page.get_by_role("link", name=f"Søren {last}")).to_be_visible()
+    await page.get_by_role("button", name="Opret alligevel: det er en anden person").click()
+    await expect(page.locator("h1")).to_have_text(f"Soeren {last}")
+    assert page.url.split("?")[0] != existing.split("?")[0]
+
+
+async def company_of(site: Site, contact_url: str) -> str:
+    """The company id of a contact, as the query API has it."""
+    contact_id = contact_url.split("?")[0].rsplit("/", 1)[-1]
+    auth = {"Authorization": f"Bearer {mint_token(site.settings, 'mette')}"}
+    async with httpx.AsyncClient(base_url=site.settings.query_api_url, headers=auth) as q:
+        company: str = (await q.get(f"/contacts/{contact_id}")).json()["company_id"]
+    return company
 
 
 async def test_search_results_come_a_page_at_a_time(site: Site) -> None:

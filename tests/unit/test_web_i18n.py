@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from services.web.i18n import LANGUAGES, MESSAGES, choose_language, translator
+from shared.contract.contacts import DETAIL_FIELDS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "services" / "web" / "templates"
 
@@ -49,3 +50,8 @@ def test_labels_are_translated_and_formatted() -> None:
 
 def test_an_unknown_key_shows_itself_rather_than_failing() -> None:
     assert translator("da")("no_such_label") == "no_such_label"
+
+
+def test_every_field_a_form_shows_has_a_label() -> None:
+    names = {*DETAIL_FIELDS, "company_name", "company_id", "started_on", "effective_on"}
+    assert not names - set(MESSAGES["da"])
