@@ -130,6 +130,22 @@ async def test_an_invalid_field_shows_the_apis_message(site: Site) -> None:
     await expect(page.locator("#d-work_phone-error")).to_contain_text("phone number")
 
 
+async def test_saving_over_someone_elses_change_is_refused_with_the_apis_message(
+    site: Site,
+) -> None:
+    page = await signed_in(site)
+    url = await create(page, site, "Eva", "Rask")
+    other = await signed_in(site, "jonas")
+    await other.goto(url)
+    await other.fill("#d-department", "Salg")
+    await other.click("#details-form button[type=submit]")
+    await expect(other.locator(".notice")).to_have_text("Gemt.")
+    await page.fill("#d-department", "Indkøb")  # on the page shown before jonas saved
+    await page.click("#details-form button[type=submit]")
+    await expect(page.locator(".problem")).to_contain_text("version")
+    await expect(page.locator("#d-department")).to_have_value("Indkøb")
+
+
 async def test_placing_and_removing_an_infotag(site: Site) -> None:
     page = await signed_in(site)
     await create(page, site, "Anne", "Berg")
