@@ -4,9 +4,11 @@ projection worker and a relay in process, the web app on a port of its own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
@@ -39,6 +41,7 @@ class Site:
     browser: Browser
     tag_path: str
     settings: KontaktSettings
+    pipeline: Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +74,7 @@ async def site(settings: KontaktSettings) -> AsyncIterator[Site]:
                 browser = await pw.chromium.launch(
                     executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
                 )
-                yield Site(f"http://127.0.0.1:{s.web_port}", browser, tag, s)
+                yield Site(f"http://127.0.0.1:{s.web_port}", browser, tag, s, p)
                 await browser.close()
         finally:
             await web.stop()
@@ -103,6 +106,44 @@ async def create(page: Page, site: Site, first: str, last: str, email: str | Non
     await page.click("form[action='/contacts/new'] button[type=submit]")
     await expect(page.locator("h1")).to_have_text(f"{first} {last}")
     return page.url
+
+
+def _event(type_: str, **fields: object) -> bytes:
+    at = datetime(2026, 11, 1, 9, 30, tzinfo=UTC).isoformat()
+    return json.dumps(
+        {"event_id": str(uuid4()), "type": type_, "occurred_at": at, **fields}
+    ).encode()
+
+
+async def other_services_events(site: Site, page: Page, email: str) -> None:
+    """An opportunity, a campaign and a project linking the page's contact, and an e-mail
+    from it, as the other services publish them; back on the page once all are read."""
+    contact_id = page.url.split("?")[0].rsplit("/", 1)[-1]
+    p, s = site.pipeline, site.settings
+    for topic, title, status, role in [
+        (s.opportunities_topic, "Stort salg", "open", "beslutningstager"),
+        (s.campaigns_topic, "Jul 2026", "running", None),
+        (s.projects_topic, "Nyt lager", "planned", "kontaktperson"),
+    ]:
+        item = str(uuid4())
+        created = _event("Created", item_id=item, title=title, status=status)
+        linked = _event("ContactLinked", item_id=item, contact_id=contact_id, role=role)
+        await p.produce(topic, created, key=item.encode())
+        await p.produce(topic, linked, key=item.encode())
+    sent = datetime.now(UTC).isoformat()  # while the contact holds the address
+    mail = _event("EmailLogged", message_id=f"<{uuid4()}@x>", from_address=email,
+                  to=["salg@kontakt.example"], cc=[], subject="Tilbud", sent_at=sent)  # fmt: skip
+    await p.produce(s.activities_topic, mail)
+    auth = {"Authorization": f"Bearer {mint_token(s, 'mette')}"}
+    async with httpx.AsyncClient(base_url=s.query_api_url, headers=auth) as q:
+
+        async def arrived() -> bool:
+            tabs = ["opportunities", "campaigns", "projects", "activities"]
+            pages = [(await q.get(f"/contacts/{contact_id}/{t}")).json() for t in tabs]
+            return all(page["total"] == 1 for page in pages)
+
+        await eventually(arrived, "the other services' events on the contact's tabs")
+    await page.reload()
 
 
 async def tab(page: Page, key: str) -> None:
@@ -144,6 +185,22 @@ async def test_saving_over_someone_elses_change_is_refused_with_the_apis_message
     await page.click("#details-form button[type=submit]")
     await expect(page.locator(".problem")).to_contain_text("version")
     await expect(page.locator("#d-department")).to_have_value("Indkøb")
+
+
+async def test_other_services_items_and_emails_show_on_their_tabs(site: Site) -> None:
+    page = await signed_in(site)
+    email = f"{uuid4().hex[:10]}@nordlys.dk"
+    await create(page, site, "Hanne", "Ravn", email)
+    await other_services_events(site, page, email)
+    await expect(page.locator("#panel-details table")).to_contain_text("Tilbud")
+    for key, title, status, role in [
+        ("opportunities", "Stort salg", "open", "beslutningstager"),
+        ("campaigns", "Jul 2026", "running", ""),
+        ("projects", "Nyt lager", "planned", "kontaktperson"),
+    ]:
+        await tab(page, key)
+        cells = page.locator(f"#panel-{key} tbody tr td")
+        await expect(cells).to_have_text([title, status, role])
 
 
 async def test_placing_and_removing_an_infotag(site: Site) -> None:
@@ -339,8 +396,11 @@ async def test_every_tab_has_no_wcag_violations(site: Site, locale: str, tmp_pat
     await tab(page, "employments")
     await page.fill("#j-company_name", "Havbro ApS")
     await page.fill("#j-job_title", "CFO")
+    email = f"{uuid4().hex[:10]}@havbro.dk"
+    await page.fill("#j-work_email", email)
     await page.click("form[action$='/job-change'] button[type=submit]")
     await expect(page.locator("#panel-employments tbody tr")).to_have_count(2)
+    await other_services_events(site, page, email)
     axe = Axe()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for key, _ in TABS:
