@@ -78,7 +78,6 @@ class Ui:
     roles: list[str]
     token: str | None
     dev: bool
-    save_session: bool = True
     cookies: dict[str, str] = field(default_factory=dict)
 
     def need_token(self) -> str:
@@ -101,8 +100,7 @@ def _apis(request: Request) -> Apis:
 def get_ui(request: Request) -> Ui:
     """The request's session, language and credentials."""
     settings = _settings(request)
-    raw = request.cookies.get(SESSION_COOKIE)
-    session = load_session(settings, raw)
+    session = load_session(settings, request.cookies.get(SESSION_COOKIE))
     language = choose_language(
         request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language")
     )
@@ -122,8 +120,6 @@ def get_ui(request: Request) -> Ui:
                 principal = None
             if principal is not None:
                 user, roles, token = principal.user_id, sorted(principal.roles), given
-    # Every response re-signs the session: a first visit gets one (its forms need the CSRF
-    # token), and a day's work keeps it alive.
     return Ui(session, language, translator(language), user, roles, token, dev)
 
 
@@ -141,16 +137,17 @@ FormDep = Annotated[FormData, Depends(checked_form)]
 
 
 def _finish(request: Request, ui: Ui, response: Response) -> Response:
-    if ui.save_session:
-        response.set_cookie(
-            SESSION_COOKIE,
-            dump_session(_settings(request), ui.session),
-            max_age=SESSION_SECONDS,
-            httponly=True,
-            samesite="lax",
-            secure=request.url.scheme == "https",
-            path="/",
-        )
+    # Every page re-signs the session: a first visit gets one (its forms need the CSRF
+    # token), and a day's work keeps it alive.
+    response.set_cookie(
+        SESSION_COOKIE,
+        dump_session(_settings(request), ui.session),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
     for name, value in ui.cookies.items():
         response.set_cookie(
             name, value, max_age=365 * 86400, httponly=True, samesite="lax", path="/"
@@ -317,9 +314,7 @@ def _create_fields() -> list[str]:
 async def new_contact_page(request: Request, ui: UiDep) -> Response:
     """The form that creates a contact."""
     ui.need_token()
-    return render(
-        request, ui, "new.html", values={"company_id": str(uuid4())}, errors={}, fields=None
-    )
+    return render(request, ui, "new.html", values={"company_id": str(uuid4())}, errors={})
 
 
 async def create_contact(request: Request, ui: UiDep, form: FormDep) -> Response:
@@ -344,7 +339,6 @@ async def create_contact(request: Request, ui: UiDep, form: FormDep) -> Response
             values=values,
             errors=exc.field_errors(),
             problem=exc,
-            fields=None,
             distinct_from=distinct,
         )
     return redirect(request, ui, contact_url(result["contact_id"], version=result["version"]))
