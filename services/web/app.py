@@ -756,7 +756,14 @@ def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
         for client in (apis.contacts, apis.query):
             (await client.get("/health/live", timeout=3)).raise_for_status()
 
-    install_health(app, "web", ready)
+    async def status() -> dict[str, Any]:
+        return {
+            "contacts_api": settings.contacts_api_url,
+            "query_api": settings.query_api_url,
+            "sign_in": "local (development secrets)" if settings.uses_dev_secrets() else "proxy",
+        }
+
+    install_health(app, "web", ready, status=status)
     return app
 
 
