@@ -8,7 +8,7 @@ COPY services ./services
 COPY shared ./shared
 RUN pip install --no-cache-dir -c constraints.txt .
 # Every process listens on all interfaces inside its container.
-ENV KONTAKT_API_HOST=0.0.0.0 KONTAKT_QUERY_HOST=0.0.0.0 KONTAKT_HEALTH_HOST=0.0.0.0 \
+ENV KONTAKT_API_HOST=0.0.0.0 KONTAKT_QUERY_HOST=0.0.0.0 KONTAKT_WEB_HOST=0.0.0.0 KONTAKT_HEALTH_HOST=0.0.0.0 \
     KONTAKT_SYNC_GRAPH_SERVER_HOST=0.0.0.0
 
 FROM base AS dev

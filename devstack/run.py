@@ -29,6 +29,7 @@ CHILDREN = [
     Child("query API", ["projections", "query"]),
     Child("Graph-compatible server", ["graph-server"]),
     Child("sync worker", ["sync", "worker"]),
+    Child("web UI", ["serve", "web"]),
 ]
 
 
@@ -58,14 +59,18 @@ def run_system(demo: bool, say: Callable[[str], None]) -> int:
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     query_url = f"http://{settings.query_host}:{settings.query_port}"
     os.environ.setdefault("KONTAKT_CONTACTS_API_URL", api_url)
+    os.environ.setdefault("KONTAKT_QUERY_API_URL", query_url)
     settings = KontaktSettings()
     supervisor = Supervisor(CHILDREN, dict(os.environ), say)
     supervisor.start()
     try:
         health = [settings.relay_http_port, settings.worker_http_port, settings.sync_http_port]
-        ready = [f"{api_url}/health/ready", f"{query_url}/health/ready"] + [
-            f"http://{settings.health_host}:{port}/health/ready" for port in health
-        ]
+        web_url = f"http://{settings.web_host}:{settings.web_port}"
+        ready = [
+            f"{api_url}/health/ready",
+            f"{query_url}/health/ready",
+            f"{web_url}/health/ready",
+        ] + [f"http://{settings.health_host}:{port}/health/ready" for port in health]
         deadline = time.monotonic() + 120
         for url in ready:
             while True:
@@ -81,6 +86,7 @@ def run_system(demo: bool, say: Callable[[str], None]) -> int:
         if demo:
             ids = seed(settings, token, api_url)
             say(f"demo data seeded: Karen Jensen is {ids.contacts['karen']}")
+        say(f"web UI:         {web_url}/ (sign in with any user name)")
         say(f"contacts API:   {api_url}/docs")
         say(f"query API:      {query_url}/docs")
         say(f"events (AsyncAPI): {api_url}/asyncapi")

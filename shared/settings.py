@@ -125,6 +125,15 @@ class KontaktSettings(BaseSettings):
     sync_graph_server_host: str = "127.0.0.1"
     sync_graph_server_port: int = Field(default=28080, ge=1, le=65535)
 
+    # Web UI (services/web): it reads through the query API and commands through the
+    # contacts API (contacts_api_url), with the signed-in user's token.
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8002, ge=1, le=65535)
+    query_api_url: str = "http://127.0.0.1:8001"
+    # In production a proxy in front signs users in and passes each one's bearer token in
+    # this header (the local sign-in page exists only while development secrets are in use).
+    web_token_header: str = "X-Forwarded-Access-Token"
+
     # Contacts API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)

@@ -146,6 +146,17 @@ def serve_contacts(
     main(host, port)
 
 
+@serve_app.command("web")
+def serve_web(
+    host: Annotated[str | None, typer.Option(help="Defaults to KONTAKT_WEB_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Defaults to KONTAKT_WEB_PORT.")] = None,
+) -> None:
+    """Run the web UI (the contact page in a browser, over both APIs)."""
+    from services.web.app import main
+
+    main(host, port)
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()

@@ -46,7 +46,9 @@ def processes_with(marker: str) -> list[int]:
 def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
     isolated_settings: KontaktSettings, tmp_path: Path
 ) -> None:
-    ports = {name: free_port() for name in ("api", "query", "relay", "worker", "sync", "graph")}
+    ports = {
+        name: free_port() for name in ("api", "query", "web", "relay", "worker", "sync", "graph")
+    }
     env = env_of(isolated_settings)
     for key in [k for k in env if k.startswith("KONTAKT_")]:
         stack = ("KONTAKT_PG_PORT", "KONTAKT_KAFKA_PORT", "KONTAKT_KAFKA_CONTROLLER_PORT")
@@ -56,6 +58,7 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
         {
             "KONTAKT_API_PORT": str(ports["api"]),
             "KONTAKT_QUERY_PORT": str(ports["query"]),
+            "KONTAKT_WEB_PORT": str(ports["web"]),
             "KONTAKT_RELAY_HTTP_PORT": str(ports["relay"]),
             "KONTAKT_WORKER_HTTP_PORT": str(ports["worker"]),
             "KONTAKT_SYNC_HTTP_PORT": str(ports["sync"]),
@@ -72,6 +75,9 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
         token = re.search(r"token for user 'demo': (\S+)", printed)
         karen = re.search(r"Karen Jensen is (\S+)", printed)
         assert token and karen, printed[-3000:]
+        web = f"http://127.0.0.1:{ports['web']}/"
+        assert f"web UI:         {web}" in printed
+        assert httpx.get(f"{web}sign-in", timeout=10).status_code == 200
         for url in ("/docs", "/asyncapi", f":{ports['graph']}/_admin/users/demo/contacts"):
             assert url.lstrip("/") in printed
         auth = {"Authorization": f"Bearer {token.group(1)}"}
