@@ -61,8 +61,8 @@ class GraphPort(Protocol):
         """Upload an item's photo."""
         ...
 
-    async def delete_photo(self, mailbox: str, graph_id: str) -> None:
-        """Remove an item's photo."""
+    async def has_photo(self, mailbox: str, graph_id: str) -> bool:
+        """Whether an item shows a photo."""
         ...
 
     async def delete_contacts(self, mailbox: str, graph_ids: list[str]) -> dict[str, int]:
@@ -245,8 +245,7 @@ class Engine:
                 await self.graph.update_contact(mailbox, gid, p.body)
                 state.set(replace(state.link, pushed_hash=p.body_hash))
             if p.write_photo:
-                pushed = await self._push_photo(mailbox, gid, snap.contact_id, p.photo_hash)
-                state.set(replace(state.link, pushed_photo=pushed))
+                await self._push_photo(state, mailbox, gid, snap.contact_id, p)
         except GraphNotFoundError:
             state.set(domain.deleted_by_user(state.link), ("unlinked", domain.DELETED_IN_OUTLOOK))
             await self._switch_off(state, snap)
@@ -278,22 +277,37 @@ class Engine:
                 raise GraphTransientError(404, "ErrorItemNotFound", "folder is gone") from exc
         state.set(domain.linked(state.link, gid, replace(p, photo_hash=None)), ("linked", None))
         if p.photo_hash is not None or found:
-            pushed = await self._push_photo(mailbox, gid, w.snapshot.contact_id, p.photo_hash)
-            state.set(replace(state.link, pushed_photo=pushed))
+            await self._push_photo(state, mailbox, gid, w.snapshot.contact_id, p)
 
     async def _push_photo(
-        self, mailbox: str, gid: str, contact_id: UUID, wanted: str | None
-    ) -> str | None:
-        """Make the item's photo the contact's; the hash of what it now shows."""
-        photo = await self.contacts.photo(contact_id) if wanted is not None else None
+        self, state: _Progress, mailbox: str, gid: str, contact_id: UUID, p: domain.Plan
+    ) -> None:
+        """Make the item's photo the contact's; the link records the hash it now shows."""
+        photo = await self.contacts.photo(contact_id) if p.photo_hash is not None else None
         if photo is None:
-            await self.graph.delete_photo(mailbox, gid)
-            return None
+            if await self.graph.has_photo(mailbox, gid):
+                await self._replace_without_photo(state, mailbox, gid, p)
+            state.set(replace(state.link, pushed_photo=None))
+            return
         if len(photo.data) >= domain.MAX_PHOTO_BYTES:
             log.warning("photo of %s is 4 MB or more: Graph refuses it, not uploaded", contact_id)
-            return photo.content_hash
-        await self.graph.put_photo(mailbox, gid, photo.data, photo.media_type)
-        return photo.content_hash
+        else:
+            await self.graph.put_photo(mailbox, gid, photo.data, photo.media_type)
+        state.set(replace(state.link, pushed_photo=photo.content_hash))
+
+    async def _replace_without_photo(
+        self, state: _Progress, mailbox: str, gid: str, p: domain.Plan
+    ) -> None:
+        """Graph cannot delete a contact's photo: a new item without one takes the old's place.
+
+        The link moves to the new item before the old one goes; if the delete is lost,
+        the next create or reconciliation finds two items with the CRM id and keeps one.
+        """
+        folder = await self.graph.ensure_folder(mailbox)
+        new_gid = await self.graph.create_contact(mailbox, folder, p.body)
+        state.set(replace(state.link, graph_id=new_gid, pushed_hash=p.body_hash))
+        await self.progress.progress(state.link)
+        await self.graph.delete_contact(mailbox, gid)
 
     async def _switch_off(self, state: _Progress, snap: domain.Snapshot) -> None:
         """Have the contacts service record that the user's sync is off, and why."""

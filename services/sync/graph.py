@@ -13,7 +13,6 @@ whole batch, or of the requests in it that Graph answered 424, 429 or 5xx).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import logging
 import random
@@ -431,12 +430,15 @@ class GraphClient:
             headers={"Content-Type": media_type},
         )
 
-    async def delete_photo(self, user_id: str, graph_id: str) -> None:
-        """Remove the contact's photo (none is fine)."""
-        with contextlib.suppress(GraphNotFoundError):
+    async def has_photo(self, user_id: str, graph_id: str) -> bool:
+        """Whether the contact shows a photo (Graph has no DELETE for a contact's photo)."""
+        try:
             await self.request(
-                user_id, "DELETE", f"{self._user(user_id)}/contacts/{graph_id}/photo/$value"
+                user_id, "GET", f"{self._user(user_id)}/contacts/{graph_id}/photo/$value"
             )
+        except GraphNotFoundError:
+            return False
+        return True
 
     async def batch(self, mailbox: str, requests: list[dict[str, Any]]) -> dict[str, BatchResult]:
         """Run up to 20 requests as one $batch, each as given (dependsOn only if it says so).

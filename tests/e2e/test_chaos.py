@@ -350,6 +350,8 @@ def test_no_kill_restart_or_poison_loses_duplicates_or_stalls_anything(chaos_run
     rng = random.Random(seed)
     s, fleet = chaos_run.settings, chaos_run.fleet
     users = [f"user{n}-{uuid.uuid4().hex[:4]}" for n in range(USERS)]
+    for user in users:  # unknown mailboxes are 404 on Graph
+        httpx.put(f"{fleet.graph_url}/_admin/users/{user}", timeout=30).raise_for_status()
     pool: list[str] = []
     tally, pool_lock = Tally(), threading.Lock()
     per_user = COMMANDS // USERS

@@ -284,9 +284,13 @@ def new_contact(contacts: ContactsApp, **details: Any) -> UUID:
     return result.contact_id
 
 
-def users(n: int) -> list[str]:
+def users(n: int, graph_url: str) -> list[str]:
+    """New users, each with a mailbox provisioned on the Graph server."""
     tag = uuid4().hex[:6]
-    return [f"{name}-{tag}" for name in ("bob", "eve", "kim")[:n]]
+    out = [f"{name}-{tag}" for name in ("bob", "eve", "kim")[:n]]
+    for user in out:
+        assert httpx.put(f"{graph_url}/_admin/users/{user}", timeout=30).status_code == 204
+    return out
 
 
 # ---------------------------------------------------------------------------- flows
@@ -296,7 +300,7 @@ async def test_a_synced_contact_follows_edits_jobs_archive_and_erasure(
     world: World, store: SyncStore
 ) -> None:
     c = world.contacts
-    bob, eve = users(2)
+    bob, eve = users(2, world.graph_url)
     cid = new_contact(
         c, work_email="w@acme.example", private_email="p@home.example", work_phone="+45 1"
     )
@@ -357,7 +361,7 @@ async def test_after_an_undone_job_change_each_outlook_item_renders_the_former_v
     world: World, store: SyncStore
 ) -> None:
     c = world.contacts
-    bob, eve = users(2)
+    bob, eve = users(2, world.graph_url)
     cid = new_contact(c, job_title="Buyer")
     former_company = c.get_contact(cid).company_name
     for u in (bob, eve):
@@ -406,7 +410,7 @@ async def test_a_renamed_or_moved_catalogue_tag_renames_the_category_on_every_it
     world: World, store: SyncStore
 ) -> None:
     c = world.contacts
-    bob, eve = users(2)
+    bob, eve = users(2, world.graph_url)
     admin, roles = Actor("root", "catalogue"), frozenset({"admin"})
     root_name = f"Kunde {uuid4().hex[:6]}"
     root = c.define_infotag(admin, roles, root_name, None)
@@ -444,7 +448,7 @@ async def test_an_item_the_user_deleted_switches_their_sync_off_with_a_reason(
     world: World, store: SyncStore
 ) -> None:
     c = world.contacts
-    [bob] = users(1)
+    [bob] = users(1, world.graph_url)
     cid = new_contact(c)
     c.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
     await converge(world, [cid], [bob], store)
@@ -466,7 +470,7 @@ async def test_a_mailbox_the_app_may_not_touch_is_reported_failed_and_parked(
     world: World, store: SyncStore
 ) -> None:
     c = world.contacts
-    [bob] = users(1)
+    [bob] = users(1, world.graph_url)
     world.admin("PUT", f"forbidden/{bob}")
     cid = new_contact(c)
     c.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
@@ -578,7 +582,7 @@ async def test_every_folder_converges_to_the_switches_under_faults_and_restarts(
 ) -> None:
     ops = [*ops[:crash_at], ("restart", True), *ops[crash_at:]]  # at least one crash each
     c = world.contacts
-    us = users(2)
+    us = users(2, world.graph_url)
     starts = [new_contact(c, work_email=f"{uuid4().hex[:6]}@x.example") for _ in range(2)]
     for start in starts:
         c.toggle_outlook_sync(Actor(us[0], "t"), start, user_id=us[0], enabled=True)
@@ -622,7 +626,7 @@ async def test_a_rerun_of_the_same_events_makes_zero_graph_writes(
     world: World, store: SyncStore
 ) -> None:
     c = world.contacts
-    us = users(2)
+    us = users(2, world.graph_url)
     starts = [new_contact(c) for _ in range(2)]
     for u in us:
         c.toggle_outlook_sync(Actor(u, "t"), starts[0], user_id=u, enabled=True)
@@ -656,7 +660,7 @@ async def test_after_losing_its_state_the_worker_finds_its_items_instead_of_dupl
     world: World, store: SyncStore
 ) -> None:
     c = world.contacts
-    us = users(2)
+    us = users(2, world.graph_url)
     starts = [new_contact(c) for _ in range(3)]
     for u in us:
         for s in starts[:2]:

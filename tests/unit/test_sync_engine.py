@@ -80,10 +80,9 @@ class FakeGraph:
             raise GraphNotFoundError(404, "ErrorItemNotFound", "gone")
         self.photos[graph_id] = data
 
-    async def delete_photo(self, mailbox: str, graph_id: str) -> None:
+    async def has_photo(self, mailbox: str, graph_id: str) -> bool:
         self._check(mailbox)
-        self.writes["photo_delete"] += 1
-        self.photos.pop(graph_id, None)
+        return graph_id in self.photos
 
     async def delete_contacts(self, mailbox: str, graph_ids: list[str]) -> dict[str, int]:
         self._check(mailbox)
@@ -155,6 +154,20 @@ async def test_switching_on_creates_one_item_with_photo_and_reports_linked() -> 
     assert rig.progress.states == ["linking"]
     assert len(rig.graph.folder("bob")) == 1 and rig.graph.photos == {"g1": b"img"}
     assert result.link.pushed_photo == "h1"
+
+
+async def test_a_removed_photo_replaces_the_item_by_one_without_photo() -> None:
+    rig = Rig()
+    s = snap(photo_hash="h1")
+    rig.contacts.photos[s.contact_id] = Photo(b"img", "image/png", "h1")
+    link = domain.Link("bob", s.person_id, s.contact_id, wanted=True)
+    first = await rig.step(link, s)
+    del rig.contacts.photos[s.contact_id]
+    result = await rig.step(first.link, replace(s, version=2, photo_hash=None))
+    assert result.done and result.link.state == "linked" and result.link.pushed_photo is None
+    assert list(rig.graph.folder("bob")) == [result.link.graph_id] != [first.link.graph_id]
+    assert rig.graph.photos == {first.link.graph_id: b"img"} or rig.graph.photos == {}
+    assert result.link.graph_id not in rig.graph.photos
 
 
 async def test_an_unchanged_contact_costs_no_graph_write() -> None:
