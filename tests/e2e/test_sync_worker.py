@@ -446,6 +446,25 @@ async def test_a_renamed_or_moved_catalogue_tag_renames_the_category_on_every_it
     assert len(world.items(bob)) == 2 and len(world.items(eve)) == 1  # updated, not re-made
 
 
+async def test_a_removed_photo_replaces_the_item_by_one_without_photo(
+    world: World, store: SyncStore
+) -> None:
+    c = world.contacts
+    [bob] = users(1, world.graph_url)
+    cid = new_contact(c)
+    c.change_photo(ALICE, cid, image_bytes("PNG", (64, 48), color="blue"))
+    c.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
+    await converge(world, [cid], [bob], store)
+    [before] = world.items(bob)
+    assert before["photoBytes"] > 0
+    c.remove_photo(ALICE, cid)
+    await converge(world, [cid], [bob], store)
+    [after] = world.items(bob)
+    assert after["photoSha256"] is None and after["id"] != before["id"]
+    [link] = [row for row in await store.links() if row.user_id == bob]
+    assert link.graph_id == after["id"]
+
+
 def as_the_user(world: World, method: str, path: str, **kwargs: Any) -> httpx.Response:
     """A Graph request as Outlook makes it for the user (another app, its own token)."""
     token = httpx.post(
