@@ -451,3 +451,27 @@ async def test_an_erased_persons_copy_is_gone_within_the_key_bound_while_the_con
         f"sync erasure with a stalled consumer (key TTL {s.sync_key_cache_ttl_seconds}s):"
         f" copy purged after {purged_after:.1f}s, Outlook item removed after {removed_after:.1f}s"
     )
+
+
+async def test_an_explicit_mailbox_map_syncs_its_users_and_reports_the_others_failed(
+    rig: Rig, sync_settings: KontaktSettings, contacts: ContactsApp
+) -> None:
+    bob, eve = users(2, rig.graph_url)
+    upn = f"{bob}@contoso.example"
+    assert httpx.put(f"{rig.graph_url}/_admin/users/{upn}", timeout=30).status_code == 204
+    s = sync_settings.model_copy(update={"sync_mailboxes": {bob: upn}})
+    mapped, unmapped = new_contact(contacts), new_contact(contacts)
+    contacts.toggle_outlook_sync(Actor(bob, "t"), mapped, user_id=bob, enabled=True)
+    contacts.toggle_outlook_sync(Actor(eve, "t"), unmapped, user_id=eve, enabled=True)
+    await produce(s, events_of(contacts, mapped) + events_of(contacts, unmapped))
+    async with running_worker(s) as worker:
+        await until(in_outlook(rig, upn, mapped), "bob's contact in his mapped mailbox")
+
+        async def eve_failed() -> bool:
+            links = [link for link in await worker.store.links() if link.user_id == eve]
+            return any(link.state == "failed" for link in links)
+
+        await until(eve_failed, "eve's link reported failed")
+        [link] = [link for link in await worker.store.links() if link.user_id == eve]
+    assert "no mailbox mapped" in (link.reason or "") and link.graph_id is None
+    assert items(rig, bob) == {} and items(rig, eve) == {}
