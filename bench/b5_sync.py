@@ -182,6 +182,8 @@ def run(report: Report, quick: bool = False) -> None:
             with processes() as procs:
                 graph_url, _ = start(settings, procs)
                 graph = Graph(graph_url)
+                for user in users:  # unknown mailboxes are 404 on Graph
+                    graph.http.put(f"/_admin/users/{user}").raise_for_status()
                 worker = next(p for p in procs if p.name == "sync-worker")
                 synced = [new_contact(contacts, i) for i in range(n)]
                 unsynced = [new_contact(contacts, n + i) for i in range(n)]

@@ -75,6 +75,9 @@ def graph_server(
     client_secret: Annotated[
         str | None, typer.Option(help="Require this client secret at the token endpoint.")
     ] = None,
+    mailboxes: Annotated[
+        str, typer.Option(help="Comma-separated mailboxes (UPNs) to provision at start.")
+    ] = "",
 ) -> None:
     """Run the Graph-compatible server (in memory) for tests and local runs."""
     import logging
@@ -85,6 +88,7 @@ def graph_server(
 
     settings = KontaktSettings()
     state = GraphState(token_ttl=token_ttl, client_secret=client_secret)
+    state.mailboxes.update(m.strip().lower() for m in mailboxes.split(",") if m.strip())
     try:
         state.set_faults(
             Faults(

@@ -1,11 +1,17 @@
 """A Graph-compatible server for tests and local runs (in memory, one process).
 
-It implements what the sync worker uses, with Graph's URLs, JSON shapes, error bodies
-and limits: the client-credentials token endpoint (`/{tenant}/oauth2/v2.0/token`),
-contact folders, contacts CRUD, `photo/$value`, the single-value extended-property
-`$filter`, `$batch` (at most 20, `dependsOn`), at most 4 concurrent requests per
-mailbox (429 ApplicationThrottled beyond), at most 3 e-mail addresses and 2 business
-phones (400), photos under 4 MB.
+It implements what the sync worker uses, as strictly as Graph does: the client-credentials
+token endpoint (`/{tenant}/oauth2/v2.0/token`, client secret and a `.default` scope
+required), contact folders, contacts CRUD (whole item in answers, `@odata.etag`,
+`If-Match` -> 412, unknown properties or wrong JSON types -> 400, malformed ids -> 400),
+paging (10 items by default, `$top`, `$skip`, `@odata.nextLink`), `photo/$value` (GET and
+PUT only, as for Graph contacts), the single-value extended-property `$filter`, `$batch`
+(at most 20, unique ids, Content-Type with a body, `dependsOn` to known ids, 424 after a
+failed dependency), at most 4 concurrent requests per app and mailbox (429
+ApplicationThrottled beyond), at most 3 e-mail addresses and 2 business phones (400),
+request bodies up to 4 MB (413 beyond), `request-id`/`client-request-id` headers.
+Mailboxes exist only once provisioned (`PUT /_admin/users/{upn}` or `--mailboxes`);
+any other mailbox is 404 ErrorInvalidUser.
 
 Fault injection (settable at run time): at `rate`, a Graph request gets one of
 429 with Retry-After, 503, a slow response, or a dropped connection (the request is
@@ -31,7 +37,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,6 +48,10 @@ MAX_EMAILS = 3
 MAX_BUSINESS_PHONES = 2
 MAX_PHOTO_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 20
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+DEFAULT_PAGE = 10
+MAX_PAGE = 1000
+ID_PATTERN = re.compile(r"[A-Za-z0-9_=+/-]{16,}")
 MAILBOX_CONCURRENCY = 4
 FAULT_KINDS = ("429", "503", "slow", "drop")
 
@@ -62,6 +72,19 @@ CONTACT_FIELDS = {
     "personalNotes",
     "singleValueExtendedProperties",
 }
+STRING_FIELDS = {
+    "givenName",
+    "surname",
+    "displayName",
+    "middleName",
+    "nickName",
+    "companyName",
+    "jobTitle",
+    "department",
+    "mobilePhone",
+    "personalNotes",
+}
+STRING_LIST_FIELDS = {"businessPhones", "homePhones", "categories"}
 
 
 @dataclass
@@ -86,6 +109,36 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
     content_type: str = "application/json"
+
+
+def _etag(item: dict[str, Any]) -> str:
+    return f'W/"{item["changeKey"]}"'
+
+
+def _type_error(data: dict[str, Any]) -> str | None:
+    """The first property whose JSON type Graph would refuse, if any."""
+    for key, value in data.items():
+        if value is None:
+            continue
+        if key in STRING_FIELDS and not isinstance(value, str):
+            return key
+        if key in STRING_LIST_FIELDS and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return key
+        if key == "emailAddresses" and not (
+            isinstance(value, list)
+            and all(
+                isinstance(e, dict)
+                and set(e) <= {"address", "name"}
+                and all(isinstance(v, str) for v in e.values())
+                for e in value
+            )
+        ):
+            return key
+        if key == "singleValueExtendedProperties" and not isinstance(value, list):
+            return key
+    return None
 
 
 def graph_error(status: int, code: str, message: str, **headers: str) -> Reply:
@@ -113,7 +166,10 @@ class GraphState:
     def __init__(self, token_ttl: int = 3599, client_secret: str | None = None) -> None:
         self.token_ttl = token_ttl
         self.client_secret = client_secret
-        self.tokens: dict[str, float] = {}
+        #: token -> (expiry, client id): throttling counts per app and mailbox.
+        self.tokens: dict[str, tuple[float, str]] = {}
+        self.mailboxes: set[str] = set()
+        self.base_url = "http://localhost/v1.0"
         self.folders: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.contacts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.photos: dict[tuple[str, str], tuple[bytes, str]] = {}
@@ -130,6 +186,7 @@ class GraphState:
         self.contacts.clear()
         self.photos.clear()
         self.forbidden.clear()
+        self.mailboxes.clear()
         self.stats.clear()
         self.max_inflight.clear()
 
@@ -159,25 +216,33 @@ class GraphState:
             return Reply(400, {"error": "unsupported_grant_type"})
         if not form.get("client_id"):
             return Reply(400, {"error": "invalid_request", "error_description": "client_id"})
-        if self.client_secret is not None and form.get("client_secret") != self.client_secret:
-            return Reply(401, {"error": "invalid_client"})
+        secret = form.get("client_secret")
+        if not secret or (self.client_secret is not None and secret != self.client_secret):
+            return Reply(
+                401, {"error": "invalid_client", "error_description": "AADSTS7000215: secret"}
+            )
+        # Client credentials take only a resource's `.default` scope.
+        if not form.get("scope", "").endswith("/.default"):
+            return Reply(
+                400, {"error": "invalid_scope", "error_description": "AADSTS1002012: .default"}
+            )
         token = secrets.token_urlsafe(24)
-        self.tokens[token] = time.time() + self.token_ttl
+        self.tokens[token] = (time.time() + self.token_ttl, form["client_id"])
         return Reply(
             200, {"token_type": "Bearer", "expires_in": self.token_ttl, "access_token": token}
         )
 
-    def authorized(self, header: str | None) -> bool:
-        """True for a bearer token this server issued that has not expired."""
+    def authorized(self, header: str | None) -> str | None:
+        """The app (client id) of a bearer token this server issued that has not expired."""
         if not header or not header.startswith("Bearer "):
-            return False
-        expiry = self.tokens.get(header[7:])
-        return expiry is not None and expiry > time.time()
+            return None
+        issued = self.tokens.get(header[7:])
+        return issued[1] if issued is not None and issued[0] > time.time() else None
 
     # ------------------------------------------------------------------ Graph API
 
     def dispatch(
-        self, method: str, path: str, query: dict[str, str], body: bytes, ctype: str
+        self, method: str, path: str, query: dict[str, str], body: bytes, headers: dict[str, str]
     ) -> Reply:
         """One Graph request (outside $batch or inside it)."""
         parts = [unquote(p) for p in path.strip("/").split("/")]
@@ -186,7 +251,18 @@ class GraphState:
         user = parts[1].lower()
         if user in self.forbidden:
             return graph_error(403, "ErrorAccessDenied", "Access is denied. Check credentials.")
+        if user not in self.mailboxes:
+            return graph_error(
+                404, "ErrorInvalidUser", f"The requested user '{parts[1]}' is invalid."
+            )
         rest = parts[2:]
+        ctype = headers.get("content-type", "")
+        if_match = headers.get("if-match")
+        ids = rest[1:2] if rest[:1] in (["contacts"], ["contactFolders"]) else []
+        if rest[:1] == ["contactFolders"] and rest[2:3] == ["contacts"]:
+            ids += rest[3:4]
+        if any(not ID_PATTERN.fullmatch(i) for i in ids):
+            return graph_error(400, "ErrorInvalidIdMalformed", "Id is malformed.")
         if method in ("POST", "PATCH", "PUT", "DELETE"):
             self.stats["writes"] += 1
             self.stats[f"writes_{method}"] += 1
@@ -194,6 +270,8 @@ class GraphState:
             data = json.loads(body) if body and "json" in ctype else None
         except ValueError:
             return graph_error(400, "BadRequest", "Invalid JSON body.")
+        if data is not None and not isinstance(data, dict):
+            return graph_error(400, "BadRequest", "The body must be a JSON object.")
         match rest:
             case ["contactFolders"]:
                 if method == "GET":
@@ -213,6 +291,13 @@ class GraphState:
                 item = self.contacts[user].get(item_id)
                 if item is None:
                     return graph_error(404, "ErrorItemNotFound", "The item was not found.")
+                if method in ("PATCH", "DELETE") and if_match not in (None, "*", _etag(item)):
+                    return graph_error(
+                        412,
+                        "ErrorIrresolvableConflict",
+                        "The change key passed in the request does not match the current "
+                        "change key of the item.",
+                    )
                 if method == "GET":
                     return Reply(200, self._view(item, query))
                 if method == "PATCH":
@@ -236,7 +321,33 @@ class GraphState:
         if m:
             name = m.group(1).replace("''", "'")
             folders = [f for f in folders if f["displayName"] == name]
-        return Reply(200, {"value": folders})
+        return self._page("contactFolders", user, None, folders, query)
+
+    def _page(
+        self,
+        kind: str,
+        user: str,
+        folder_id: str | None,
+        items: list[dict[str, Any]],
+        query: dict[str, str],
+    ) -> Reply:
+        """One page of a collection, with `@odata.nextLink` when more follow."""
+        try:
+            top = int(query.get("$top", DEFAULT_PAGE))
+            skip = int(query.get("$skip", 0))
+        except ValueError:
+            return graph_error(400, "BadRequest", "Invalid $top or $skip.")
+        if not 1 <= top <= MAX_PAGE or skip < 0:
+            return graph_error(400, "BadRequest", f"$top must be 1..{MAX_PAGE}, $skip >= 0.")
+        page = items[skip : skip + top]
+        out: dict[str, Any] = {"value": page}
+        if skip + top < len(items):
+            path = f"/users/{quote(user, safe='@.')}/"
+            path += f"contactFolders/{folder_id}/contacts" if folder_id else kind
+            rest = {k: v for k, v in query.items() if k not in ("$top", "$skip")}
+            link = urlencode({**rest, "$top": top, "$skip": skip + top}, quote_via=quote)
+            out["@odata.nextLink"] = f"{self.base_url}{path}?{link}"
+        return Reply(200, out)
 
     def _create_folder(self, user: str, data: dict[str, Any]) -> Reply:
         name = data.get("displayName")
@@ -253,7 +364,15 @@ class GraphState:
         unknown = set(data) - CONTACT_FIELDS
         if unknown:
             return graph_error(
-                400, "RequestBodyRead", f"Property '{sorted(unknown)[0]}' does not exist."
+                400,
+                "RequestBodyRead",
+                f"The property '{sorted(unknown)[0]}' does not exist on type "
+                "'microsoft.graph.contact'.",
+            )
+        wrong = _type_error(data)
+        if wrong:
+            return graph_error(
+                400, "RequestBodyRead", f"Cannot convert the value of property '{wrong}'."
             )
         if len(data.get("emailAddresses") or []) > MAX_EMAILS:
             return graph_error(
@@ -326,17 +445,19 @@ class GraphState:
                 )
             ]
         items.sort(key=lambda c: c["id"])
-        return Reply(200, {"value": [self._view(c, query) for c in items]})
+        return self._page("contacts", user, folder_id, [self._view(c, query) for c in items], query)
 
     @staticmethod
     def _view(item: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         # Graph returns extended properties only when asked with $expand.
         view = {k: v for k, v in item.items() if k != "singleValueExtendedProperties"}
+        view["@odata.etag"] = _etag(item)
         if "singleValueExtendedProperties" in query.get("$expand", ""):
             view["singleValueExtendedProperties"] = item.get("singleValueExtendedProperties", [])
         select = query.get("$select")
         if select:
-            keep = {s.strip() for s in select.split(",")} | {"id", "singleValueExtendedProperties"}
+            keep = {s.strip() for s in select.split(",")}
+            keep |= {"id", "@odata.etag", "singleValueExtendedProperties"}
             view = {k: v for k, v in view.items() if k in keep}
         return view
 
@@ -354,11 +475,10 @@ class GraphState:
                 return graph_error(400, "ErrorInvalidArgument", "The photo must be under 4 MB.")
             self.photos[key] = (body, ctype or "application/octet-stream")
             return Reply(200)
-        if method == "DELETE":
-            if self.photos.pop(key, None) is None:
-                return graph_error(404, "ErrorItemNotFound", "The photo wasn't found.")
-            return Reply(204)
-        return graph_error(405, "Request_BadRequest", f"{method} is not supported.")
+        # Graph has no DELETE for a contact's photo (only for a user's or a group's).
+        return graph_error(
+            405, "ErrorInvalidRequest", f"{method} is not supported on a contact's photo."
+        )
 
     # ------------------------------------------------------------------ inspection
 
@@ -443,7 +563,20 @@ class GraphServer:
             form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
             reply = self.state.issue_token(form)
         elif path.startswith("/v1.0/"):
+            self.state.base_url = f"{scope.get('scheme', 'http')}://{headers.get('host')}/v1.0"
             reply, drop = await self.graph(method, path[len("/v1.0") :], query, body, headers)
+            # Every Graph answer names the request; the client's own id comes back as sent.
+            request_id = str(uuid.uuid4())
+            client_request_id = headers.get("client-request-id") or request_id
+            reply.headers = {
+                **reply.headers,
+                "request-id": request_id,
+                "client-request-id": client_request_id,
+            }
+            if isinstance(reply.body, dict) and isinstance(reply.body.get("error"), dict):
+                inner = reply.body["error"].setdefault("innerError", {})
+                inner["request-id"] = request_id
+                inner["client-request-id"] = client_request_id
         else:
             reply = graph_error(404, "NotFound", f"No route for {path}.")
         payload, raw_headers = _encode(reply)
@@ -460,9 +593,15 @@ class GraphServer:
         """A Graph request: auth, fault injection, the mailbox's concurrency limit, dispatch."""
         state = self.state
         state.stats["requests"] += 1
-        if not state.authorized(headers.get("authorization")):
+        app = state.authorized(headers.get("authorization"))
+        if app is None:
             return graph_error(401, "InvalidAuthenticationToken", "Access token is invalid."), False
-        mailbox = _mailbox(path)
+        if len(body) > MAX_REQUEST_BYTES:
+            return graph_error(
+                413, "RequestEntityTooLarge", "The request body is larger than 4 MB."
+            ), False
+        # The MailboxConcurrency limit holds per app and mailbox.
+        mailbox = f"{app}|{_mailbox(path)}" if _mailbox(path) else ""
         if mailbox and state.inflight[mailbox] >= MAILBOX_CONCURRENCY:
             state.stats["concurrency_rejections"] += 1
             return graph_error(
@@ -493,7 +632,7 @@ class GraphServer:
                 return await self.batch(body), fault == "drop"
             # A real service takes a moment; it lets concurrent requests overlap.
             await asyncio.sleep(0.002)
-            reply = state.dispatch(method, path, query, body, headers.get("content-type", ""))
+            reply = state.dispatch(method, path, query, body, headers)
         finally:
             state.inflight[mailbox] -= 1
         return reply, fault == "drop"
@@ -505,10 +644,9 @@ class GraphServer:
             requests = json.loads(body)["requests"]
         except (ValueError, KeyError, TypeError):
             return graph_error(400, "BadRequest", "Invalid batch payload.")
-        if len(requests) > MAX_BATCH:
-            return graph_error(
-                400, "MaximumValueExceeded", f"Number of batch request steps exceeds {MAX_BATCH}."
-            )
+        invalid = _batch_error(requests)
+        if invalid:
+            return graph_error(400, *invalid)
         state.stats["batches"] += 1
         statuses: dict[str, int] = {}
         responses = []
@@ -537,10 +675,11 @@ class GraphServer:
                     query = {k: v[-1] for k, v in parse_qs(qs).items()}
                     sub_headers = {k.lower(): v for k, v in (r.get("headers") or {}).items()}
                     sub_body = json.dumps(r["body"]).encode() if "body" in r else b""
-                    ctype = sub_headers.get("content-type", "application/json")
                     path = path if path.startswith("/") else f"/{path}"
                     state.stats["requests"] += 1
-                    reply = state.dispatch(str(r["method"]).upper(), path, query, sub_body, ctype)
+                    reply = state.dispatch(
+                        str(r["method"]).upper(), path, query, sub_body, sub_headers
+                    )
             statuses[rid] = reply.status
             responses.append(
                 {"id": rid, "status": reply.status, "headers": reply.headers, "body": reply.body}
@@ -576,6 +715,10 @@ class GraphServer:
             case ["reset"] if method == "POST":
                 state.reset()
                 return Reply(200, {})
+            case ["users", user] if method == "PUT":
+                # Provision a mailbox: only provisioned mailboxes answer.
+                state.mailboxes.add(user.lower())
+                return Reply(204)
             case ["users", user, "contacts"] if method == "GET":
                 return Reply(200, {"value": state.items_of(user)})
             case ["users", user, "contacts", item_id] if method == "DELETE":
@@ -591,6 +734,27 @@ class GraphServer:
                 state.forbidden.discard(user.lower())
                 return Reply(204)
         return Reply(404, {"detail": f"no admin route {method} {path}"})
+
+
+def _batch_error(requests: Any) -> tuple[str, str] | None:
+    """Why Graph refuses the $batch as a whole (code, message), if it does."""
+    if not isinstance(requests, list) or not all(
+        isinstance(r, dict) and {"id", "method", "url"} <= set(r) for r in requests
+    ):
+        return "BadRequest", "Each request needs id, method and url."
+    if len(requests) > MAX_BATCH:
+        return "MaximumValueExceeded", f"Number of batch request steps exceeds {MAX_BATCH}."
+    ids = [str(r["id"]) for r in requests]
+    if len(set(ids)) != len(ids):
+        return "BadRequest", "Batch request ids must be unique."
+    for r in requests:
+        headers = {k.lower() for k in r.get("headers") or {}}
+        if "body" in r and "content-type" not in headers:
+            return "BadRequest", f"Request {r['id']}: a body needs a Content-Type header."
+        for dep in r.get("dependsOn") or []:
+            if str(dep) not in ids:
+                return "BadRequest", f"Request {r['id']} depends on unknown id {dep}."
+    return None
 
 
 def _mailbox(path: str) -> str:

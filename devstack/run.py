@@ -27,7 +27,7 @@ CHILDREN = [
     Child("relay", ["relay"]),
     Child("projection worker", ["projections", "worker"]),
     Child("query API", ["projections", "query"]),
-    Child("Graph-compatible server", ["graph-server"]),
+    Child("Graph-compatible server", ["graph-server", "--mailboxes", DEMO_USER]),
     Child("sync worker", ["sync", "worker"]),
     Child("web UI", ["serve", "web"]),
 ]
@@ -54,6 +54,7 @@ def run_system(demo: bool, say: Callable[[str], None]) -> int:
     os.environ.setdefault("KONTAKT_SYNC_GRAPH_BASE_URL", f"{graph}/v1.0")
     os.environ.setdefault("KONTAKT_SYNC_GRAPH_AUTHORITY", graph)
     os.environ.setdefault("KONTAKT_SYNC_GRAPH_CLIENT_ID", "local")
+    os.environ.setdefault("KONTAKT_SYNC_GRAPH_CLIENT_SECRET", "local-secret")
     os.environ.setdefault("KONTAKT_LOG_JSON", "false")
     settings = KontaktSettings()
     api_url = f"http://{settings.api_host}:{settings.api_port}"

@@ -103,6 +103,8 @@ class KontaktSettings(BaseSettings):
     sync_folder_name: str = "Kontakt"
     # The Graph mailbox (user id or UPN) of a CRM user, e.g. "{user_id}@example.com".
     sync_mailbox_format: str = "{user_id}"
+    # Explicit CRM user -> mailbox (UPN) map, JSON; when set, only users in it are synced.
+    sync_mailboxes: dict[str, str] = Field(default_factory=dict)
     sync_events_topic: str = "outlook-sync.events"
     sync_consumer_group: str = "kontakt-outlook-sync"
     # Token of the sync service's principal (role outlook-sync); minted from the JWT key if unset.

@@ -55,6 +55,8 @@ MAX_PHOTO_BYTES = 4 * 1024 * 1024
 
 #: The single-value extended property holding the CRM contact id (PS_PUBLIC_STRINGS).
 CONTACT_ID_PROPERTY = "String {00020329-0000-0000-C000-000000000046} Name KontaktContactId"
+#: The categories Kontakt set on an item (JSON list): the others are the user's own.
+CATEGORIES_PROPERTY = "String {00020329-0000-0000-C000-000000000046} Name KontaktCategories"
 
 #: Reason given when the user deleted the item in Outlook.
 DELETED_IN_OUTLOOK = "deleted in Outlook by the user"
@@ -64,6 +66,21 @@ LinkState = Literal["off", "linking", "linked", "user_deleted", "failed"]
 
 class SyncError(Exception):
     """Base of the sync service's named errors."""
+
+
+class UnmappedUserError(SyncError):
+    """The CRM user has no mailbox in the configured mapping."""
+
+
+def mailbox_for(mailboxes: dict[str, str], fmt: str, user_id: str) -> str:
+    """The Graph mailbox of a CRM user: from the explicit map when one is set, else `fmt`."""
+    if mailboxes:
+        if user_id not in mailboxes:
+            raise UnmappedUserError(
+                f"no mailbox mapped for CRM user {user_id!r} (KONTAKT_SYNC_MAILBOXES)"
+            )
+        return mailboxes[user_id]
+    return fmt.format(user_id=user_id)
 
 
 class PlanError(SyncError):
@@ -307,9 +324,26 @@ def render_contact(snap: Snapshot) -> dict[str, Any]:
         "homePhones": _unique([d.get("private_phone")]),
         "categories": list(snap.infotags),
         "singleValueExtendedProperties": [
-            {"id": CONTACT_ID_PROPERTY, "value": str(snap.contact_id)}
+            {"id": CONTACT_ID_PROPERTY, "value": str(snap.contact_id)},
+            {"id": CATEGORIES_PROPERTY, "value": json.dumps(list(snap.infotags))},
         ],
     }
+
+
+def kontakt_categories(value: str | None) -> list[str]:
+    """The categories Kontakt set, from the item's CATEGORIES_PROPERTY (none if unreadable)."""
+    try:
+        parsed = json.loads(value) if value else []
+    except ValueError:
+        return []
+    return [c for c in parsed if isinstance(c, str)] if isinstance(parsed, list) else []
+
+
+def merge_categories(current: list[str], ours_before: list[str], ours_now: list[str]) -> list[str]:
+    """The item's categories: the user's own (those Kontakt did not set) kept, then Kontakt's."""
+    mine = set(ours_before) | set(ours_now)
+    users = [c for c in current if c not in mine]
+    return [*dict.fromkeys(users), *ours_now]
 
 
 def content_hash(body: dict[str, Any]) -> str:

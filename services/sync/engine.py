@@ -22,6 +22,7 @@ from services.sync.contacts_api import (
     Photo,
 )
 from services.sync.graph import GraphNotFoundError, GraphPermanentError, GraphTransientError
+from services.sync.photos import JPEG, fit_for_graph
 from shared.contract.sync import SyncStatus
 
 log = logging.getLogger("kontakt.sync.engine")
@@ -53,6 +54,10 @@ class GraphPort(Protocol):
         """Update an item (GraphNotFoundError when gone)."""
         ...
 
+    async def categories(self, mailbox: str, graph_id: str) -> tuple[list[str], str | None]:
+        """An item's categories and Kontakt's categories property."""
+        ...
+
     async def delete_contact(self, mailbox: str, graph_id: str) -> bool:
         """Delete an item; False when already gone."""
         ...
@@ -61,8 +66,8 @@ class GraphPort(Protocol):
         """Upload an item's photo."""
         ...
 
-    async def delete_photo(self, mailbox: str, graph_id: str) -> None:
-        """Remove an item's photo."""
+    async def has_photo(self, mailbox: str, graph_id: str) -> bool:
+        """Whether an item shows a photo."""
         ...
 
     async def delete_contacts(self, mailbox: str, graph_ids: list[str]) -> dict[str, int]:
@@ -140,8 +145,9 @@ class Engine:
         deletions: dict[str, list[int]] = defaultdict(list)
         singles = []
         for i, w in enumerate(work):
-            if domain.plan(w.link, w.snapshot).kind == "delete":
-                deletions[self.mailbox_of(w.link.user_id)].append(i)
+            mailbox = self._mailbox_or_none(w.link.user_id)
+            if mailbox is not None and domain.plan(w.link, w.snapshot).kind == "delete":
+                deletions[mailbox].append(i)
             else:
                 singles.append(i)
         for mailbox, indexes in list(deletions.items()):
@@ -186,6 +192,12 @@ class Engine:
                 out.append(self._failed(link, GraphPermanentError(status, "", "batch delete")))
         return out
 
+    def _mailbox_or_none(self, user_id: str) -> str | None:
+        try:
+            return self.mailbox_of(user_id)
+        except domain.UnmappedUserError:
+            return None
+
     @staticmethod
     def _failed(link: domain.Link, exc: Exception) -> StepResult:
         reason = f"Graph refused: {exc}"
@@ -203,6 +215,10 @@ class Engine:
         except GraphPermanentError as exc:
             failed = self._failed(state.link, exc)
             return StepResult(failed.link, [*outcomes, *failed.outcomes], True, failed.error)
+        except domain.UnmappedUserError as exc:
+            # Not synced at all: parked as failed until the mapping (and the contact) change.
+            reason = str(exc)
+            return StepResult(domain.failed(state.link, reason), [("failed", reason)], True, reason)
         except (GraphTransientError, ContactsUnavailableError) as exc:
             log.info("link %s/%s: %s (will retry)", link.user_id, link.person_id, exc)
             return StepResult(state.link, outcomes, done=False, error=str(exc))
@@ -242,11 +258,12 @@ class Engine:
         try:
             # A photo removal also patches the item: that is how a deleted item shows (404).
             if p.write_body or p.photo_hash is None:
-                await self.graph.update_contact(mailbox, gid, p.body)
+                await self.graph.update_contact(
+                    mailbox, gid, await self._keeping_users_categories(mailbox, gid, p.body)
+                )
                 state.set(replace(state.link, pushed_hash=p.body_hash))
             if p.write_photo:
-                pushed = await self._push_photo(mailbox, gid, snap.contact_id, p.photo_hash)
-                state.set(replace(state.link, pushed_photo=pushed))
+                await self._push_photo(state, mailbox, gid, snap.contact_id, p)
         except GraphNotFoundError:
             state.set(domain.deleted_by_user(state.link), ("unlinked", domain.DELETED_IN_OUTLOOK))
             await self._switch_off(state, snap)
@@ -267,7 +284,8 @@ class Engine:
             for duplicate in found[1:]:
                 await self.graph.delete_contact(mailbox, duplicate)
             try:
-                await self.graph.update_contact(mailbox, gid, p.body)
+                body = await self._keeping_users_categories(mailbox, gid, p.body)
+                await self.graph.update_contact(mailbox, gid, body)
             except GraphNotFoundError as exc:
                 raise GraphTransientError(404, "ErrorItemNotFound", "vanished, look again") from exc
         else:
@@ -278,22 +296,48 @@ class Engine:
                 raise GraphTransientError(404, "ErrorItemNotFound", "folder is gone") from exc
         state.set(domain.linked(state.link, gid, replace(p, photo_hash=None)), ("linked", None))
         if p.photo_hash is not None or found:
-            pushed = await self._push_photo(mailbox, gid, w.snapshot.contact_id, p.photo_hash)
-            state.set(replace(state.link, pushed_photo=pushed))
+            await self._push_photo(state, mailbox, gid, w.snapshot.contact_id, p)
 
     async def _push_photo(
-        self, mailbox: str, gid: str, contact_id: UUID, wanted: str | None
-    ) -> str | None:
-        """Make the item's photo the contact's; the hash of what it now shows."""
-        photo = await self.contacts.photo(contact_id) if wanted is not None else None
+        self, state: _Progress, mailbox: str, gid: str, contact_id: UUID, p: domain.Plan
+    ) -> None:
+        """Make the item's photo the contact's; the link records the hash it now shows."""
+        photo = await self.contacts.photo(contact_id) if p.photo_hash is not None else None
         if photo is None:
-            await self.graph.delete_photo(mailbox, gid)
-            return None
-        if len(photo.data) >= domain.MAX_PHOTO_BYTES:
-            log.warning("photo of %s is 4 MB or more: Graph refuses it, not uploaded", contact_id)
-            return photo.content_hash
-        await self.graph.put_photo(mailbox, gid, photo.data, photo.media_type)
-        return photo.content_hash
+            if await self.graph.has_photo(mailbox, gid):
+                await self._replace_without_photo(state, mailbox, gid, p)
+            state.set(replace(state.link, pushed_photo=None))
+            return
+        data = fit_for_graph(photo.data, photo.media_type)
+        if data is None:
+            log.warning("photo of %s cannot be made a JPEG under 4 MB: not uploaded", contact_id)
+        else:
+            await self.graph.put_photo(mailbox, gid, data, JPEG)
+        state.set(replace(state.link, pushed_photo=photo.content_hash))
+
+    async def _replace_without_photo(
+        self, state: _Progress, mailbox: str, gid: str, p: domain.Plan
+    ) -> None:
+        """Graph cannot delete a contact's photo: a new item without one takes the old's place.
+
+        The link moves to the new item before the old one goes; if the delete is lost,
+        the next create or reconciliation finds two items with the CRM id and keeps one.
+        """
+        folder = await self.graph.ensure_folder(mailbox)
+        body = await self._keeping_users_categories(mailbox, gid, p.body)
+        new_gid = await self.graph.create_contact(mailbox, folder, body)
+        state.set(replace(state.link, graph_id=new_gid, pushed_hash=p.body_hash))
+        await self.progress.progress(state.link)
+        await self.graph.delete_contact(mailbox, gid)
+
+    async def _keeping_users_categories(
+        self, mailbox: str, gid: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The body with the categories the user set in Outlook kept beside Kontakt's."""
+        current, ours = await self.graph.categories(mailbox, gid)
+        # An item from before the property: Kontakt wrote all its categories then.
+        before = current if ours is None else domain.kontakt_categories(ours)
+        return {**body, "categories": domain.merge_categories(current, before, body["categories"])}
 
     async def _switch_off(self, state: _Progress, snap: domain.Snapshot) -> None:
         """Have the contacts service record that the user's sync is off, and why."""

@@ -13,7 +13,6 @@ whole batch, or of the requests in it that Graph answered 424, 429 or 5xx).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import logging
 import random
@@ -34,7 +33,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from services.sync.domain import CONTACT_ID_PROPERTY, SyncError
+from services.sync.domain import CATEGORIES_PROPERTY, CONTACT_ID_PROPERTY, SyncError
 from shared.observability import metrics
 from shared.retrying import error_of, jittered_wait, next_wait
 from shared.settings import KontaktSettings
@@ -334,13 +333,18 @@ class GraphClient:
             if user_id in self._folders:
                 return self._folders[user_id]
             name = self.settings.sync_folder_name.replace("'", "''")
-            response = await self.request(
-                user_id,
-                "GET",
-                f"{self._user(user_id)}/contactFolders",
-                params={"$filter": f"displayName eq '{name}'", "$select": "id,displayName"},
-            )
-            found = sorted(f["id"] for f in response.json().get("value", []))
+            url: str | None = f"{self._user(user_id)}/contactFolders"
+            params: dict[str, str] | None = {
+                "$filter": f"displayName eq '{name}'",
+                "$select": "id,displayName",
+            }
+            ids: list[str] = []
+            while url:
+                response = await self.request(user_id, "GET", url, params=params)
+                body = response.json()
+                ids.extend(f["id"] for f in body.get("value", []))
+                url, params = body.get("@odata.nextLink"), None
+            found = sorted(ids)
             if found:
                 folder_id = found[0]
             else:
@@ -407,6 +411,22 @@ class GraphClient:
         )
         return str(response.json()["id"])
 
+    async def categories(self, user_id: str, graph_id: str) -> tuple[list[str], str | None]:
+        """The item's categories, and the value of Kontakt's own categories property."""
+        response = await self.request(
+            user_id,
+            "GET",
+            f"{self._user(user_id)}/contacts/{graph_id}",
+            params={
+                "$select": "id,categories",
+                "$expand": f"singleValueExtendedProperties($filter=id eq '{CATEGORIES_PROPERTY}')",
+            },
+        )
+        body = response.json()
+        props = body.get("singleValueExtendedProperties") or []
+        ours = next((p["value"] for p in props if p["id"] == CATEGORIES_PROPERTY), None)
+        return list(body.get("categories") or []), ours
+
     async def update_contact(self, user_id: str, graph_id: str, body: dict[str, Any]) -> None:
         """Replace the fields the body names."""
         await self.request(
@@ -431,12 +451,15 @@ class GraphClient:
             headers={"Content-Type": media_type},
         )
 
-    async def delete_photo(self, user_id: str, graph_id: str) -> None:
-        """Remove the contact's photo (none is fine)."""
-        with contextlib.suppress(GraphNotFoundError):
+    async def has_photo(self, user_id: str, graph_id: str) -> bool:
+        """Whether the contact shows a photo (Graph has no DELETE for a contact's photo)."""
+        try:
             await self.request(
-                user_id, "DELETE", f"{self._user(user_id)}/contacts/{graph_id}/photo/$value"
+                user_id, "GET", f"{self._user(user_id)}/contacts/{graph_id}/photo/$value"
             )
+        except GraphNotFoundError:
+            return False
+        return True
 
     async def batch(self, mailbox: str, requests: list[dict[str, Any]]) -> dict[str, BatchResult]:
         """Run up to 20 requests as one $batch, each as given (dependsOn only if it says so).

@@ -37,6 +37,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from tenacity import RetryCallState
 
+from services.sync import domain
 from services.sync.contacts_api import ContactsClient, ContactsUnavailableError, PersonUnknownError
 from services.sync.dlq import FAMILY as DEAD_LETTER_FAMILY
 from services.sync.domain import OutOfOrderEventError, VersionGapError, clean_event
@@ -97,7 +98,9 @@ class SyncWorker:
             graph,
             contacts,
             store,
-            mailbox_of=lambda user_id: settings.sync_mailbox_format.format(user_id=user_id),
+            mailbox_of=lambda user_id: domain.mailbox_for(
+                settings.sync_mailboxes, settings.sync_mailbox_format, user_id
+            ),
         )
         self.links_changed = asyncio.Event()
         self.outbox_changed = asyncio.Event()
@@ -272,7 +275,10 @@ class SyncWorker:
         noticed = 0
         linked = await self.store.linked_items()
         for user_id in await self.store.users():
-            mailbox = self.engine.mailbox_of(user_id)
+            try:
+                mailbox = self.engine.mailbox_of(user_id)
+            except domain.UnmappedUserError:
+                continue  # its links are reported failed by the reconciler
             try:
                 folder = await self.graph.ensure_folder(mailbox)
                 present = await self.graph.list_items(mailbox, folder)

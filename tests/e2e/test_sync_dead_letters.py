@@ -137,9 +137,13 @@ def new_contact(contacts: ContactsApp, company: str | None = None, **details: An
     return result.contact_id
 
 
-def users(n: int) -> list[str]:
+def users(n: int, graph_url: str) -> list[str]:
+    """New users, each with a mailbox provisioned on the Graph server."""
     tag = uuid4().hex[:6]
-    return [f"{name}-{tag}" for name in ("bob", "eve", "kim")[:n]]
+    out = [f"{name}-{tag}" for name in ("bob", "eve", "kim")[:n]]
+    for user in out:
+        assert httpx.put(f"{graph_url}/_admin/users/{user}", timeout=30).status_code == 204
+    return out
 
 
 def events_of(contacts: ContactsApp, contact_id: UUID, skip: set[int] | None = None) -> list[bytes]:
@@ -213,7 +217,7 @@ async def test_a_nul_in_a_work_email_reaches_outlook_cleaned_and_other_users_syn
     rig: Rig, sync_settings: KontaktSettings, contacts: ContactsApp
 ) -> None:
     s = sync_settings
-    bob, eve = users(2)
+    bob, eve = users(2, rig.graph_url)
     poisoned = new_contact(contacts, work_email="nul\x00l@acme.example", job_title="C\x00TO")
     contacts.toggle_outlook_sync(Actor(bob, "t"), poisoned, user_id=bob, enabled=True)
     other = new_contact(contacts)
@@ -234,7 +238,7 @@ async def test_poison_is_dead_lettered_with_its_origin_and_later_messages_applie
     rig: Rig, sync_settings: KontaktSettings, contacts: ContactsApp
 ) -> None:
     s = sync_settings
-    [bob] = users(1)
+    [bob] = users(1, rig.graph_url)
     cid = new_contact(contacts)
     contacts.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
     poison = [b"\xff not json", b'{"type": "SomethingElse", "x": 1}', b"[]"]
@@ -270,7 +274,7 @@ async def test_a_value_the_database_refuses_is_dead_lettered_after_bounded_attem
 ) -> None:
     s = sync_settings
     caplog.set_level(logging.INFO, "kontakt.sync.worker")
-    [bob] = users(1)
+    [bob] = users(1, rig.graph_url)
     store = await SyncStore.open(s.pg_dsn(), max_size=1)  # creates the tables
     await store.close()
     with psycopg.connect(s.pg_dsn(), autocommit=True) as conn:
@@ -305,7 +309,7 @@ async def test_an_outage_of_the_contacts_api_dead_letters_nothing_and_is_waited_
     caplog.set_level(logging.INFO, "kontakt.sync.worker")
     api_port = free_port()  # nothing listens here yet: the contacts API is down
     s = sync_settings.model_copy(update={"contacts_api_url": f"http://127.0.0.1:{api_port}"})
-    [bob] = users(1)
+    [bob] = users(1, rig.graph_url)
     cid = new_contact(contacts)
     contacts.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
     # Its ContactCreated lost: applying the rest needs the event store, through the API.
@@ -336,7 +340,7 @@ async def test_an_outage_of_postgresql_dead_letters_nothing_and_is_waited_out(
 ) -> None:
     s = sync_settings
     caplog.set_level(logging.INFO, "kontakt.sync.worker")
-    [bob] = users(1)
+    [bob] = users(1, rig.graph_url)
     cid = new_contact(contacts)
     contacts.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
     admin = s.model_copy(update={"pg_database": "postgres"}).pg_dsn()
@@ -373,7 +377,7 @@ async def test_a_lost_contact_created_is_repaired_from_the_event_store(
     rig: Rig, sync_settings: KontaktSettings, contacts: ContactsApp
 ) -> None:
     s = sync_settings
-    bob, eve = users(2)
+    bob, eve = users(2, rig.graph_url)
     cid = new_contact(contacts, work_email="repair@acme.example")
     contacts.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
     contacts.toggle_outlook_sync(Actor(eve, "t"), cid, user_id=eve, enabled=True)
@@ -392,7 +396,7 @@ async def test_an_erased_persons_copy_is_gone_within_the_key_bound_while_the_con
     rig: Rig, sync_settings: KontaktSettings, contacts: ContactsApp
 ) -> None:
     s = sync_settings.model_copy(update={"sync_key_cache_ttl_seconds": 3.0})
-    [bob] = users(1)
+    [bob] = users(1, rig.graph_url)
     tag = uuid4().hex[:8]
     personal = {
         "first_names": f"Shred{tag}",
@@ -447,3 +451,27 @@ async def test_an_erased_persons_copy_is_gone_within_the_key_bound_while_the_con
         f"sync erasure with a stalled consumer (key TTL {s.sync_key_cache_ttl_seconds}s):"
         f" copy purged after {purged_after:.1f}s, Outlook item removed after {removed_after:.1f}s"
     )
+
+
+async def test_an_explicit_mailbox_map_syncs_its_users_and_reports_the_others_failed(
+    rig: Rig, sync_settings: KontaktSettings, contacts: ContactsApp
+) -> None:
+    bob, eve = users(2, rig.graph_url)
+    upn = f"{bob}@contoso.example"
+    assert httpx.put(f"{rig.graph_url}/_admin/users/{upn}", timeout=30).status_code == 204
+    s = sync_settings.model_copy(update={"sync_mailboxes": {bob: upn}})
+    mapped, unmapped = new_contact(contacts), new_contact(contacts)
+    contacts.toggle_outlook_sync(Actor(bob, "t"), mapped, user_id=bob, enabled=True)
+    contacts.toggle_outlook_sync(Actor(eve, "t"), unmapped, user_id=eve, enabled=True)
+    await produce(s, events_of(contacts, mapped) + events_of(contacts, unmapped))
+    async with running_worker(s) as worker:
+        await until(in_outlook(rig, upn, mapped), "bob's contact in his mapped mailbox")
+
+        async def eve_failed() -> bool:
+            links = [link for link in await worker.store.links() if link.user_id == eve]
+            return any(link.state == "failed" for link in links)
+
+        await until(eve_failed, "eve's link reported failed")
+        [link] = [link for link in await worker.store.links() if link.user_id == eve]
+    assert "no mailbox mapped" in (link.reason or "") and link.graph_id is None
+    assert items(rig, bob) == {} and items(rig, eve) == {}

@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services.sync.domain import Snapshot, render_contact
 from services.sync.graph import GraphClient, GraphPermanentError
@@ -40,6 +41,7 @@ async def graph(graph_url: str, settings: KontaktSettings) -> AsyncIterator[Grap
                 "sync_graph_base_url": f"{graph_url}/v1.0",
                 "sync_graph_authority": graph_url,
                 "sync_graph_client_id": "kontakt-tests",
+                "sync_graph_client_secret": SecretStr("kontakt-tests-secret"),
                 "sync_graph_timeout_seconds": 1.0,
                 "sync_graph_backoff_seconds": 0.05,
                 "sync_graph_max_attempts": 12,
@@ -48,6 +50,13 @@ async def graph(graph_url: str, settings: KontaktSettings) -> AsyncIterator[Grap
     )
     yield client
     await client.aclose()
+
+
+def mailbox(graph_url: str) -> str:
+    """A new mailbox, provisioned on the server (unknown mailboxes are 404)."""
+    user = f"u-{uuid4().hex[:8]}"
+    assert httpx.put(f"{graph_url}/_admin/users/{user}").status_code == 204
+    return user
 
 
 def stats(graph_url: str) -> dict[str, Any]:
@@ -63,7 +72,7 @@ def body(n_emails: int = 1) -> dict[str, Any]:
 
 async def test_retry_after_is_honoured(graph: GraphClient, graph_url: str) -> None:
     httpx.put(f"{graph_url}/_admin/faults", json={"retry_after": 1.5, "script": ["429"]})
-    user = f"u-{uuid4().hex[:8]}"
+    user = mailbox(graph_url)
     started = time.monotonic()
     await graph.ensure_folder(user)
     waited = time.monotonic() - started
@@ -75,7 +84,7 @@ async def test_retry_after_is_honoured(graph: GraphClient, graph_url: str) -> No
 async def test_graph_rejects_a_fourth_email_address_with_400(
     graph: GraphClient, graph_url: str
 ) -> None:
-    user = f"u-{uuid4().hex[:8]}"
+    user = mailbox(graph_url)
     folder = await graph.ensure_folder(user)
     with pytest.raises(GraphPermanentError) as err:
         await graph.create_contact(user, folder, body(n_emails=4))
@@ -86,7 +95,7 @@ async def test_graph_rejects_a_fourth_email_address_with_400(
 async def test_the_client_keeps_to_four_requests_in_flight_per_mailbox(
     graph: GraphClient, graph_url: str
 ) -> None:
-    user = f"u-{uuid4().hex[:8]}"
+    user = mailbox(graph_url)
     folder = await graph.ensure_folder(user)
     # Slow answers make requests overlap; the server rejects a fifth concurrent one.
     httpx.put(
@@ -107,7 +116,7 @@ async def test_the_client_keeps_to_four_requests_in_flight_per_mailbox(
 async def test_503_timeouts_and_dropped_connections_are_retried(
     graph: GraphClient, graph_url: str
 ) -> None:
-    user = f"u-{uuid4().hex[:8]}"
+    user = mailbox(graph_url)
     folder = await graph.ensure_folder(user)
     gid = await graph.create_contact(user, folder, body())
     httpx.put(
@@ -132,7 +141,7 @@ async def test_503_timeouts_and_dropped_connections_are_retried(
 async def test_a_forbidden_mailbox_fails_at_once_without_retries(
     graph: GraphClient, graph_url: str
 ) -> None:
-    user = f"u-{uuid4().hex[:8]}"
+    user = mailbox(graph_url)
     httpx.put(f"{graph_url}/_admin/forbidden/{user}")
     with pytest.raises(GraphPermanentError) as err:
         await graph.ensure_folder(user)
@@ -144,7 +153,7 @@ async def test_the_token_is_cached_and_renewed_before_it_expires(
 ) -> None:
     httpx.put(f"{graph_url}/_admin/token-ttl/2")
     try:
-        user = f"u-{uuid4().hex[:8]}"
+        user = mailbox(graph_url)
         await graph.ensure_folder(user)
         await graph.find_contacts(user, await graph.ensure_folder(user), ["x"])
         assert graph.tokens.fetched == 1
@@ -158,7 +167,7 @@ async def test_the_token_is_cached_and_renewed_before_it_expires(
 async def test_items_are_found_by_their_crm_id_and_deleted_in_batches(
     graph: GraphClient, graph_url: str
 ) -> None:
-    user = f"u-{uuid4().hex[:8]}"
+    user = mailbox(graph_url)
     folder = await graph.ensure_folder(user)
     bodies = [body() for _ in range(25)]
     ids = [await graph.create_contact(user, folder, b) for b in bodies]

@@ -246,3 +246,18 @@ def test_a_missing_creation_or_a_version_gap_is_noticed_unless_repairing() -> No
     with pytest.raises(domain.VersionGapError):
         domain.check_continuous(snap, archived(3), repairing=False)
     domain.check_continuous(snap, archived(3), repairing=True)
+
+
+def test_merging_categories_keeps_the_users_own_and_replaces_kontakts() -> None:
+    merged = domain.merge_categories(["VIP", "Golf", "Golf"], ["VIP"], ["Partner"])
+    assert merged == ["Golf", "Partner"]
+    assert domain.merge_categories(["Golf"], [], []) == ["Golf"]
+    assert domain.kontakt_categories('["A", 1]') == ["A"] and domain.kontakt_categories("{") == []
+
+
+def test_an_explicit_mailbox_map_names_the_only_users_synced() -> None:
+    mapping = {"bob": "bob@contoso.example"}
+    assert domain.mailbox_for(mapping, "{user_id}", "bob") == "bob@contoso.example"
+    with pytest.raises(domain.UnmappedUserError, match="eve"):
+        domain.mailbox_for(mapping, "{user_id}", "eve")
+    assert domain.mailbox_for({}, "{user_id}@x.example", "eve") == "eve@x.example"

@@ -11,6 +11,8 @@ from services.sync import domain
 from services.sync.contacts_api import ContactMovedError, Photo
 from services.sync.engine import Engine, Work
 from services.sync.graph import GraphNotFoundError, GraphPermanentError, GraphTransientError
+from services.sync.photos import fit_for_graph
+from tests.images import image_bytes
 
 
 class FakeGraph:
@@ -68,6 +70,14 @@ class FakeGraph:
             raise GraphNotFoundError(404, "ErrorItemNotFound", "gone")
         self.folder(mailbox)[graph_id].update(body)
 
+    async def categories(self, mailbox: str, graph_id: str) -> tuple[list[str], str | None]:
+        self._check(mailbox)
+        if graph_id not in self.folder(mailbox):
+            raise GraphNotFoundError(404, "ErrorItemNotFound", "gone")
+        item = self.folder(mailbox)[graph_id]
+        props = {p["id"]: p["value"] for p in item.get("singleValueExtendedProperties", [])}
+        return list(item.get("categories") or []), props.get(domain.CATEGORIES_PROPERTY)
+
     async def delete_contact(self, mailbox: str, graph_id: str) -> bool:
         self._check(mailbox)
         self.writes["delete"] += 1
@@ -80,10 +90,9 @@ class FakeGraph:
             raise GraphNotFoundError(404, "ErrorItemNotFound", "gone")
         self.photos[graph_id] = data
 
-    async def delete_photo(self, mailbox: str, graph_id: str) -> None:
+    async def has_photo(self, mailbox: str, graph_id: str) -> bool:
         self._check(mailbox)
-        self.writes["photo_delete"] += 1
-        self.photos.pop(graph_id, None)
+        return graph_id in self.photos
 
     async def delete_contacts(self, mailbox: str, graph_ids: list[str]) -> dict[str, int]:
         self._check(mailbox)
@@ -148,13 +157,53 @@ class Rig:
 async def test_switching_on_creates_one_item_with_photo_and_reports_linked() -> None:
     rig = Rig()
     s = snap(photo_hash="h1")
-    rig.contacts.photos[s.contact_id] = Photo(b"img", "image/png", "h1")
+    png = image_bytes("PNG")
+    rig.contacts.photos[s.contact_id] = Photo(png, "image/png", "h1")
     link = domain.Link("bob", s.person_id, s.contact_id, wanted=True)
     result = await rig.step(link, s)
     assert result.done and result.link.state == "linked" and result.outcomes == [("linked", None)]
     assert rig.progress.states == ["linking"]
-    assert len(rig.graph.folder("bob")) == 1 and rig.graph.photos == {"g1": b"img"}
+    jpeg = fit_for_graph(png, "image/png")
+    assert len(rig.graph.folder("bob")) == 1 and rig.graph.photos == {"g1": jpeg}
     assert result.link.pushed_photo == "h1"
+
+
+async def test_a_removed_photo_replaces_the_item_by_one_without_photo() -> None:
+    rig = Rig()
+    s = snap(photo_hash="h1")
+    rig.contacts.photos[s.contact_id] = Photo(image_bytes("JPEG"), "image/jpeg", "h1")
+    link = domain.Link("bob", s.person_id, s.contact_id, wanted=True)
+    first = await rig.step(link, s)
+    assert first.link.graph_id in rig.graph.photos
+    del rig.contacts.photos[s.contact_id]
+    result = await rig.step(first.link, replace(s, version=2, photo_hash=None))
+    assert result.done and result.link.state == "linked" and result.link.pushed_photo is None
+    assert list(rig.graph.folder("bob")) == [result.link.graph_id] != [first.link.graph_id]
+    assert result.link.graph_id not in rig.graph.photos
+
+
+async def test_categories_the_user_set_in_outlook_survive_an_update() -> None:
+    rig = Rig()
+    s = snap(infotags=("VIP",))
+    first = await rig.step(domain.Link("bob", s.person_id, s.contact_id, wanted=True), s)
+    item = rig.graph.folder("bob")[first.link.graph_id]
+    item["categories"] = [*item["categories"], "Golf"]  # the user, in Outlook
+    await rig.step(first.link, replace(s, version=2, infotags=("Partner",)))
+    assert item["categories"] == ["Golf", "Partner"]
+
+
+async def test_a_user_without_a_mapped_mailbox_is_reported_failed_and_not_synced() -> None:
+    rig = Rig()
+    rig.engine.mailbox_of = lambda user_id: domain.mailbox_for(
+        {"bob": "bob@contoso.example"}, "{user_id}", user_id
+    )
+    s = snap()
+    result = await rig.step(domain.Link("eve", s.person_id, s.contact_id, wanted=True), s)
+    assert result.done and result.link.state == "failed"
+    assert result.outcomes == [("failed", result.error)] and "eve" in (result.error or "")
+    assert rig.graph.items == {} and sum(rig.graph.writes.values()) == 0
+    mapped = await rig.step(domain.Link("bob", s.person_id, s.contact_id, wanted=True), s)
+    assert mapped.link.state == "linked" and list(rig.graph.items) == ["bob@contoso.example"]
 
 
 async def test_an_unchanged_contact_costs_no_graph_write() -> None:
