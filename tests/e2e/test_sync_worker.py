@@ -29,6 +29,7 @@ from services.contacts.application import ContactsApp
 from services.contacts.domain import Actor, ContactError
 from services.contacts.personal_data import PersonErasedError
 from services.contacts.relay import Relay
+from services.contacts.store import build_contacts_app, close_contacts_app
 from services.sync.domain import CONTACT_ID_PROPERTY, DELETED_IN_OUTLOOK
 from services.sync.photos import fit_for_graph
 from services.sync.store import SyncStore
@@ -39,8 +40,10 @@ from tests.conftest import MEASURED
 from tests.images import image_bytes
 from tests.kafka_helpers import read_topic
 from tests.support import (
+    env_of,
     eventually,
     free_port,
+    isolated,
     kill_process,
     relay_until_caught_up,
     start_kontakt,
@@ -106,13 +109,24 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(
-    settings: KontaktSettings,
-    settings_env: dict[str, str],
-    contacts: ContactsApp,
-    tmp_path_factory: pytest.TempPathFactory,
+def world(settings: KontaktSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """Graph-compatible server, contacts API and worker processes on a database of their own.
+
+    Its own database, because the worker reconciles every waiting link in its store:
+    links other modules left behind (their Graph server long gone) would never drain.
+    """
+    with isolated(settings, "kontakt_sync") as own:
+        contacts = build_contacts_app(own)
+        try:
+            yield from _world(own, contacts, tmp_path_factory)
+        finally:
+            close_contacts_app(contacts)
+
+
+def _world(
+    settings: KontaktSettings, contacts: ContactsApp, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    """Graph-compatible server, contacts API and worker processes on a topic of their own."""
+    """The processes of `world`, on `settings`."""
     logs = tmp_path_factory.mktemp("sync")
     suffix = uuid4().hex[:8]
     graph_port, api_port = free_port(), free_port()
@@ -125,7 +139,7 @@ def world(
         }
     )
     env = {
-        **settings_env,
+        **env_of(settings),
         "KONTAKT_CONTACTS_TOPIC": topic_settings.contacts_topic,
         "KONTAKT_INFOTAGS_TOPIC": topic_settings.infotags_topic,
         "KONTAKT_SYNC_EVENTS_TOPIC": topic_settings.sync_events_topic,
@@ -167,9 +181,9 @@ def world(
 
 
 @pytest.fixture(scope="module")
-async def store(settings: KontaktSettings) -> AsyncIterator[SyncStore]:
+async def store(world: World) -> AsyncIterator[SyncStore]:
     """The worker's store, for inspection."""
-    s = await SyncStore.open(settings.pg_dsn(), max_size=2)
+    s = await SyncStore.open(world.settings.pg_dsn(), max_size=2)
     yield s
     await s.close()
 
