@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -135,6 +136,8 @@ class KontaktSettings(BaseSettings):
     # In production a proxy in front signs users in and passes each one's bearer token in
     # this header (the local sign-in page exists only while development secrets are in use).
     web_token_header: str = "X-Forwarded-Access-Token"
+    # The time zone the web UI shows times in (an IANA name); the APIs speak UTC.
+    web_time_zone: str = "Europe/Copenhagen"
 
     # Contacts API.
     api_host: str = "127.0.0.1"
@@ -158,6 +161,12 @@ class KontaktSettings(BaseSettings):
             raise ValueError("KONTAKT_JWT_PUBLIC_KEY is required when KONTAKT_JWT_ALGORITHM=RS256")
         if self.jwt_algorithm == "HS256" and len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("KONTAKT_JWT_SECRET must be at least 32 characters")
+        try:
+            ZoneInfo(self.web_time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"KONTAKT_WEB_TIME_ZONE must name an IANA time zone, not {self.web_time_zone!r}"
+            ) from None
         return self
 
     def uses_dev_secrets(self) -> bool:

@@ -7,15 +7,17 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,6 +27,7 @@ from services.web.i18n import (
     LANGUAGES,
     MESSAGES,
     choose_language,
+    format_when,
     translator,
 )
 from services.web.session import (
@@ -45,7 +48,7 @@ from shared.text import forbidden_character
 
 log = logging.getLogger("kontakt.web")
 
-HERE = Path(__file__).parent
+HERE = FilePath(__file__).parent
 
 #: The contact window's tabs, in the page's order: key, label.
 TABS = [
@@ -61,6 +64,8 @@ TABS = [
 TAB_KEYS = {key for key, _ in TABS}
 STATUSES = ("current", "former", "archived")
 PAGE_SIZE = 20
+#: History entries ("Mere...") per page.
+HISTORY_PAGE = 25
 
 
 class SignInRequiredError(Exception):
@@ -344,16 +349,6 @@ async def create_contact(request: Request, ui: UiDep, form: FormDep) -> Response
     return redirect(request, ui, contact_url(result["contact_id"], version=result["version"]))
 
 
-async def _optional(call: Any) -> Any:
-    """A read that may not exist (a tab the query API does not serve yet): None then."""
-    try:
-        return await call
-    except ApiError as exc:
-        if exc.status in (404, 405):
-            return None
-        raise
-
-
 async def contact_page(
     request: Request,
     ui: Ui,
@@ -361,9 +356,13 @@ async def contact_page(
     tab: str = "details",
     version: int | None = None,
     status: int = 200,
+    before: int | None = None,
     **context: Any,
 ) -> Response:
-    """The contact window: header and every tab, read from the query API."""
+    """The contact window: header and every tab, read from the query API.
+
+    `before` pages the history ("Mere..."): its entries older than that version.
+    """
     token = ui.need_token()
     apis = _apis(request)
     base = f"/contacts/{contact_id}"
@@ -384,12 +383,16 @@ async def contact_page(
         apis.read(token, f"{base}/campaigns"),
         apis.read(token, f"{base}/projects"),
         apis.read(token, f"{base}/employments"),
-        _optional(apis.read(token, f"{base}/history")),
+        apis.read(token, f"{base}/history", limit=HISTORY_PAGE, before_version=before),
+        apis.read(token, f"{base}/provenance"),
+        apis.read(token, f"{base}/photos"),
         apis.command_get(token, "/infotags"),
     )
-    activities, tags, opportunities, campaigns, projects, employments, history, catalogue = parts
+    (activities, tags, opportunities, campaigns, projects, employments, history, provenance,
+     photos, catalogue) = parts  # fmt: skip
     placed = {t.get("tag_id") for t in tags}
     current = next((e for e in employments if e["status"] == "current"), None)
+    this = next((e for e in employments if e["contact_id"] == str(contact_id)), None)
     mine = next((s for s in details["outlook_sync"] if s["user_id"] == ui.user), None)
     return render(
         request,
@@ -404,10 +407,17 @@ async def contact_page(
         catalogue=[n for n in catalogue["infotags"] if n["active"] and n["tag_id"] not in placed],
         items={"opportunities": opportunities, "campaigns": campaigns, "projects": projects},
         employments=employments,
-        history=history,
+        employment=this,
+        history=history["items"],
+        history_next=history["next_before_version"],
+        history_paged=before is not None,
+        provenance=provenance,
+        earlier_photos=[p for p in photos if not p["current"]],
         current_version=current if current and current["contact_id"] != str(contact_id) else None,
         my_sync=mine,
         sync_labels={k for k in MESSAGES["en"] if k.startswith("sync_")},
+        labels=set(MESSAGES["en"]),
+        admin=ADMIN_ROLE in ui.roles,
         new_company_id=str(uuid4()),
         detail_fields=DETAIL_FIELDS,
         required=REQUIRED_DETAILS,
@@ -426,9 +436,11 @@ async def show_contact(
     contact_id: UUID,
     tab: Annotated[str, Query(max_length=20)] = "details",
     v: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
     """The contact window, waiting for version v when a command just made it."""
-    return await contact_page(request, ui, contact_id, tab, v, notice="saved" if v else None)
+    notice = "saved" if v else None
+    return await contact_page(request, ui, contact_id, tab, v, before=before, notice=notice)
 
 
 async def _command(
@@ -461,6 +473,23 @@ async def _command(
     return redirect(request, ui, contact_url(target, tab, result["version"]))
 
 
+async def _form_command(
+    request: Request,
+    ui: Ui,
+    form: FormData,
+    contact_id: UUID,
+    tab: str,
+    method: str,
+    path: str,
+    json: Any = None,
+) -> Response:
+    """_command against the version the form showed (its `version` field, sent as If-Match)."""
+    expected = _int(form.get("version"))
+    return await _command(
+        request, ui, contact_id, tab, method, path, json=json, expected_version=expected
+    )
+
+
 async def change_details(request: Request, ui: UiDep, form: FormDep, contact_id: UUID) -> Response:
     """Save the Details form: only the fields that changed, against the version shown."""
     token = ui.need_token()
@@ -474,15 +503,8 @@ async def change_details(request: Request, ui: UiDep, form: FormDep, contact_id:
             changes[name] = value
     if not changes:
         return redirect(request, ui, contact_url(contact_id))
-    return await _command(
-        request,
-        ui,
-        contact_id,
-        "details",
-        "PATCH",
-        f"/contacts/{contact_id}",
-        json=changes,
-        expected_version=_int(form.get("version")),
+    return await _form_command(
+        request, ui, form, contact_id, "details", "PATCH", f"/contacts/{contact_id}", json=changes
     )
 
 
@@ -554,9 +576,7 @@ async def remove_photo(request: Request, ui: UiDep, form: FormDep, contact_id: U
     )
 
 
-async def photo(request: Request, ui: UiDep, contact_id: UUID) -> Response:
-    """The contact's photo, from the query API with the user's token."""
-    upstream = await _apis(request).photo(ui.need_token(), contact_id)
+def _image(upstream: Any) -> Response:
     return Response(
         upstream.content,
         media_type=upstream.headers.get("content-type"),
@@ -564,29 +584,32 @@ async def photo(request: Request, ui: UiDep, contact_id: UUID) -> Response:
     )
 
 
+async def photo(request: Request, ui: UiDep, contact_id: UUID) -> Response:
+    """The contact's photo, from the query API with the user's token."""
+    return _image(await _apis(request).photo(ui.need_token(), contact_id))
+
+
+async def earlier_photo(
+    request: Request,
+    ui: UiDep,
+    contact_id: UUID,
+    content_hash: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
+) -> Response:
+    """A photo the contact had, by its content hash, from the contacts API."""
+    return _image(await _apis(request).photo(ui.need_token(), contact_id, content_hash))
+
+
 async def archive(request: Request, ui: UiDep, form: FormDep, contact_id: UUID) -> Response:
     """Archive the contact."""
-    return await _command(
-        request,
-        ui,
-        contact_id,
-        "details",
-        "POST",
-        f"/contacts/{contact_id}/archive",
-        expected_version=_int(form.get("version")),
+    return await _form_command(
+        request, ui, form, contact_id, "details", "POST", f"/contacts/{contact_id}/archive"
     )
 
 
 async def restore(request: Request, ui: UiDep, form: FormDep, contact_id: UUID) -> Response:
     """Restore an archived contact."""
-    return await _command(
-        request,
-        ui,
-        contact_id,
-        "details",
-        "POST",
-        f"/contacts/{contact_id}/restore",
-        expected_version=_int(form.get("version")),
+    return await _form_command(
+        request, ui, form, contact_id, "details", "POST", f"/contacts/{contact_id}/restore"
     )
 
 
@@ -594,16 +617,102 @@ async def change_job(request: Request, ui: UiDep, form: FormDep, contact_id: UUI
     """Record a job change: the new version opens on its Employments tab."""
     names = ["company_id", "company_name", *JOB_DETAILS, "effective_on"]
     body = {n: v for n in names if (v := _text(form, n)) is not None}
-    return await _command(
+    return await _form_command(
         request,
         ui,
+        form,
         contact_id,
         "employments",
         "POST",
         f"/contacts/{contact_id}/job-changes",
         json=body,
-        expected_version=_int(form.get("version")),
     )
+
+
+async def undo_job_change(request: Request, ui: UiDep, form: FormDep, contact_id: UUID) -> Response:
+    """Undo the job change that made this version: the former version is current again."""
+    return await _form_command(
+        request,
+        ui,
+        form,
+        contact_id,
+        "employments",
+        "POST",
+        f"/contacts/{contact_id}/job-change-undo",
+    )
+
+
+async def correct_employment(
+    request: Request, ui: UiDep, form: FormDep, contact_id: UUID
+) -> Response:
+    """Correct this version's employment: only the fields the user changed are sent."""
+    token = ui.need_token()
+    shown = await _apis(request).read(token, f"/contacts/{contact_id}/employments")
+    this: dict[str, Any] = next((e for e in shown if e["contact_id"] == str(contact_id)), {})
+    body = {
+        name: value
+        for name in ("company_name", "company_id", "started_on")
+        if (value := _text(form, name)) is not None and value != (this.get(name) or None)
+    }
+    return await _form_command(
+        request,
+        ui,
+        form,
+        contact_id,
+        "employments",
+        "POST",
+        f"/contacts/{contact_id}/employment-corrections",
+        json=body,
+    )
+
+
+async def _erase_page(
+    request: Request, ui: Ui, contact_id: UUID, status: int = 200, **context: Any
+) -> Response:
+    if ADMIN_ROLE not in ui.roles:
+        return render(request, ui, "error.html", status=403, message="admins_only")
+    token = ui.need_token()
+    apis = _apis(request)
+    details, versions = await asyncio.gather(
+        apis.read(token, f"/contacts/{contact_id}"),
+        apis.read(token, f"/contacts/{contact_id}/employments"),
+    )
+    context.setdefault("errors", {})
+    return render(request, ui, "erase.html", status=status, c=details, versions=versions, **context)
+
+
+async def erase_page(request: Request, ui: UiDep, contact_id: UUID) -> Response:
+    """What an erasure does, for an admin to confirm with a reason."""
+    return await _erase_page(request, ui, contact_id)
+
+
+async def erase(request: Request, ui: UiDep, form: FormDep, contact_id: UUID) -> Response:
+    """Erase the person (admins): every version, after the confirmation form."""
+    if ADMIN_ROLE not in ui.roles:
+        return render(request, ui, "error.html", status=403, message="admins_only")
+    reason = _text(form, "reason")
+    if reason is None or form.get("confirm") != "yes":
+        missing = (
+            {"reason": ui.t("reason_needed")}
+            if reason is None
+            else {"confirm": ui.t("confirm_needed")}
+        )
+        return await _erase_page(request, ui, contact_id, 422, errors=missing, reason=reason)
+    try:
+        result = await _apis(request).command(
+            ui.need_token(), "POST", f"/contacts/{contact_id}/erase", json={"reason": reason}
+        )
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status == 401:
+            raise
+        errors = {"reason": msg} if (msg := exc.field_errors().get("reason")) else {}
+        return await _erase_page(
+            request, ui, contact_id, exc.status, problem=exc, errors=errors, reason=reason
+        )
+    version = next(
+        (e["version"] for e in result["erased"] if e["contact_id"] == str(contact_id)), None
+    )
+    return redirect(request, ui, contact_url(contact_id, version=version))
 
 
 # ------------------------------------------------------------------ the app
@@ -719,7 +828,13 @@ def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
     app.state.settings = settings
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals["contact_url"] = contact_url
-    templates.env.filters["when"] = lambda v: (v or "")[:16].replace("T", " ")
+    zone = ZoneInfo(settings.web_time_zone)
+
+    @pass_context
+    def when(context: Any, value: object) -> str:
+        return format_when(value, context.get("lang", LANGUAGES[0]), zone)
+
+    templates.env.filters["when"] = when
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
@@ -735,6 +850,8 @@ def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
     one = "/contacts/{contact_id}"
     app.add_api_route(one, show_contact, methods=["GET"], **html)
     app.add_api_route(f"{one}/photo", photo, methods=["GET"])
+    app.add_api_route(f"{one}/photos/{{content_hash}}", earlier_photo, methods=["GET"])
+    app.add_api_route(f"{one}/erase", erase_page, methods=["GET"], **html)
     for path, endpoint in [
         ("details", change_details),
         ("outlook-sync", switch_outlook_sync),
@@ -745,6 +862,9 @@ def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
         ("archive", archive),
         ("restore", restore),
         ("job-change", change_job),
+        ("job-change-undo", undo_job_change),
+        ("employment-correction", correct_employment),
+        ("erase", erase),
     ]:
         app.add_api_route(f"{one}/{path}", endpoint, methods=["POST"], **html)
     _install_error_pages(app)

@@ -75,9 +75,17 @@ class Apis:
         response = await self._send(self.query, token, "GET", url, params=given)
         return response.json()
 
-    async def photo(self, token: str, contact_id: UUID) -> httpx.Response:
-        """The contact's photo from the query API."""
-        return await self._send(self.query, token, "GET", f"/contacts/{contact_id}/photo")
+    async def photo(
+        self, token: str, contact_id: UUID, content_hash: str | None = None
+    ) -> httpx.Response:
+        """The contact's current photo (query API), or an earlier one by its content hash.
+
+        Earlier photos' bytes are kept by the contacts service alone, so they come from there.
+        """
+        if content_hash is None:
+            return await self._send(self.query, token, "GET", f"/contacts/{contact_id}/photo")
+        url = f"/contacts/{contact_id}/photos/{content_hash}"
+        return await self._send(self.contacts, token, "GET", url)
 
     async def command_get(self, token: str, url: str) -> Any:
         """GET a contacts API resource as JSON."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 #: Languages of the UI; the first is the default.
 LANGUAGES = ("da", "en")
@@ -121,6 +123,63 @@ MESSAGES: dict[str, dict[str, str]] = {
         "sync_unlinked": "fjernet fra Outlook",
         "sync_failed": "fejlet",
         "new_company_hint": "Et nyt firma-id er foreslået; ret det til firmaets id.",
+        "older_changes": "Ældre ændringer",
+        "newest_changes": "Nyeste ændringer",
+        "when": "Tidspunkt",
+        "who": "Hvem",
+        "channel": "Kanal",
+        "change": "Ændring",
+        "fields_changed": "Felter: før → efter",
+        "provenance": "Hvem satte felterne",
+        "field": "Felt",
+        "set_by": "Sat af",
+        "set_at": "Sat",
+        "empty_value": "tom",
+        "erased_value": "slettet",
+        "channel_api": "API",
+        "channel_import": "Import",
+        "channel_outlook_sync": "Outlook Sync",
+        "channel_service": "Anden tjeneste",
+        "event_ContactCreated": "Oprettet",
+        "event_ContactDetailsChanged": "Oplysninger ændret",
+        "event_JobChanged": "Jobskifte",
+        "event_EmploymentCorrected": "Ansættelse rettet",
+        "event_JobChangeWithdrawn": "Jobskifte trukket tilbage",
+        "event_JobChangeUndone": "Jobskifte fortrudt",
+        "event_OutlookSyncToggled": "Outlook Sync slået til eller fra",
+        "event_InfotagAdded": "Infotag placeret",
+        "event_InfotagRemoved": "Infotag fjernet",
+        "event_PhotoChanged": "Foto skiftet",
+        "event_PhotoRemoved": "Foto fjernet",
+        "event_ContactArchived": "Arkiveret",
+        "event_ContactRestored": "Genskabt",
+        "event_ContactErased": "Slettet",
+        "earlier_photos": "Tidligere fotos",
+        "earlier_photo_of": "Foto af {name} fra {when}",
+        "photo_set_by": "Sat af {who}, {when}",
+        "no_earlier_photos": "Ingen tidligere fotos.",
+        "undo_job_change": "Fortryd jobskiftet",
+        "undo_hint": (
+            "Denne version trækkes tilbage, og den tidligere bliver aktuel igen med sine "
+            "infotags, sit foto og sine Outlook-kontakter. Begge versioners historik bevares."
+        ),
+        "correct_employment": "Ret ansættelsen",
+        "correct_hint": "Til stavefejl og forkerte datoer. Et nyt job registreres som jobskifte.",
+        "save_correction": "Gem rettelsen",
+        "erase": "Slet personen",
+        "erase_title": "Slet {name}",
+        "erase_explained": (
+            "Personens oplysninger slettes i alle versionerne herunder og kan ikke genskabes: "
+            "navne, e-mailadresser, telefonnumre og fotos. Kontakten fjernes fra alle brugeres "
+            "Outlook. Tilbage står kun, at personen blev slettet, af hvem, hvornår og hvorfor."
+        ),
+        "erase_versions": "Versioner der slettes",
+        "reason": "Begrundelse (uden personoplysninger)",
+        "confirm_erase": "Ja, slet personen for altid",
+        "reason_needed": "Skriv en begrundelse.",
+        "confirm_needed": "Bekræft sletningen.",
+        "admins_only": "Kun administratorer kan gøre det.",
+        "cancel": "Annullér",
     },
     "en": {
         "app_name": "Kontakt",
@@ -233,6 +292,63 @@ MESSAGES: dict[str, dict[str, str]] = {
         "sync_unlinked": "removed from Outlook",
         "sync_failed": "failed",
         "new_company_hint": "A new company id is suggested; change it to the company's id.",
+        "older_changes": "Older changes",
+        "newest_changes": "Newest changes",
+        "when": "When",
+        "who": "Who",
+        "channel": "Channel",
+        "change": "Change",
+        "fields_changed": "Fields: before → after",
+        "provenance": "Who set each field",
+        "field": "Field",
+        "set_by": "Set by",
+        "set_at": "Set",
+        "empty_value": "empty",
+        "erased_value": "erased",
+        "channel_api": "API",
+        "channel_import": "Import",
+        "channel_outlook_sync": "Outlook sync",
+        "channel_service": "Another service",
+        "event_ContactCreated": "Created",
+        "event_ContactDetailsChanged": "Details changed",
+        "event_JobChanged": "Job change",
+        "event_EmploymentCorrected": "Employment corrected",
+        "event_JobChangeWithdrawn": "Job change withdrawn",
+        "event_JobChangeUndone": "Job change undone",
+        "event_OutlookSyncToggled": "Outlook sync switched on or off",
+        "event_InfotagAdded": "Infotag placed",
+        "event_InfotagRemoved": "Infotag removed",
+        "event_PhotoChanged": "Photo changed",
+        "event_PhotoRemoved": "Photo removed",
+        "event_ContactArchived": "Archived",
+        "event_ContactRestored": "Restored",
+        "event_ContactErased": "Erased",
+        "earlier_photos": "Earlier photos",
+        "earlier_photo_of": "Photo of {name} from {when}",
+        "photo_set_by": "Set by {who}, {when}",
+        "no_earlier_photos": "No earlier photos.",
+        "undo_job_change": "Undo the job change",
+        "undo_hint": (
+            "This version is withdrawn and the former one becomes current again, with its "
+            "infotags, photo and Outlook items. Both versions' history stays."
+        ),
+        "correct_employment": "Correct the employment",
+        "correct_hint": "For typos and wrong dates. A new job is recorded as a job change.",
+        "save_correction": "Save the correction",
+        "erase": "Erase the person",
+        "erase_title": "Erase {name}",
+        "erase_explained": (
+            "The person's data is erased in every version below and cannot be restored: names, "
+            "e-mail addresses, phone numbers and photos. The contact is removed from every user's"
+            " Outlook. All that stays is that the person was erased, by whom, when and why."
+        ),
+        "erase_versions": "Versions that will be erased",
+        "reason": "Reason (no personal data)",
+        "confirm_erase": "Yes, erase this person for good",
+        "reason_needed": "Give a reason.",
+        "confirm_needed": "Confirm the erasure.",
+        "admins_only": "Only admins can do that.",
+        "cancel": "Cancel",
     },
 }
 
@@ -270,3 +386,59 @@ def translator(language: str) -> Callable[..., str]:
         return text.format(**values) if values else text
 
     return t
+
+
+#: Month names as each language abbreviates them in dates.
+MONTHS = {
+    "da": [
+        "jan.",
+        "feb.",
+        "mar.",
+        "apr.",
+        "maj",
+        "jun.",
+        "jul.",
+        "aug.",
+        "sep.",
+        "okt.",
+        "nov.",
+        "dec.",
+    ],
+    "en": ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
+}
+
+
+def _parsed(value: object) -> date | datetime | None:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        if "T" in value or " " in value:
+            return datetime.fromisoformat(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def format_when(value: object, language: str, zone: ZoneInfo) -> str:
+    """A date or an instant as the language writes it, instants in the UI's time zone.
+
+    `2026-12-03T07:15:00Z` reads `3. dec. 2026 kl. 08.15` in Danish and `3 Dec 2026, 08:15`
+    in English (Europe/Copenhagen); a date alone reads without the time. Anything that is
+    no date is shown as it came.
+    """
+    parsed = _parsed(value)
+    if parsed is None:
+        return "" if value is None else str(value)
+    months = MONTHS.get(language, MONTHS["en"])
+    danish = language == "da"
+    day = parsed
+    if isinstance(parsed, datetime):
+        # An instant without an offset is UTC, as the APIs write every instant.
+        day = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(zone)
+    month = months[day.month - 1]
+    text = f"{day.day}. {month} {day.year}" if danish else f"{day.day} {month} {day.year}"
+    if isinstance(day, datetime):
+        text += f" kl. {day:%H.%M}" if danish else f", {day:%H:%M}"
+    return text

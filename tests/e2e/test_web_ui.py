@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,12 +24,23 @@ from shared.auth import mint_token
 from shared.settings import KontaktSettings
 from tests.images import image_bytes
 from tests.pipeline import Pipeline, Server
-from tests.support import eventually, free_port, isolated
+from tests.support import (
+    env_of,
+    eventually,
+    free_port,
+    isolated,
+    start_kontakt,
+    stop_process,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "ui"
 CHROMIUM = "/usr/bin/chromium"
 PHOTO_LIMIT = 64 * 1024
+#: The user whose Outlook mailbox the Graph-compatible server has (the default mapping:
+#: the CRM user id is the mailbox).
+MAILBOX = "mette"
 #: The WCAG 2.1 A and AA rules of axe.
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
@@ -42,11 +54,40 @@ class Site:
     tag_path: str
     settings: KontaktSettings
     pipeline: Pipeline
+    #: The Graph-compatible server the sync worker keeps each user's Outlook on.
+    graph_url: str
+
+
+def start_outlook_sync(s: KontaktSettings, logs: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """The Graph-compatible server (MAILBOX provisioned) and `kontakt sync worker` on `s`."""
+    graph_port = free_port()
+    graph_url = f"http://127.0.0.1:{graph_port}"
+    env = env_of(
+        s,
+        KONTAKT_SYNC_GRAPH_BASE_URL=f"{graph_url}/v1.0",
+        KONTAKT_SYNC_GRAPH_AUTHORITY=graph_url,
+        KONTAKT_SYNC_GRAPH_CLIENT_ID="kontakt-web-tests",
+        KONTAKT_SYNC_GRAPH_CLIENT_SECRET="s3cret",
+        KONTAKT_SYNC_CONSUMER_GROUP=f"web-sync-{uuid4().hex[:8]}",
+        KONTAKT_SYNC_POLL_SECONDS="0.2",
+    )
+    env.pop("KONTAKT_SYNC_SERVICE_TOKEN", None)
+    graph = start_kontakt(
+        ["graph-server", "--port", str(graph_port), "--client-secret", "s3cret",
+         "--mailboxes", MAILBOX],
+        env,
+        logs / "graph.log",
+    )  # fmt: skip
+    wait_ready(f"{graph_url}/_admin/stats", graph, log=logs / "graph.log")
+    worker = start_kontakt(["sync", "worker"], env, logs / "worker.log")
+    return graph_url, [worker, graph]
 
 
 @pytest.fixture(scope="module")
-async def site(settings: KontaktSettings) -> AsyncIterator[Site]:
-    """Every server, a relay running, the web app, and chromium."""
+async def site(
+    settings: KontaktSettings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Site]:
+    """Every server, a relay and the Outlook sync worker running, the web app, and chromium."""
     with isolated(settings) as own:
         # A small photo limit, so a test can go over it.
         own = own.model_copy(update={"photo_max_bytes": PHOTO_LIMIT})
@@ -62,6 +103,7 @@ async def site(settings: KontaktSettings) -> AsyncIterator[Site]:
         )
         web = Server(create_web_app(s), s.web_port)
         await web.start()
+        graph_url, processes = start_outlook_sync(s, tmp_path_factory.mktemp("web-sync"))
         admin = mint_token(s, "admin", ["admin"])
         tag = f"Kunde{uuid4().hex[:6]}"
         async with httpx.AsyncClient(base_url=s.contacts_api_url) as client:
@@ -74,22 +116,28 @@ async def site(settings: KontaktSettings) -> AsyncIterator[Site]:
                 browser = await pw.chromium.launch(
                     executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
                 )
-                yield Site(f"http://127.0.0.1:{s.web_port}", browser, tag, s, p)
+                yield Site(f"http://127.0.0.1:{s.web_port}", browser, tag, s, p, graph_url)
                 await browser.close()
         finally:
+            for proc in processes:
+                stop_process(proc, timeout=30)
             await web.stop()
             stop.set()
             await relay
             await p.stop()
 
 
-async def signed_in(site: Site, user: str = "mette", locale: str = "da-DK") -> Page:
-    """A new browser page, signed in through the sign-in form."""
+async def signed_in(
+    site: Site, user: str = "mette", locale: str = "da-DK", admin: bool = False
+) -> Page:
+    """A new browser page, signed in through the sign-in form (as an admin when asked)."""
     context = await site.browser.new_context(locale=locale, viewport={"width": 1200, "height": 900})
     page = await context.new_page()
     await page.goto(f"{site.url}/contacts")
     await expect(page).to_have_url(re.compile(r"/sign-in$"))
     await page.fill("#user", user)
+    if admin:
+        await page.check("#admin")
     await page.click("form[action='/sign-in'] button[type=submit]")
     await expect(page).to_have_url(re.compile(r"/contacts$"))
     return page
@@ -246,13 +294,39 @@ async def test_uploading_a_photo_and_refusing_a_non_image_or_one_too_large(
     await expect(page.locator("#panel-photo")).to_contain_text("Intet foto.")
 
 
+async def outlook_items(site: Site, user: str) -> list[dict[str, object]]:
+    """The contacts in the user's Outlook, as the Graph-compatible server holds them."""
+    async with httpx.AsyncClient(base_url=site.graph_url) as graph:
+        answer = await graph.get(f"/_admin/users/{user}/contacts")
+        answer.raise_for_status()
+        items: list[dict[str, object]] = answer.json()["value"]
+        return items
+
+
 async def test_switching_outlook_sync_on_and_off(site: Site) -> None:
-    page = await signed_in(site)
-    await create(page, site, "Sofie", "Lund")
+    page = await signed_in(site, MAILBOX)
+    last = f"Lund{uuid4().hex[:6]}"
+    await create(page, site, "Sofie", last)
     await page.get_by_role("button", name="Tænd Outlook Sync").click()
-    await expect(page.locator(".sync-status")).to_contain_text("Din synkronisering: venter")
+    await expect(page.locator(".sync-status")).to_contain_text("Din synkronisering:")
+
+    async def arrived() -> bool:
+        return any(item.get("surname") == last for item in await outlook_items(site, MAILBOX))
+
+    await eventually(arrived, f"{last} in {MAILBOX}'s Outlook")
+
+    async def shown_in_outlook() -> bool:
+        await page.reload()
+        return "i Outlook" in (await page.locator(".sync-status").inner_text())
+
+    await eventually(shown_in_outlook, "the sync worker's status on the Details tab")
     await page.get_by_role("button", name="Sluk Outlook Sync").click()
     await expect(page.locator(".sync-status")).to_have_text("Du synkroniserer ikke denne kontakt.")
+
+    async def gone() -> bool:
+        return all(item.get("surname") != last for item in await outlook_items(site, MAILBOX))
+
+    await eventually(gone, f"{last} gone from {MAILBOX}'s Outlook")
 
 
 async def test_search_finds_jorgen_spelt_without_the_o_slash(site: Site) -> None:
@@ -442,3 +516,138 @@ async def test_the_tabs_can_be_walked_with_the_keyboard_alone(site: Site) -> Non
     await expect(page.locator("#panel-employments")).to_be_hidden()
     await page.keyboard.press("Tab")  # into the selected panel, not along the other tabs
     await expect(page.locator(":focus")).to_have_id("panel-details")
+
+
+async def test_the_history_tab_shows_who_changed_what_when_and_through_which_channel(
+    site: Site,
+) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Birthe", "Skov")
+    await page.fill("#d-job_title", "Indkøbschef")
+    await page.click("#details-form button[type=submit]")
+    await expect(page.locator(".notice")).to_have_text("Gemt.")
+    await tab(page, "more")
+    rows = page.locator("#panel-more table.history tbody tr")
+    await expect(rows).to_have_count(2)
+    # Newest first: the edit, then the creation.
+    await expect(rows.nth(0)).to_contain_text("Oplysninger ændret")
+    await expect(rows.nth(0)).to_contain_text("Stilling: Indkøber → Indkøbschef")
+    await expect(rows.nth(0)).to_contain_text("mette")
+    await expect(rows.nth(0)).to_contain_text("API")
+    await expect(rows.nth(1)).to_contain_text("Oprettet")
+    await expect(rows.nth(1)).to_contain_text("Efternavne: tom → Skov")
+    # Times in Danish, in the UI's time zone.
+    year = datetime.now(UTC).year
+    await expect(rows.nth(0)).to_contain_text(
+        re.compile(rf"\d{{1,2}}\. \w+\.? {year} kl\. \d\d\.\d\d")
+    )
+    provenance = page.locator("#panel-more table.provenance tbody tr", has_text="Stilling")
+    await expect(provenance).to_contain_text("mette")
+
+
+async def test_the_history_tab_pages_back_to_the_first_change(site: Site) -> None:
+    page = await signed_in(site, locale="en-GB")
+    url = await create(page, site, "Carl", "Dahl")
+    contact_id = url.split("?")[0].rsplit("/", 1)[-1]
+    token = mint_token(site.settings, "mette")
+    async with httpx.AsyncClient(
+        base_url=site.settings.contacts_api_url, headers={"Authorization": f"Bearer {token}"}
+    ) as api:
+        for n in range(30):  # more changes than a history page holds
+            answer = await api.patch(f"/contacts/{contact_id}", json={"department": f"Afd {n}"})
+            assert answer.status_code == 200, answer.text
+    await page.goto(f"{url.split('?')[0]}?tab=more&v=31")
+    rows = page.locator("#panel-more table.history tbody tr")
+    await expect(rows).to_have_count(25)
+    await expect(rows.nth(0)).to_contain_text("Department: Afd 28 → Afd 29")
+    await page.get_by_role("link", name="Older changes").click()
+    await expect(rows).to_have_count(6)
+    await expect(rows.nth(5)).to_contain_text("Created")
+    await expect(page.get_by_role("link", name="Older changes")).to_have_count(0)
+    await page.get_by_role("link", name="Newest changes").click()
+    await expect(rows.nth(0)).to_contain_text("Afd 29")
+
+
+async def test_earlier_photos_stay_on_the_photo_tab(site: Site, tmp_path: Path) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Dorte", "Eng")
+    await tab(page, "photo")
+    await expect(page.locator("#panel-photo")).to_contain_text("Ingen tidligere fotos.")
+    for n, (size, colour) in enumerate([((30, 20), "red"), ((50, 40), "blue")]):
+        picture = tmp_path / f"p{n}.png"
+        picture.write_bytes(image_bytes("PNG", size, colour))
+        await page.set_input_files("#photo-file", str(picture))
+        await page.click("form[enctype] button[type=submit]")
+        await expect(page.locator(".notice")).to_have_text("Gemt.")
+    current = page.locator("#panel-photo img.photo")
+    await expect(current).to_be_visible()
+    assert await current.evaluate("i => i.naturalWidth") == 50
+    earlier = page.locator("#panel-photo .photo-list li")
+    await expect(earlier).to_have_count(1)
+    await expect(earlier).to_contain_text("Sat af mette")
+    thumb = earlier.locator("img")
+    await expect(thumb).to_have_attribute("alt", re.compile("^Foto af Dorte Eng fra "))
+
+    # The earlier photo's own bytes, through the web UI from the contacts service.
+    async def loaded() -> bool:
+        return bool(await thumb.evaluate("i => i.complete && i.naturalWidth === 30"))
+
+    await eventually(loaded, "the earlier photo, 30 pixels wide, loaded")
+
+
+async def test_undoing_a_job_change_makes_the_former_version_current_again(site: Site) -> None:
+    page = await signed_in(site)
+    former = await create(page, site, "Erik", "Friis")
+    await tab(page, "employments")
+    await expect(page.get_by_role("button", name="Fortryd jobskiftet")).to_have_count(0)
+    await page.fill("#j-company_name", "Fejlfirma ApS")
+    await page.click("form[action$='/job-change'] button[type=submit]")
+    await expect(page.locator(".contact-header")).to_contain_text("Fejlfirma ApS")
+    await page.get_by_role("button", name="Fortryd jobskiftet").click()
+    assert page.url.split("?")[0] == former.split("?")[0]
+    await expect(page.locator(".contact-header")).to_contain_text("Indkøber, Nordlys A/S")
+    await expect(page.locator(".contact-header .status")).to_have_text("Aktuel")
+    rows = page.locator("#panel-employments table tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.filter(has_text="Fejlfirma ApS")).to_contain_text("Trukket tilbage")
+    await expect(rows.filter(has_text="Nordlys A/S")).to_contain_text("Aktuel")
+    await tab(page, "more")
+    await expect(page.locator("#panel-more table.history tbody tr").first).to_contain_text(
+        "Jobskifte fortrudt"
+    )
+
+
+async def test_correcting_a_typo_in_the_employment(site: Site) -> None:
+    page = await signed_in(site, locale="en-GB")
+    await create(page, site, "Freja", "Gram")
+    await tab(page, "employments")
+    await page.get_by_text("Correct the employment").click()
+    await page.fill("#k-company_name", "Nordlyst A/S")
+    await page.fill("#k-started_on", "2024-03-01")
+    await page.click("form[action$='/employment-correction'] button[type=submit]")
+    await expect(page.locator(".contact-header")).to_contain_text("Nordlyst A/S")
+    row = page.locator("#panel-employments table tbody tr")
+    await expect(row).to_contain_text("1 Mar 2024")
+    await tab(page, "more")
+    newest = page.locator("#panel-more table.history tbody tr").first
+    await expect(newest).to_contain_text("Employment corrected")
+    await expect(newest).to_contain_text("Company name: Nordlys A/S → Nordlyst A/S")
+
+
+async def test_an_admin_erases_a_person_after_confirming_what_will_happen(site: Site) -> None:
+    page = await signed_in(site)
+    url = await create(page, site, "Gitte", "Holm")
+    await expect(page.get_by_role("link", name="Slet personen")).to_have_count(0)
+    admin = await signed_in(site, "anna", admin=True)
+    await admin.goto(url)
+    await admin.get_by_role("link", name="Slet personen").click()
+    await expect(admin.locator("h1")).to_have_text("Slet Gitte Holm")
+    await expect(admin.locator("main")).to_contain_text("kan ikke genskabes")
+    await expect(admin.locator("main table tbody tr")).to_contain_text("Nordlys A/S")
+    await admin.fill("#reason", "Anmodning efter GDPR art. 17")
+    await admin.check("#confirm")
+    await admin.get_by_role("button", name="Slet personen").click()
+    await expect(admin.locator(".contact-header .status")).to_have_text("Slettet")
+    await expect(admin.locator(".contact-header h1")).not_to_contain_text("Gitte")
+    await page.reload()
+    await expect(page.locator(".contact-header .status")).to_have_text("Slettet")
