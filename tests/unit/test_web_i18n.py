@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.web.i18n import LANGUAGES, MESSAGES, choose_language, format_when, translator
-from shared.settings import KontaktSettings
 from shared.contract.contacts import DETAIL_FIELDS
+from shared.settings import KontaktSettings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "services" / "web" / "templates"
 

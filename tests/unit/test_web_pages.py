@@ -106,9 +106,7 @@ def test_an_admins_erasure_page_needs_the_apis(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("ref", ["abc", "G" * 64, "0" * 63, "0" * 65])
-def test_an_earlier_photo_is_asked_for_by_a_content_hash_only(
-    client: TestClient, ref: str
-) -> None:
+def test_an_earlier_photo_is_asked_for_by_a_content_hash_only(client: TestClient, ref: str) -> None:
     _sign_in(client)
     assert client.get(f"{SOMEONE}/photos/{ref}").status_code == 422
 
