@@ -66,6 +66,8 @@ STATUSES = ("current", "former", "archived")
 PAGE_SIZE = 20
 #: History entries ("Mere...") per page.
 HISTORY_PAGE = 25
+#: Activities (e-mails on Detaljer) per page.
+ACTIVITY_PAGE = 20
 
 
 class SignInRequiredError(Exception):
@@ -357,11 +359,13 @@ async def contact_page(
     version: int | None = None,
     status: int = 200,
     before: int | None = None,
+    activity_offset: int = 0,
     **context: Any,
 ) -> Response:
     """The contact window: header and every tab, read from the query API.
 
-    `before` pages the history ("Mere..."): its entries older than that version.
+    `before` pages the history ("Mere..."): its entries older than that version;
+    `activity_offset` pages the activities on Detaljer.
     """
     token = ui.need_token()
     apis = _apis(request)
@@ -377,7 +381,7 @@ async def contact_page(
         details = await apis.read(token, base)
         version = None
     parts = await asyncio.gather(
-        apis.read(token, f"{base}/activities", limit=50),
+        apis.read(token, f"{base}/activities", limit=ACTIVITY_PAGE, offset=activity_offset),
         apis.read(token, f"{base}/infotags"),
         apis.read(token, f"{base}/opportunities"),
         apis.read(token, f"{base}/campaigns"),
@@ -437,10 +441,16 @@ async def show_contact(
     tab: Annotated[str, Query(max_length=20)] = "details",
     v: Annotated[int | None, Query(ge=1)] = None,
     before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    a: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
-    """The contact window, waiting for version v when a command just made it."""
+    """The contact window, waiting for version v when a command just made it.
+
+    `before` pages the history, `a` (an offset) the activities.
+    """
     notice = "saved" if v else None
-    return await contact_page(request, ui, contact_id, tab, v, before=before, notice=notice)
+    return await contact_page(
+        request, ui, contact_id, tab, v, before=before, activity_offset=a, notice=notice
+    )
 
 
 async def _command(

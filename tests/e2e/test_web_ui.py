@@ -651,3 +651,54 @@ async def test_an_admin_erases_a_person_after_confirming_what_will_happen(site: 
     await expect(admin.locator(".contact-header h1")).not_to_contain_text("Gitte")
     await page.reload()
     await expect(page.locator(".contact-header .status")).to_have_text("Slettet")
+
+
+async def test_details_show_the_relations_and_page_the_activities(site: Site) -> None:
+    page = await signed_in(site, locale="en-GB")
+    email = f"{uuid4().hex[:10]}@nordlys.dk"
+    url = await create(page, site, "Hans", "Ibsen", email)
+    contact_id = url.split("?")[0].rsplit("/", 1)[-1]
+    s, p = site.settings, site.pipeline
+    auth = {"Authorization": f"Bearer {mint_token(s, 'mette')}"}
+    async with httpx.AsyncClient(base_url=s.contacts_api_url, headers=auth) as api:
+        mine = (await api.get(f"/contacts/{contact_id}")).json()
+        colleague = await api.post(
+            "/contacts",
+            json={"company_id": mine["company_id"], "company_name": "Nordlys A/S",
+                  "first_names": "Inge", "last_names": "Juhl", "job_title": "Lagerchef"},
+        )  # fmt: skip
+        assert colleague.status_code == 201, colleague.text
+    for n in range(21):  # one more than a page of activities
+        sent, subject = datetime.now(UTC).isoformat(), f"Mail {n:02d}"
+        mail = _event(
+            "EmailLogged",
+            message_id=f"<{uuid4()}@x>",
+            from_address=email,
+            to=["salg@kontakt.example"],
+            cc=[],
+            subject=subject,
+            sent_at=sent,
+        )
+        await p.produce(s.activities_topic, mail)
+    async with httpx.AsyncClient(base_url=s.query_api_url, headers=auth) as q:
+
+        async def arrived() -> bool:
+            details = (await q.get(f"/contacts/{contact_id}")).json()
+            mails = (await q.get(f"/contacts/{contact_id}/activities")).json()
+            return mails["total"] == 21 and len(details["colleagues"]) == 1
+
+        await eventually(arrived, "21 e-mails and a colleague on the contact")
+    await page.reload()
+    await expect(page.locator(".relations .colleagues")).to_contain_text("Inge Juhl, Lagerchef")
+    rows = page.locator("#panel-details table.activities tbody tr")
+    await expect(rows).to_have_count(20)
+    await expect(rows.first).to_contain_text("Mail 20")
+    await expect(rows.first).to_contain_text("salg@kontakt.example")
+    await page.get_by_role("link", name="Next").click()
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("Mail 00")
+    await expect(page.locator("#panel-details .paging")).to_contain_text("Showing 21-21 of 21")
+    await page.get_by_role("link", name="Previous").click()
+    await expect(rows).to_have_count(20)
+    await page.locator(".relations .colleagues a").click()
+    await expect(page.locator("h1")).to_have_text("Inge Juhl")
