@@ -68,6 +68,8 @@ PAGE_SIZE = 20
 HISTORY_PAGE = 25
 #: Activities (e-mails on Detaljer) per page.
 ACTIVITY_PAGE = 20
+#: Every label key, for templates that show a value's label only when there is one.
+LABELS = frozenset(MESSAGES["en"])
 
 
 class SignInRequiredError(Exception):
@@ -351,6 +353,11 @@ async def create_contact(request: Request, ui: UiDep, form: FormDep) -> Response
     return redirect(request, ui, contact_url(result["contact_id"], version=result["version"]))
 
 
+def _employment_of(employments: list[dict[str, Any]], contact_id: UUID) -> dict[str, Any] | None:
+    """The row of the Employments list that is this contact version."""
+    return next((e for e in employments if e["contact_id"] == str(contact_id)), None)
+
+
 async def contact_page(
     request: Request,
     ui: Ui,
@@ -396,7 +403,7 @@ async def contact_page(
      photos, catalogue) = parts  # fmt: skip
     placed = {t.get("tag_id") for t in tags}
     current = next((e for e in employments if e["status"] == "current"), None)
-    this = next((e for e in employments if e["contact_id"] == str(contact_id)), None)
+    this = _employment_of(employments, contact_id)
     mine = next((s for s in details["outlook_sync"] if s["user_id"] == ui.user), None)
     return render(
         request,
@@ -419,8 +426,7 @@ async def contact_page(
         earlier_photos=[p for p in photos if not p["current"]],
         current_version=current if current and current["contact_id"] != str(contact_id) else None,
         my_sync=mine,
-        sync_labels={k for k in MESSAGES["en"] if k.startswith("sync_")},
-        labels=set(MESSAGES["en"]),
+        labels=LABELS,
         admin=ADMIN_ROLE in ui.roles,
         new_company_id=str(uuid4()),
         detail_fields=DETAIL_FIELDS,
@@ -658,7 +664,7 @@ async def correct_employment(
     """Correct this version's employment: only the fields the user changed are sent."""
     token = ui.need_token()
     shown = await _apis(request).read(token, f"/contacts/{contact_id}/employments")
-    this: dict[str, Any] = next((e for e in shown if e["contact_id"] == str(contact_id)), {})
+    this = _employment_of(shown, contact_id) or {}
     body = {
         name: value
         for name in ("company_name", "company_id", "started_on")
