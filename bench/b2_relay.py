@@ -112,15 +112,9 @@ def run(report: Report, quick: bool = False) -> None:
 
 
 async def _delete(settings: KontaktSettings, topic: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from shared.kafka import delete_topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        if topic in set(await admin.list_topics()):
-            await admin.delete_topics([topic])
-    finally:
-        await admin.close()
+    await delete_topics(settings.kafka_bootstrap, [topic])
 
 
 def main() -> None:

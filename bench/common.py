@@ -128,7 +128,7 @@ def isolated(name: str) -> Iterator[KontaktSettings]:
     """Settings on a fresh database `kontakt_bench_<name>_<id>` and topics of their own;
     both are dropped afterwards."""
     base = stack_settings(stack(), "postgres", "bench")
-    with own_database(base, f"kontakt_bench_{name}", f"bench.{name}.") as settings:
+    with own_database(base, f"kontakt_bench_{name}", "bench") as settings:
         try:
             yield settings
         finally:
@@ -137,22 +137,12 @@ def isolated(name: str) -> Iterator[KontaktSettings]:
 
 async def delete_topics(settings: KontaktSettings) -> None:
     """Delete the benchmark's own topics (those that exist)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from shared.kafka import delete_topics as delete
 
-    ours = {
-        *settings.all_topics(),
-        settings.dead_letter_topic,
-        settings.sync_events_topic,
-    }
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = sorted(ours & existing)
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
+    await delete(
+        settings.kafka_bootstrap,
+        {*settings.all_topics(), settings.dead_letter_topic, settings.sync_events_topic},
+    )
 
 
 # ------------------------------------------------------------------ processes

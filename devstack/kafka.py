@@ -329,8 +329,27 @@ def launch(cfg: StackConfig, paths: Paths, progress: Callable[[str], None]) -> t
     return pid, True
 
 
+#: How much longer than the deadline a broker that keeps writing its log may take: loading
+#: thousands of partitions (a data folder many runs have used) outlasts the usual timeout.
+GRACE_WHILE_LOGGING_SECONDS = 480.0
+
+#: A broker whose log grew this recently is still starting, not stuck.
+LOGGING_LATELY_SECONDS = 20.0
+
+
+def _logging_lately(paths: Paths) -> bool:
+    try:
+        return time.time() - paths.kafka_server_log.stat().st_mtime < LOGGING_LATELY_SECONDS
+    except OSError:
+        return False
+
+
 def wait_ready(cfg: StackConfig, paths: Paths, pid: int, deadline: float) -> None:
-    """Wait until our broker answers metadata requests, or raise with the log tails."""
+    """Wait until our broker answers metadata requests, or raise with the log tails.
+
+    Past the deadline a broker still writing its log gets GRACE_WHILE_LOGGING_SECONDS more.
+    """
+    ceiling = deadline + GRACE_WHILE_LOGGING_SECONDS
     while True:
         if not pid_alive(pid):
             paths.kafka_pid.unlink(missing_ok=True)
@@ -341,7 +360,8 @@ def wait_ready(cfg: StackConfig, paths: Paths, pid: int, deadline: float) -> Non
             )
         if broker_ready(cfg.kafka_port):
             return
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= ceiling or (now >= deadline and not _logging_lately(paths)):
             raise failure(
                 f"kafka: broker (pid {pid}) not ready on {HOST}:{cfg.kafka_port} "
                 "within the timeout",

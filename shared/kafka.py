@@ -1,10 +1,11 @@
-"""Kafka helpers more than one service uses: creating topics, reading one whole, retrying."""
+"""Kafka helpers more than one service uses: creating and deleting topics, reading one whole,
+retrying."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -48,6 +49,23 @@ async def ensure_topics(settings: KontaktSettings, topics: Sequence[str]) -> lis
     finally:
         await admin.close()
     return created
+
+
+#: Topics per DeleteTopics request: one request for thousands would outlast its timeout.
+DELETE_BATCH = 100
+
+
+async def delete_topics(bootstrap: str, topics: Iterable[str]) -> list[str]:
+    """Delete those of `topics` that exist; return the names deleted."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = sorted(set(topics) & set(await admin.list_topics()))
+        for start in range(0, len(doomed), DELETE_BATCH):
+            await admin.delete_topics(doomed[start : start + DELETE_BATCH], timeout_ms=60_000)
+    finally:
+        await admin.close()
+    return doomed
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ import psycopg
 import pytest
 
 from devstack import stack as launcher
+from devstack.config import Paths
 from services.contacts.application import ContactsApp
 from services.contacts.store import build_contacts_app, close_contacts_app
 from shared.settings import KontaktSettings
+from tests.kafka_helpers import registered_session, running_sessions, sweep_test_topics
 from tests.support import env_of, isolated, stack_settings
 
 #: The tiers, each a folder of tests/ and a marker of the same name (`pytest -m unit`).
@@ -28,15 +30,21 @@ def stack() -> Iterator[launcher.StackInfo]:
     """The launcher's real PostgreSQL and Kafka; tests fail (never skip) if they can't start.
 
     Servers this session started are stopped at its end; servers already running are left be.
+    The topics this session's tests made are deleted at its end, and those finished sessions
+    left behind at its start: a broker keeping every run's topics starts slower each time.
     """
     cfg = launcher.StackConfig.from_env()
+    run_dir = Paths.of(cfg).run
     before = launcher.status(cfg)
     was_running = before["postgres"]["running"] and before["kafka"]["running"]
     try:
         info = launcher.up(cfg, progress=lambda _: None)
     except launcher.StackError as exc:
         pytest.fail(f"the real PostgreSQL/Kafka servers could not be started: {exc}", pytrace=False)
-    yield info
+    with registered_session(run_dir):
+        sweep_test_topics(info.kafka_bootstrap, running_sessions(run_dir))
+        yield info
+    sweep_test_topics(info.kafka_bootstrap, running_sessions(run_dir))
     if not was_running:
         launcher.down(cfg)
 

@@ -26,6 +26,7 @@ from services.contacts.application import ContactsApp
 from services.contacts.relay import Relay
 from shared.migrations import sources
 from shared.settings import KontaktSettings
+from tests.kafka_helpers import topic_suffix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -277,17 +278,17 @@ def own_topics(suffix: str) -> dict[str, str]:
 
 @contextmanager
 def isolated(
-    settings: KontaktSettings, database_prefix: str = "kontakt_t", topic_prefix: str = ""
+    settings: KontaktSettings, database_prefix: str = "kontakt_t", topic_label: str = ""
 ) -> Iterator[KontaktSettings]:
-    """The settings with a database and topics of their own; the database is dropped after."""
-    suffix = uuid.uuid4().hex[:10]
-    database = f"{database_prefix}_{suffix}"
+    """The settings with a database and topics of their own; the database is dropped after,
+    the topics when the session ends."""
+    database = f"{database_prefix}_{uuid.uuid4().hex[:10]}"
     admin = settings.model_copy(update={"pg_database": "postgres"}).pg_dsn()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}" OWNER "{settings.pg_user}"')
     try:
         yield settings.model_copy(
-            update={"pg_database": database, **own_topics(f"{topic_prefix}{suffix}")}
+            update={"pg_database": database, **own_topics(topic_suffix(topic_label))}
         )
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from services.projections.worker import FAMILIES, group_id, topics_of
 from services.sync.domain import CONTACT_ID_PROPERTY, DETAIL_FIELDS, Snapshot, render_contact
 from services.sync.photos import fit_for_graph
 from shared.auth import mint_token
-from shared.kafka import Record, ensure_topics, read_topic
+from shared.kafka import Record, delete_topics, ensure_topics, read_topic
 from shared.lag import group_lag
 from shared.settings import KontaktSettings
 from tests.chaos import (
@@ -55,7 +56,8 @@ from tests.chaos import (
     run_faults,
 )
 from tests.conftest import MEASURED
-from tests.support import env_of, free_port, within
+from tests.kafka_helpers import sweep_test_topics
+from tests.support import env_of, free_port, own_topics, within
 
 USERS = 4
 COMMANDS = 400
@@ -85,6 +87,9 @@ def chaos_run() -> Iterator[Run]:
         info = launcher.up(cfg, progress=lambda _: None)
     except launcher.StackError as exc:
         pytest.fail(f"the chaos stack could not be started: {exc}", pytrace=False)
+    # The stack is this test's alone: what earlier runs left on it (killed before their
+    # clean-up) only slows the broker down.
+    sweep_test_topics(info.kafka_bootstrap, running=())
     suffix = uuid.uuid4().hex[:8]
     database = f"kontakt_chaos_{suffix}"
     fleet: Fleet | None = None
@@ -104,6 +109,11 @@ def chaos_run() -> Iterator[Run]:
     finally:
         if fleet is not None:
             fleet.stop_all()
+        # The stack outlives the run: leave it no topics or database to load next time.
+        with suppress(Exception):
+            asyncio.run(delete_topics(info.kafka_bootstrap, own_topics(suffix).values()))
+        with suppress(Exception), psycopg.connect(info.pg_dsn("postgres"), autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         launcher.down(cfg)
 
 

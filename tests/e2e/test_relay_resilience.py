@@ -19,7 +19,7 @@ from services.contacts.application import ContactsApp
 from services.contacts.domain import Actor
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
-from tests.kafka_helpers import read_topic_sync
+from tests.kafka_helpers import read_topic_sync, topic_suffix
 from tests.relay_checks import check_complete_and_ordered, contact_positions
 from tests.support import eventually_sync, kill_process, start_kontakt, stop_process
 
@@ -65,7 +65,7 @@ class RelayProcess:
 def topic_env(
     settings: KontaktSettings, settings_env: dict[str, str]
 ) -> Iterator[tuple[KontaktSettings, dict[str, str]]]:
-    topic = f"contacts.events.r{uuid4().hex[:8]}"
+    topic = f"contacts.events.{topic_suffix('r')}"
     yield (
         settings.model_copy(update={"contacts_topic": topic}),
         {

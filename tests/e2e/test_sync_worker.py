@@ -38,7 +38,7 @@ from shared.lag import group_lag
 from shared.settings import KontaktSettings
 from tests.conftest import MEASURED
 from tests.images import image_bytes
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import read_topic, topic_suffix
 from tests.support import (
     env_of,
     eventually,
@@ -128,13 +128,13 @@ def _world(
 ) -> Iterator[World]:
     """The processes of `world`, on `settings`."""
     logs = tmp_path_factory.mktemp("sync")
-    suffix = uuid4().hex[:8]
+    suffix = topic_suffix("sync")
     graph_port, api_port = free_port(), free_port()
     graph_url, api_url = f"http://127.0.0.1:{graph_port}", f"http://127.0.0.1:{api_port}"
     topic_settings = settings.model_copy(
         update={
-            "contacts_topic": f"contacts.events.sync{suffix}",
-            "infotags_topic": f"infotags.events.sync{suffix}",
+            "contacts_topic": f"contacts.events.{suffix}",
+            "infotags_topic": f"infotags.events.{suffix}",
             "sync_events_topic": f"outlook-sync.events.{suffix}",
         }
     )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from uuid import uuid4
-
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.kafka_helpers import topic_partitions
+from tests.kafka_helpers import topic_partitions, topic_suffix
 from tests.support import run_kontakt
 
 
@@ -30,7 +28,7 @@ async def retention_ms(bootstrap: str, topic: str) -> str:
 async def test_topics_command_creates_every_contract_topic_once(
     settings_env: dict[str, str],
 ) -> None:
-    suffix = uuid4().hex[:8]
+    suffix = topic_suffix()
     names = {
         "KONTAKT_CONTACTS_TOPIC": f"c.{suffix}",
         "KONTAKT_ACTIVITIES_TOPIC": f"a.{suffix}",

@@ -15,7 +15,7 @@ from services.contacts.store import NEAR_KEY_BACKFILL, backfill_near_keys_once
 from shared.contract.contacts import ContactDetailsChanged, parse_contact_event
 from shared.settings import KontaktSettings
 from tests.integration.test_contacts_concurrency import run_together
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import read_topic, topic_suffix
 from tests.support import relay_until_caught_up, save_as_before_near_keys
 
 ALICE = Actor("alice", "corr")
@@ -189,7 +189,7 @@ def test_the_backfill_runs_once_and_gives_earlier_contacts_their_keys(
 async def test_distinct_from_goes_on_contacts_events_and_the_keys_stay_off_it(
     contacts: ContactsApp, settings: KontaktSettings
 ) -> None:
-    own = settings.model_copy(update={"contacts_topic": f"contacts.events.t{uuid4().hex[:8]}"})
+    own = settings.model_copy(update={"contacts_topic": f"contacts.events.{topic_suffix()}"})
     company = uuid4()
 
     def make(first: str, distinct_from: list[UUID] | None = None) -> UUID:

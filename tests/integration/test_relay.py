@@ -13,7 +13,7 @@ from services.contacts.relay import Relay
 from shared.contract.contacts import CONTACT_EVENT_TYPES, parse_contact_event
 from shared.settings import KontaktSettings
 from tests.images import image_bytes
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import read_topic, topic_suffix
 from tests.relay_checks import check_complete_and_ordered, contact_positions
 from tests.support import relay_until_caught_up
 
@@ -53,7 +53,7 @@ def every_event_type(contacts: ContactsApp) -> set[str]:
 
 @pytest.fixture
 def topic_settings(settings: KontaktSettings) -> KontaktSettings:
-    return settings.model_copy(update={"contacts_topic": f"contacts.events.t{uuid4().hex[:8]}"})
+    return settings.model_copy(update={"contacts_topic": f"contacts.events.{topic_suffix()}"})
 
 
 async def test_every_event_type_arrives_in_the_documented_shape_keyed_by_person(
