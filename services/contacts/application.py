@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import EventStore, JSONTranscoder, Mapper, Transcoding
+from eventsourcing.persistence import EventStore, JSONTranscoder, Transcoding
 
 from services.contacts.domain import (
     ERASED,
@@ -113,6 +113,7 @@ class ContactsApp(Application[UUID]):
     name = "Contacts"
     # A contact seldom has many events; snapshots bound the replay of a busy one.
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Contact: 50}
+    mapper: PersonalDataMapper
 
     def __init__(
         self,
@@ -132,11 +133,11 @@ class ContactsApp(Application[UUID]):
         self.photos = photos
         super().__init__(env)
 
-    def construct_mapper(self) -> Mapper[UUID]:
+    def construct_mapper(self) -> PersonalDataMapper:
         """A mapper that encrypts each event's personal fields under the person's key."""
-        if not self.encrypt:
-            return Mapper(transcoder=self.construct_transcoder())
-        return PersonalDataMapper(transcoder=self.construct_transcoder(), cipher=self.cipher)
+        return PersonalDataMapper(
+            transcoder=self.construct_transcoder(), cipher=self.cipher, encrypt=self.encrypt
+        )
 
     def construct_event_store(self) -> EventStore[UUID]:
         """An event store that saves the commands of concurrent callers in one transaction."""

@@ -26,6 +26,10 @@ from shared.contract.infotags import CATALOGUE_ID, InfotagEventBase
 PublishedEvent = ContactEventBase | InfotagEventBase
 
 
+#: The store topics a reader decodes: contact events and the infotag catalogue's.
+READ_TOPICS = PUBLISHED_STORE_TOPICS | CATALOGUE_STORE_TOPICS
+
+
 class StoreReader:
     """Reads contact events from the store as contract events."""
 
@@ -52,16 +56,24 @@ class StoreReader:
         )
         if not notifications:
             return [], None
-        rows = [n for n in notifications if n.topic in PUBLISHED_STORE_TOPICS]
-        decode = self.contacts.mapper.transcoder.decode
-        self.contacts.cipher.refresh({UUID(str(decode(n.state)["person_id"])) for n in rows})
+        mapper = self.contacts.mapper
+        # Each state is decoded once: for its person id (whose key is fetched fresh, one
+        # round trip for the batch) and then for the event itself.
+        states = {n.id: mapper.decode_state(n) for n in notifications if n.topic in READ_TOPICS}
+        self.contacts.cipher.refresh(
+            {
+                UUID(str(states[n.id]["person_id"]))
+                for n in notifications
+                if n.topic in PUBLISHED_STORE_TOPICS
+            }
+        )
         events: list[PublishedEvent] = []
         for n in notifications:
             if n.topic in PUBLISHED_STORE_TOPICS:
-                event: Any = self.contacts.mapper.to_domain_event(n)
+                event: Any = mapper.to_domain_event(n, states[n.id])
                 events.append(to_integration_event(event, n.id))
             elif n.topic in CATALOGUE_STORE_TOPICS:
-                events.append(to_catalogue_event(self.contacts.mapper.to_domain_event(n), n.id))
+                events.append(to_catalogue_event(mapper.to_domain_event(n, states[n.id]), n.id))
         return events, notifications[-1].id
 
     def catalogue_events(self, up_to: int) -> list[InfotagEventBase]:
