@@ -493,13 +493,21 @@ async def test_every_tab_has_no_wcag_violations(site: Site, locale: str, tmp_pat
     assert results.violations_count == 0, f"sign-in: {results.generate_report()}"
 
 
-async def test_the_tabs_can_be_walked_with_the_keyboard_alone(site: Site) -> None:
-    page = await signed_in(site, locale="en-GB")
-    await create(page, site, "Emil", "Bach")
-    for _ in range(60):
-        if await page.evaluate("document.activeElement.getAttribute('role')") == "tab":
-            break
+async def tab_to(page: Page, selector: str, presses: int = 80) -> None:
+    """Press Tab until the element matching the selector has the focus."""
+    for _ in range(presses):
+        if await page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
         await page.keyboard.press("Tab")
+    raise AssertionError(f"{selector} not reached in {presses} presses of Tab")
+
+
+async def test_the_tabs_and_the_outlook_button_can_be_walked_with_the_keyboard_alone(
+    site: Site,
+) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Emil", "Bach")
+    await tab_to(page, "[role=tab]")
     focused = page.locator(":focus")
     await expect(focused).to_have_id("tab-details")
     for key, _ in TABS[1:]:
@@ -516,6 +524,18 @@ async def test_the_tabs_can_be_walked_with_the_keyboard_alone(site: Site) -> Non
     await expect(page.locator("#panel-employments")).to_be_hidden()
     await page.keyboard.press("Tab")  # into the selected panel, not along the other tabs
     await expect(page.locator(":focus")).to_have_id("panel-details")
+    # On through the Details form to the Outlook button: Enter switches the sync on...
+    await tab_to(page, "#panel-details button.outlook")
+    await expect(page.locator(":focus")).to_have_text("Tænd Outlook Sync")
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".sync-status")).to_contain_text("Din synkronisering:")
+    # ...and, reached again after the page came back, Space switches it off.
+    await tab_to(page, "#panel-details button.outlook")
+    await expect(page.locator(":focus")).to_have_text("Sluk Outlook Sync")
+    await page.keyboard.press("Space")
+    await expect(page.locator(".sync-status")).to_have_text("Du synkroniserer ikke denne kontakt.")
+    await tab_to(page, "#panel-details button.outlook")
+    await expect(page.locator(":focus")).to_have_text("Tænd Outlook Sync")
 
 
 async def test_the_history_tab_shows_who_changed_what_when_and_through_which_channel(
