@@ -4,6 +4,7 @@ projection worker and a relay in process, the web app on a port of its own."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import subprocess
@@ -292,6 +293,45 @@ async def test_uploading_a_photo_and_refusing_a_non_image_or_one_too_large(
     await expect(page.locator(".contact-header img.portrait")).to_be_visible()
     await page.click("form[action$='/photo/remove'] button")
     await expect(page.locator("#panel-photo")).to_contain_text("Intet foto.")
+
+
+async def drop_file(page: Page, selector: str, data: bytes, name: str, media_type: str) -> None:
+    """Drop a file with these bytes on the element, as dragging it from the desktop does."""
+    await page.evaluate(
+        """([selector, encoded, name, type]) => {
+            const bytes = Uint8Array.from(atob(encoded), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type}));
+            const zone = document.querySelector(selector);
+            for (const kind of ["dragenter", "dragover", "drop"]) {
+                zone.dispatchEvent(new DragEvent(kind, {
+                    dataTransfer: transfer, bubbles: true, cancelable: true}));
+            }
+        }""",
+        [selector, base64.b64encode(data).decode(), name, media_type],
+    )
+
+
+async def test_a_photo_dropped_on_the_drop_zone_is_uploaded_and_a_bad_one_refused(
+    site: Site,
+) -> None:
+    page = await signed_in(site)
+    await create(page, site, "Laura", "Dahl")
+    await tab(page, "photo")
+    zone = "#panel-photo [data-drop-zone]"
+    await expect(page.locator(zone)).to_contain_text("Træk et billede hertil")
+    await drop_file(page, zone, b"this is no image", "note.png", "image/png")
+    await expect(page.locator(".problem")).to_contain_text("JPEG, PNG or WebP")
+    large = image_bytes("PNG", (40, 40)) + b"\0" * PHOTO_LIMIT
+    await drop_file(page, zone, large, "large.png", "image/png")
+    await expect(page.locator(".problem")).to_contain_text(f"{PHOTO_LIMIT} bytes")
+    picture = image_bytes("PNG", (44, 33), "teal")
+    await drop_file(page, zone, picture, "face.png", "image/png")
+    await expect(page.locator(".notice")).to_have_text("Gemt.")
+    image = page.locator("#panel-photo img.photo")
+    await expect(image).to_be_visible()
+    assert await image.evaluate("i => i.naturalWidth") == 44
+    await expect(page.locator(".contact-header img.portrait")).to_be_visible()
 
 
 async def outlook_items(site: Site, user: str) -> list[dict[str, object]]:
