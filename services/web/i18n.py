@@ -123,7 +123,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "sync_updated": "opdateret i Outlook",
         "sync_unlinked": "fjernet fra Outlook",
         "sync_failed": "fejlet",
-        "new_company_hint": "Et nyt firma-id er foreslået; ret det til firmaets id.",
+        "company_lookup_hint": "Skriv begyndelsen af firmanavnet og vælg firmaet blandt forslagene;"
+        " et navn, ingen firma har, bliver et nyt firma.",
+        "company_contacts": "{n} aktuelle kontakter",
         "relations": "Relationer",
         "colleagues": "Kolleger",
         "other_versions": "Personens andre versioner",
@@ -299,7 +301,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "sync_updated": "updated in Outlook",
         "sync_unlinked": "removed from Outlook",
         "sync_failed": "failed",
-        "new_company_hint": "A new company id is suggested; change it to the company's id.",
+        "company_lookup_hint": "Type the beginning of the company's name and pick the company from"
+        " the suggestions; a name no company has becomes a new company.",
+        "company_contacts": "{n} current contacts",
         "relations": "Relations",
         "colleagues": "Colleagues",
         "other_versions": "The person's other versions",
