@@ -418,8 +418,6 @@ async def list_companies(
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> list[dict[str, Any]]:
     """Companies by name, from the contacts they have (for picking one in a job change)."""
-    if not q.strip():
-        return []  # spaces alone begin no name
     async with pool.acquire() as conn:
         rows = await contacts_sql.companies(conn, q.strip(), limit)
     return [dict(r) for r in rows]
