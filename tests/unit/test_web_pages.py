@@ -130,3 +130,8 @@ def test_a_company_name_too_short_or_long_to_look_up_suggests_nothing(
 def test_company_suggestions_need_a_signed_in_user(client: TestClient) -> None:
     answer = client.get("/companies", params={"company_name": "Nord"}, follow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"] == "/sign-in"
+
+
+def test_every_response_says_its_server_time(client: TestClient) -> None:
+    timing = client.get("/sign-in").headers["server-timing"]
+    assert re.fullmatch(r"app;dur=\d+\.\d\d", timing)
