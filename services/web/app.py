@@ -844,39 +844,12 @@ SECURITY_HEADERS = {
 }
 
 
-class SecurityHeadersMiddleware:
-    """Adds SECURITY_HEADERS to every response (a plain ASGI middleware)."""
+class ResponseHeadersMiddleware:
+    """Adds SECURITY_HEADERS and a `Server-Timing` header to every response (plain ASGI).
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Handle one ASGI call."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                given = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *[
-                        (k.lower().encode(), v.encode())
-                        for k, v in SECURITY_HEADERS.items()
-                        if k.lower().encode() not in given
-                    ],
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class ServerTimingMiddleware:
-    """Says in a `Server-Timing` header how long the server took to the response's start.
-
-    The pages are rendered whole before they start, so this is their server time (what
-    browsers' developer tools and the benchmarks read).
+    Server-Timing says how long the server took to the response's start; pages are
+    rendered whole before they start, so it is their server time (what browsers'
+    developer tools and the benchmarks read).
     """
 
     def __init__(self, app: Any) -> None:
@@ -889,14 +862,22 @@ class ServerTimingMiddleware:
             return
         started = time.perf_counter()
 
-        async def send_with_timing(message: Any) -> None:
+        async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
+                given = {k.lower() for k, _ in message.get("headers", [])}
                 took = (time.perf_counter() - started) * 1000
-                timing = (b"server-timing", f"app;dur={took:.2f}".encode())
-                message["headers"] = [*message.get("headers", []), timing]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *[
+                        (k.lower().encode(), v.encode())
+                        for k, v in SECURITY_HEADERS.items()
+                        if k.lower().encode() not in given
+                    ],
+                    (b"server-timing", f"app;dur={took:.2f}".encode()),
+                ]
             await send(message)
 
-        await self.app(scope, receive, send_with_timing)
+        await self.app(scope, receive, send_with_headers)
 
 
 def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
@@ -958,8 +939,7 @@ def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
     ]:
         app.add_api_route(f"{one}/{path}", endpoint, methods=["POST"], **html)
     _install_error_pages(app)
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(ServerTimingMiddleware)
+    app.add_middleware(ResponseHeadersMiddleware)
 
     async def ready() -> None:
         # Ready when both APIs the pages are made from answer.
