@@ -221,6 +221,17 @@ async def wait_visible(query: str, token: str, contact_ids: list[uuid.UUID]) -> 
                 raise RuntimeError(f"contact {cid} never reached the read model")
 
 
+def seed_contacts(settings: KontaktSettings, count: int) -> list[uuid.UUID]:
+    """Store `count` new contacts (one event each) through the contacts app; their ids."""
+    contacts = build_contacts_app(settings)
+    try:
+        seeded = [contact_events(contacts, n, edits=0) for n in range(count)]
+        contacts.save(*seeded)
+    finally:
+        close_contacts_app(contacts)
+    return [c.id for c in seeded]
+
+
 def start_pipeline(settings: KontaktSettings, procs: list[Proc]) -> tuple[str, str]:
     """Contacts API, relay, projection worker (contacts), query API; (api url, query url)."""
     api_port, query_port = free_port(), free_port()
@@ -243,13 +254,7 @@ def run(report: Report, quick: bool = False) -> None:
     with isolated("b3") as settings:
         progress(f"baseline: library projection runner at {RATE:.0f} saves/s for {seconds:.0f}s")
         base = library_runner(settings, seconds)
-        contacts = build_contacts_app(settings)
-        try:
-            seeded = [contact_events(contacts, n, edits=0) for n in range(400)]
-            contacts.save(*seeded)
-        finally:
-            close_contacts_app(contacts)
-        ids = [c.id for c in seeded]
+        ids = seed_contacts(settings, 400)
         token = mint_token(settings, "bench")
         with processes() as procs:
             api_url, query_url = start_pipeline(settings, procs)

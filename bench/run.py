@@ -4,7 +4,8 @@
 
 Each figure is printed beside its baseline and ratio as it finishes. B6 (footprint) is
 measured inside B1 (API memory, encryption cost), B3 (relay, worker, query API memory),
-B4 (disk) and B5 (sync worker memory); `--only B6` runs those four.
+B4 (disk) and B5 (sync worker memory); `--only B6` runs those four. B3W is the web UI's
+contact window under B3's load.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import b1_writes, b2_relay, b3_freshness, b4_rebuild, b5_sync
+from bench import b1_writes, b2_relay, b3_freshness, b3_web_ui, b4_rebuild, b5_sync
 from bench.common import Report, fmt
 
 BENCHES: dict[str, tuple[str, Callable[[Report, bool], None]]] = {
     "B1": ("writes", b1_writes.run),
     "B2": ("relay", b2_relay.run),
     "B3": ("freshness", b3_freshness.run),
+    "B3W": ("contact window under B3's load", b3_web_ui.run),
     "B4": ("rebuild", b4_rebuild.run),
     "B5": ("sync", b5_sync.run),
 }
@@ -109,7 +111,9 @@ def main() -> None:
         wanted = [b for b in wanted if b != "B6"] + [b for b in B6_FROM if b not in wanted]
     unknown = set(wanted) - set(BENCHES)
     if unknown:
-        parser.error(f"unknown benchmarks {sorted(unknown)}; choose from B1-B6")
+        parser.error(
+            f"unknown benchmarks {sorted(unknown)}; choose from {', '.join([*BENCHES, 'B6'])}"
+        )
     report = Report()
     started = time.perf_counter()
     for key in BENCHES:

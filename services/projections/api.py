@@ -16,6 +16,7 @@ from services.projections.availability import is_database_outage
 from services.projections.contacts_model import normalise_address
 from services.projections.schemas import (
     Activity,
+    Company,
     ContactDetails,
     ContactSummary,
     FieldProvenance,
@@ -391,6 +392,35 @@ async def provenance(
     await _row(request, pool, contact_id, min_version)
     async with pool.acquire() as conn:
         return await history_sql.provenance(conn, contact_id)
+
+
+companies_router = APIRouter(
+    prefix="/companies",
+    tags=["query"],
+    route_class=StrictJSONRoute,
+    responses=error_responses(401, 422, 500, 503),
+)
+
+
+@companies_router.get("", response_model=list[Company])
+async def list_companies(
+    pool: Pool,
+    _: PrincipalDep,
+    q: Annotated[
+        EdgeText,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Beginning of the company's name or of one of its words (case does not"
+            " matter; % and _ are plain characters)",
+        ),
+    ],
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> list[dict[str, Any]]:
+    """Companies by name, from the contacts they have (for picking one in a job change)."""
+    async with pool.acquire() as conn:
+        rows = await contacts_sql.companies(conn, q.strip(), limit)
+    return [dict(r) for r in rows]
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from services.projections.api import install_error_handlers, router
+from services.projections.api import companies_router, install_error_handlers, router
 from services.projections.db import create_pool, read_models_status
 from services.projections.versions import VersionWaiter
 from shared.http import BodyLimitMiddleware, api_app
@@ -47,6 +47,7 @@ def create_query_app(settings: KontaktSettings | None = None) -> FastAPI:
         lifespan,
     )
     app.include_router(router)
+    app.include_router(companies_router)
     # Queries take no body; the limit only keeps a careless client's upload out of memory.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)

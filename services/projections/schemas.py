@@ -49,6 +49,15 @@ class Relation(BaseModel):
     status: ContactStatus | None = None
 
 
+class Company(BaseModel):
+    """A company the contacts work at, as the contacts read model knows it."""
+
+    company_id: UUID
+    company_name: str
+    #: Its current contacts.
+    contacts: int
+
+
 class SyncUser(BaseModel):
     """A user who has Outlook sync on for this contact, and how far the sync got."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -428,7 +429,6 @@ async def contact_page(
         my_sync=mine,
         labels=LABELS,
         admin=ADMIN_ROLE in ui.roles,
-        new_company_id=str(uuid4()),
         detail_fields=DETAIL_FIELDS,
         required=REQUIRED_DETAILS,
         job_fields=JOB_DETAILS,
@@ -629,10 +629,56 @@ async def restore(request: Request, ui: UiDep, form: FormDep, contact_id: UUID) 
     )
 
 
+#: The most companies a job change's company field suggests.
+COMPANY_SUGGESTIONS = 10
+
+
+async def _companies(request: Request, token: str, name: str | None) -> list[dict[str, Any]]:
+    """The companies whose name, or one of its words, begins with the name given."""
+    if not name or len(name) > 200:
+        return []
+    try:
+        found: list[dict[str, Any]] = await _apis(request).read(
+            token, "/companies", q=name, limit=COMPANY_SUGGESTIONS
+        )
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status == 401:
+            raise
+        return []  # a name the API refuses (a control character) matches no company
+    return found
+
+
+async def company_suggestions(
+    request: Request, ui: UiDep, company_name: str | None = None
+) -> Response:
+    """The company field's suggestions as typed: the options of its datalist (htmx)."""
+    name = (company_name or "").strip()
+    found = await _companies(request, ui.need_token(), name)
+    return render(request, ui, "_companies.html", companies=found)
+
+
+async def _company_id_for(request: Request, token: str, name: str) -> str:
+    """The id of the company of that name (case aside), or a new company's id if none."""
+    same = [
+        c
+        for c in await _companies(request, token, name)
+        if c["company_name"].casefold() == name.casefold()
+    ]
+    # Of several companies of one name, the one with the most contacts is the likely one.
+    best = max(same, key=lambda c: int(c["contacts"]), default=None)
+    return str(best["company_id"]) if best else str(uuid4())
+
+
 async def change_job(request: Request, ui: UiDep, form: FormDep, contact_id: UUID) -> Response:
-    """Record a job change: the new version opens on its Employments tab."""
+    """Record a job change: the new version opens on its Employments tab.
+
+    A company picked from the suggestions comes with its id; a name typed without one is
+    that company if one has the name, else a new company.
+    """
     names = ["company_id", "company_name", *JOB_DETAILS, "effective_on"]
     body = {n: v for n in names if (v := _text(form, n)) is not None}
+    if "company_id" not in body and "company_name" in body:
+        body["company_id"] = await _company_id_for(request, ui.need_token(), body["company_name"])
     return await _form_command(
         request,
         ui,
@@ -798,8 +844,13 @@ SECURITY_HEADERS = {
 }
 
 
-class SecurityHeadersMiddleware:
-    """Adds SECURITY_HEADERS to every response (a plain ASGI middleware)."""
+class ResponseHeadersMiddleware:
+    """Adds SECURITY_HEADERS and a `Server-Timing` header to every response (plain ASGI).
+
+    Server-Timing says how long the server took to the response's start; pages are
+    rendered whole before they start, so it is their server time (what browsers'
+    developer tools and the benchmarks read).
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -809,10 +860,12 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
                 given = {k.lower() for k, _ in message.get("headers", [])}
+                took = (time.perf_counter() - started) * 1000
                 message["headers"] = [
                     *message.get("headers", []),
                     *[
@@ -820,6 +873,7 @@ class SecurityHeadersMiddleware:
                         for k, v in SECURITY_HEADERS.items()
                         if k.lower().encode() not in given
                     ],
+                    (b"server-timing", f"app;dur={took:.2f}".encode()),
                 ]
             await send(message)
 
@@ -863,6 +917,7 @@ def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
     app.add_api_route("/contacts", contact_list, methods=["GET"], **html)
     app.add_api_route("/contacts/new", new_contact_page, methods=["GET"], **html)
     app.add_api_route("/contacts/new", create_contact, methods=["POST"], **html)
+    app.add_api_route("/companies", company_suggestions, methods=["GET"], **html)
     one = "/contacts/{contact_id}"
     app.add_api_route(one, show_contact, methods=["GET"], **html)
     app.add_api_route(f"{one}/photo", photo, methods=["GET"])
@@ -884,7 +939,7 @@ def create_web_app(settings: KontaktSettings | None = None) -> FastAPI:
     ]:
         app.add_api_route(f"{one}/{path}", endpoint, methods=["POST"], **html)
     _install_error_pages(app)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(ResponseHeadersMiddleware)
 
     async def ready() -> None:
         # Ready when both APIs the pages are made from answer.

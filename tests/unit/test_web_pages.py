@@ -115,3 +115,23 @@ def test_an_earlier_photo_is_asked_for_by_a_content_hash_only(client: TestClient
 def test_a_history_page_cursor_must_be_a_version(client: TestClient, before: str) -> None:
     _sign_in(client)
     assert client.get(f"{SOMEONE}?tab=more&before={before}").status_code == 422
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201])
+def test_a_company_name_too_short_or_long_to_look_up_suggests_nothing(
+    client: TestClient, name: str
+) -> None:
+    _sign_in(client)
+    # The APIs are down here: an answer at all shows the name was not looked up.
+    answer = client.get("/companies", params={"company_name": name})
+    assert answer.status_code == 200 and "<option" not in answer.text
+
+
+def test_company_suggestions_need_a_signed_in_user(client: TestClient) -> None:
+    answer = client.get("/companies", params={"company_name": "Nord"}, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/sign-in"
+
+
+def test_every_response_says_its_server_time(client: TestClient) -> None:
+    timing = client.get("/sign-in").headers["server-timing"]
+    assert re.fullmatch(r"app;dur=\d+\.\d\d", timing)

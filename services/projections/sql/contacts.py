@@ -424,6 +424,31 @@ async def colleagues(
     )
 
 
+async def companies(conn: asyncpg.Connection, name: str, limit: int) -> list[asyncpg.Record]:
+    """Companies whose name, or one of its words, begins with `name` (case-insensitively).
+
+    One row per company id, with the name of its most recently updated contact among those
+    that match, and how many current contacts it has; erased and withdrawn versions count
+    for nothing.
+    """
+    return list(
+        await conn.fetch(
+            "SELECT company_id, company_name, contacts FROM ("
+            " SELECT DISTINCT ON (company_id) company_id, company_name,"
+            "  count(*) FILTER (WHERE status = 'current') OVER (PARTITION BY company_id)"
+            "  AS contacts"
+            f" FROM {LIVE}.contacts"
+            " WHERE status IN ('current', 'former', 'archived')"
+            "  AND (company_name ILIKE $1 || '%' ESCAPE '\\'"
+            "   OR company_name ILIKE '% ' || $1 || '%' ESCAPE '\\')"
+            " ORDER BY company_id, updated_at DESC NULLS LAST"
+            ") latest ORDER BY lower(company_name), company_id LIMIT $2",
+            like_prefix(name),
+            limit,
+        )
+    )
+
+
 async def infotags(conn: asyncpg.Connection, contact_id: UUID) -> list[asyncpg.Record]:
     """A contact's infotags, oldest first."""
     return list(
