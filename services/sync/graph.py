@@ -122,6 +122,16 @@ def _depending_only_on(request: dict[str, Any], ids: set[str]) -> dict[str, Any]
     return {**out, "dependsOn": kept} if kept else out
 
 
+def odata_string(value: str) -> str:
+    """A string as an OData literal: quoted, a quote inside doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _expanding(property_id: str) -> str:
+    """The `$expand` that returns one extended property of an item."""
+    return f"singleValueExtendedProperties($filter=id eq {odata_string(property_id)})"
+
+
 def _raise_for(response: httpx.Response) -> NoReturn:
     code, message = _error_of(response)
     if response.status_code == 404:
@@ -332,10 +342,9 @@ class GraphClient:
         async with self._folder_locks[user_id]:
             if user_id in self._folders:
                 return self._folders[user_id]
-            name = self.settings.sync_folder_name.replace("'", "''")
             url: str | None = f"{self._user(user_id)}/contactFolders"
             params: dict[str, str] | None = {
-                "$filter": f"displayName eq '{name}'",
+                "$filter": f"displayName eq {odata_string(self.settings.sync_folder_name)}",
                 "$select": "id,displayName",
             }
             ids: list[str] = []
@@ -365,20 +374,21 @@ class GraphClient:
 
     async def find_contacts(self, user_id: str, folder_id: str, crm_ids: list[str]) -> list[str]:
         """Graph ids of the folder's items whose extended property holds one of the CRM ids."""
-        values = " or ".join(f"ep/value eq '{c}'" for c in crm_ids)
-        flt = (
-            f"singleValueExtendedProperties/Any(ep: ep/id eq '{CONTACT_ID_PROPERTY}'"
-            f" and ({values}))"
-        )
-        url: str | None = f"{self._user(user_id)}/contactFolders/{folder_id}/contacts"
-        params: dict[str, str] | None = {"$filter": flt, "$select": "id"}
         ids: list[str] = []
-        while url:
-            response = await self.request(user_id, "GET", url, params=params)
-            body = response.json()
-            ids.extend(item["id"] for item in body.get("value", []))
-            url, params = body.get("@odata.nextLink"), None
-        return sorted(ids)
+        # Graph documents one id and one value per filter: one query per CRM id.
+        for crm_id in dict.fromkeys(crm_ids):
+            flt = (
+                "singleValueExtendedProperties/Any(ep: ep/id eq "
+                f"{odata_string(CONTACT_ID_PROPERTY)} and ep/value eq {odata_string(crm_id)})"
+            )
+            url: str | None = f"{self._user(user_id)}/contactFolders/{folder_id}/contacts"
+            params: dict[str, str] | None = {"$filter": flt, "$select": "id"}
+            while url:
+                response = await self.request(user_id, "GET", url, params=params)
+                body = response.json()
+                ids.extend(item["id"] for item in body.get("value", []))
+                url, params = body.get("@odata.nextLink"), None
+        return sorted(set(ids))
 
     async def list_items(self, user_id: str, folder_id: str) -> dict[str, str | None]:
         """Every item in the folder (paged): Graph id -> the CRM contact id it carries."""
@@ -386,7 +396,7 @@ class GraphClient:
         params: dict[str, str] | None = {
             "$select": "id",
             "$top": "999",
-            "$expand": f"singleValueExtendedProperties($filter=id eq '{CONTACT_ID_PROPERTY}')",
+            "$expand": _expanding(CONTACT_ID_PROPERTY),
         }
         items: dict[str, str | None] = {}
         while url:
@@ -419,7 +429,7 @@ class GraphClient:
             f"{self._user(user_id)}/contacts/{graph_id}",
             params={
                 "$select": "id,categories",
-                "$expand": f"singleValueExtendedProperties($filter=id eq '{CATEGORIES_PROPERTY}')",
+                "$expand": _expanding(CATEGORIES_PROPERTY),
             },
         )
         body = response.json()
