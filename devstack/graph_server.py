@@ -2,16 +2,25 @@
 
 It implements what the sync worker uses, as strictly as Graph does: the client-credentials
 token endpoint (`/{tenant}/oauth2/v2.0/token`, client secret and a `.default` scope
-required), contact folders, contacts CRUD (whole item in answers, `@odata.etag`,
-`If-Match` -> 412, unknown properties or wrong JSON types -> 400, malformed ids -> 400),
-paging (10 items by default, `$top`, `$skip`, `@odata.nextLink`), `photo/$value` (GET and
-PUT only, as for Graph contacts), the single-value extended-property `$filter`, `$batch`
-(at most 20, unique ids, Content-Type with a body, `dependsOn` to known ids, 424 after a
-failed dependency), at most 4 concurrent requests per app and mailbox (429
-ApplicationThrottled beyond), at most 3 e-mail addresses and 2 business phones (400),
-request bodies up to 4 MB (413 beyond), `request-id`/`client-request-id` headers.
-Mailboxes exist only once provisioned (`PUT /_admin/users/{upn}` or `--mailboxes`);
-any other mailbox is 404 ErrorInvalidUser.
+required); contact folders (the default folder's children, by id, child folders, a
+`displayName eq` filter); contacts CRUD in a folder or the default one (whole item in
+answers, `@odata.etag`, `If-Match` -> 412, unknown properties or wrong JSON types -> 400,
+malformed ids -> 400); paging (10 items by default, `$top`, `$skip`, `@odata.nextLink`);
+`$select` (an unknown property -> 400); the extended-property `$filter` only in its
+documented form `singleValueExtendedProperties/Any(ep: ep/id eq '{id}' and ep/value eq
+'{value}')` (Name case-sensitive, GUID, type and value not, `''` escapes a quote; any
+other filter -> 400 ErrorInvalidUrlQueryFilter) and `$expand` of one property by its id;
+`contacts/delta` of a folder (pages, a deltaLink, `@removed` for items deleted or moved
+out, `Prefer: odata.maxpagesize`, 410 SyncStateNotFound for an unknown token);
+`photo/$value` (GET and PUT only, as for Graph contacts) and the photo's metadata;
+`$batch` (at most 20, unique ids, Content-Type with a body, `dependsOn` to known ids, 424
+after a failed dependency); per app and mailbox at most 4 concurrent requests and 10,000
+requests in 10 minutes (429 ApplicationThrottled with Retry-After beyond; the rate limit
+and its window are constructor and CLI options); at most 3 e-mail addresses and 2
+business phones (400); request bodies up to 4 MB (413 beyond);
+`request-id`/`client-request-id` headers. Mailboxes exist only once provisioned
+(`PUT /_admin/users/{upn}` or `--mailboxes`); any other mailbox is 404 ErrorInvalidUser.
+docs/sync.md lists what it models and what not, each with its Graph documentation page.
 
 Fault injection (settable at run time): at `rate`, a Graph request gets one of
 429 with Retry-After, 503, a slow response, or a dropped connection (the request is
@@ -19,7 +28,8 @@ applied, then the connection closes before the response is complete: the ambiguo
 case a client must survive without duplicates).
 
 Inspection and test control under `/_admin` (no auth, no faults): stats, faults,
-a user's items, deleting an item as the user would in Outlook, forbidding a mailbox.
+a user's items, deleting or moving an item as the user would in Outlook, expiring
+every delta token, forbidding a mailbox.
 """
 
 from __future__ import annotations
@@ -749,7 +759,7 @@ class GraphState:
     def move_contact(self, user: str, item_id: str, folder_id: str) -> bool:
         """Move an item to another folder, as the user would in Outlook."""
         item = self.contacts[user].get(item_id)
-        if item is None or folder_id not in self.folders[user]:
+        if item is None or folder_id not in (*self.folders[user], self.root_folder(user)):
             return False
         self._removed_from(user, item["parentFolderId"], item_id)
         item["parentFolderId"] = folder_id
@@ -788,6 +798,7 @@ class GraphState:
             if known is None or known.scope != (user, folder_id):
                 return _sync_reset(restart)
             since, select = known.since, known.select
+            self.stats["delta_followed"] += 1
         shape = _shape({"$select": select} if select else {}, CONTACT_SELECTABLE, False)
         if isinstance(shape, Reply):
             return shape
@@ -1120,10 +1131,12 @@ class GraphServer:
                 return Reply(204)
             case ["users", user, "contacts", item_id, "move"] if method == "POST":
                 # As the user would in Outlook: to another folder of the mailbox.
+                # To the folder named, or by default to the mailbox's default folder.
                 try:
-                    target = str(json.loads(body or b"{}")["destinationId"])
-                except (ValueError, KeyError, TypeError):
-                    return Reply(400, {"detail": "destinationId is required"})
+                    target = json.loads(body or b"{}").get("destinationId")
+                except (ValueError, AttributeError):
+                    return Reply(400, {"detail": "a JSON object is required"})
+                target = str(target or state.root_folder(user.lower()))
                 if not state.move_contact(user.lower(), item_id, target):
                     return Reply(404, {"detail": "no such item or folder"})
                 return Reply(204)
