@@ -512,8 +512,9 @@ class GraphState:
         match tail:
             case [] if folder_id is not None and method == "GET":
                 return self._shaped(FOLDER_FIELDS, query, self.folders[user][folder_id])
-            case ["contactFolders"] | ["childFolders"] if (tail == ["childFolders"]) == (
-                folder_id is not None
+            # The mailbox's folders are the default folder's children.
+            case ["contactFolders"] | ["childFolders"] if (folder_id is None) == (
+                tail == ["contactFolders"]
             ):
                 parent = folder_id or self.root_folder(user)
                 if method == "GET":
