@@ -78,6 +78,12 @@ def graph_server(
     mailboxes: Annotated[
         str, typer.Option(help="Comma-separated mailboxes (UPNs) to provision at start.")
     ] = "",
+    request_limit: Annotated[
+        int, typer.Option(min=1, help="Requests per app and mailbox in a window (Graph: 10000).")
+    ] = 10_000,
+    request_window: Annotated[
+        float, typer.Option(min=0.001, help="The window of --request-limit (s; Graph: 600).")
+    ] = 600.0,
 ) -> None:
     """Run the Graph-compatible server (in memory) for tests and local runs."""
     import logging
@@ -87,7 +93,12 @@ def graph_server(
     from shared.settings import KontaktSettings
 
     settings = KontaktSettings()
-    state = GraphState(token_ttl=token_ttl, client_secret=client_secret)
+    state = GraphState(
+        token_ttl=token_ttl,
+        client_secret=client_secret,
+        request_limit=request_limit,
+        request_window=request_window,
+    )
     state.mailboxes.update(m.strip().lower() for m in mailboxes.split(",") if m.strip())
     try:
         state.set_faults(

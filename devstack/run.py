@@ -55,6 +55,8 @@ def run_system(demo: bool, say: Callable[[str], None]) -> int:
     os.environ.setdefault("KONTAKT_SYNC_GRAPH_AUTHORITY", graph)
     os.environ.setdefault("KONTAKT_SYNC_GRAPH_CLIENT_ID", "local")
     os.environ.setdefault("KONTAKT_SYNC_GRAPH_CLIENT_SECRET", "local-secret")
+    # Local runs sync every user to the mailbox of its name (the local server's).
+    os.environ.setdefault("KONTAKT_SYNC_DEV_MAILBOX_FALLBACK", "true")
     os.environ.setdefault("KONTAKT_LOG_JSON", "false")
     settings = KontaktSettings()
     api_url = f"http://{settings.api_host}:{settings.api_port}"

@@ -102,10 +102,13 @@ class KontaktSettings(BaseSettings):
     # Graph allows at most 4 concurrent requests per mailbox.
     sync_graph_mailbox_concurrency: int = Field(default=4, ge=1, le=4)
     sync_folder_name: str = "Kontakt"
-    # The Graph mailbox (user id or UPN) of a CRM user, e.g. "{user_id}@example.com".
-    sync_mailbox_format: str = "{user_id}"
-    # Explicit CRM user -> mailbox (UPN) map, JSON; when set, only users in it are synced.
+    # Explicit CRM user -> mailbox (UPN) map, JSON: only users in it are synced; any
+    # other user's links are reported failed.
     sync_mailboxes: dict[str, str] = Field(default_factory=dict)
+    # Development only: while the map is empty, every CRM user's mailbox is
+    # sync_mailbox_format (e.g. "{user_id}@example.com") instead.
+    sync_dev_mailbox_fallback: bool = False
+    sync_mailbox_format: str = "{user_id}"
     sync_events_topic: str = "outlook-sync.events"
     sync_consumer_group: str = "kontakt-outlook-sync"
     # Token of the sync service's principal (role outlook-sync); minted from the JWT key if unset.

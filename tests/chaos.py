@@ -186,6 +186,7 @@ def fleet_env(settings: KontaktSettings, env: dict[str, str], graph_port: int) -
         "KONTAKT_SYNC_LEASE_SECONDS": "5",
         "KONTAKT_SYNC_POLL_SECONDS": "0.2",
         "KONTAKT_SYNC_VERIFY_SECONDS": "5",
+        "KONTAKT_SYNC_DEV_MAILBOX_FALLBACK": "true",
         "KONTAKT_RELAY_POLL_SECONDS": "0.5",
     }
     out.pop("KONTAKT_SYNC_SERVICE_TOKEN", None)

@@ -72,15 +72,18 @@ class UnmappedUserError(SyncError):
     """The CRM user has no mailbox in the configured mapping."""
 
 
-def mailbox_for(mailboxes: dict[str, str], fmt: str, user_id: str) -> str:
-    """The Graph mailbox of a CRM user: from the explicit map when one is set, else `fmt`."""
-    if mailboxes:
-        if user_id not in mailboxes:
-            raise UnmappedUserError(
-                f"no mailbox mapped for CRM user {user_id!r} (KONTAKT_SYNC_MAILBOXES)"
-            )
+def mailbox_for(mailboxes: dict[str, str], user_id: str, dev_format: str | None = None) -> str:
+    """The Graph mailbox of a CRM user, from the explicit map.
+
+    `dev_format` (development only) maps every user while the map is empty.
+    """
+    if user_id in mailboxes:
         return mailboxes[user_id]
-    return fmt.format(user_id=user_id)
+    if dev_format is not None and not mailboxes:
+        return dev_format.format(user_id=user_id)
+    raise UnmappedUserError(
+        f"no mailbox mapped for CRM user {user_id!r} (KONTAKT_SYNC_MAILBOXES): not synced"
+    )
 
 
 class PlanError(SyncError):

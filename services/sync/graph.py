@@ -81,6 +81,10 @@ class GraphAmbiguousError(GraphTransientError):
     """A request that was sent failed on the way: it may have been applied, so not retried."""
 
 
+class GraphSyncResetError(GraphPermanentError):
+    """Graph refused a delta token (410, or 400): the folder must be read in full again."""
+
+
 class _TokenRefusedError(GraphPermanentError):
     """Graph refused the token (401): renew it and try again at once, once."""
 
@@ -120,6 +124,16 @@ def _depending_only_on(request: dict[str, Any], ids: set[str]) -> dict[str, Any]
     out = {k: v for k, v in request.items() if k != "dependsOn"}
     kept = [d for d in request.get("dependsOn") or [] if d in ids]
     return {**out, "dependsOn": kept} if kept else out
+
+
+def odata_string(value: str) -> str:
+    """A string as an OData literal: quoted, a quote inside doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _expanding(property_id: str) -> str:
+    """The `$expand` that returns one extended property of an item."""
+    return f"singleValueExtendedProperties($filter=id eq {odata_string(property_id)})"
 
 
 def _raise_for(response: httpx.Response) -> NoReturn:
@@ -174,6 +188,15 @@ class TokenProvider:
             self._renew_at = time.monotonic() + lifetime * (1 - RENEW_FRACTION)
             self.fetched += 1
             return self._token
+
+
+@dataclass(frozen=True)
+class DeltaChanges:
+    """One round of a folder's delta query: what changed, what went, and the next link."""
+
+    changed: list[str]
+    removed: list[str]
+    delta_link: str
 
 
 @dataclass(frozen=True)
@@ -332,10 +355,9 @@ class GraphClient:
         async with self._folder_locks[user_id]:
             if user_id in self._folders:
                 return self._folders[user_id]
-            name = self.settings.sync_folder_name.replace("'", "''")
             url: str | None = f"{self._user(user_id)}/contactFolders"
             params: dict[str, str] | None = {
-                "$filter": f"displayName eq '{name}'",
+                "$filter": f"displayName eq {odata_string(self.settings.sync_folder_name)}",
                 "$select": "id,displayName",
             }
             ids: list[str] = []
@@ -365,20 +387,21 @@ class GraphClient:
 
     async def find_contacts(self, user_id: str, folder_id: str, crm_ids: list[str]) -> list[str]:
         """Graph ids of the folder's items whose extended property holds one of the CRM ids."""
-        values = " or ".join(f"ep/value eq '{c}'" for c in crm_ids)
-        flt = (
-            f"singleValueExtendedProperties/Any(ep: ep/id eq '{CONTACT_ID_PROPERTY}'"
-            f" and ({values}))"
-        )
-        url: str | None = f"{self._user(user_id)}/contactFolders/{folder_id}/contacts"
-        params: dict[str, str] | None = {"$filter": flt, "$select": "id"}
         ids: list[str] = []
-        while url:
-            response = await self.request(user_id, "GET", url, params=params)
-            body = response.json()
-            ids.extend(item["id"] for item in body.get("value", []))
-            url, params = body.get("@odata.nextLink"), None
-        return sorted(ids)
+        # Graph documents one id and one value per filter: one query per CRM id.
+        for crm_id in dict.fromkeys(crm_ids):
+            flt = (
+                "singleValueExtendedProperties/Any(ep: ep/id eq "
+                f"{odata_string(CONTACT_ID_PROPERTY)} and ep/value eq {odata_string(crm_id)})"
+            )
+            url: str | None = f"{self._user(user_id)}/contactFolders/{folder_id}/contacts"
+            params: dict[str, str] | None = {"$filter": flt, "$select": "id"}
+            while url:
+                response = await self.request(user_id, "GET", url, params=params)
+                body = response.json()
+                ids.extend(item["id"] for item in body.get("value", []))
+                url, params = body.get("@odata.nextLink"), None
+        return sorted(set(ids))
 
     async def list_items(self, user_id: str, folder_id: str) -> dict[str, str | None]:
         """Every item in the folder (paged): Graph id -> the CRM contact id it carries."""
@@ -386,7 +409,7 @@ class GraphClient:
         params: dict[str, str] | None = {
             "$select": "id",
             "$top": "999",
-            "$expand": f"singleValueExtendedProperties($filter=id eq '{CONTACT_ID_PROPERTY}')",
+            "$expand": _expanding(CONTACT_ID_PROPERTY),
         }
         items: dict[str, str | None] = {}
         while url:
@@ -411,21 +434,60 @@ class GraphClient:
         )
         return str(response.json()["id"])
 
-    async def categories(self, user_id: str, graph_id: str) -> tuple[list[str], str | None]:
-        """The item's categories, and the value of Kontakt's own categories property."""
+    async def _with_property(
+        self, user_id: str, graph_id: str, select: str, property_id: str
+    ) -> tuple[dict[str, Any], str | None]:
+        """The item's selected fields, and the value of one of its extended properties."""
         response = await self.request(
             user_id,
             "GET",
             f"{self._user(user_id)}/contacts/{graph_id}",
-            params={
-                "$select": "id,categories",
-                "$expand": f"singleValueExtendedProperties($filter=id eq '{CATEGORIES_PROPERTY}')",
-            },
+            params={"$select": select, "$expand": _expanding(property_id)},
         )
         body = response.json()
         props = body.get("singleValueExtendedProperties") or []
-        ours = next((p["value"] for p in props if p["id"] == CATEGORIES_PROPERTY), None)
+        return body, next((p["value"] for p in props if p["id"] == property_id), None)
+
+    async def categories(self, user_id: str, graph_id: str) -> tuple[list[str], str | None]:
+        """The item's categories, and the value of Kontakt's own categories property."""
+        body, ours = await self._with_property(
+            user_id, graph_id, "id,categories", CATEGORIES_PROPERTY
+        )
         return list(body.get("categories") or []), ours
+
+    async def crm_id_of(self, user_id: str, graph_id: str) -> str | None:
+        """The CRM contact id an item carries, if it carries one."""
+        return (await self._with_property(user_id, graph_id, "id", CONTACT_ID_PROPERTY))[1]
+
+    async def delta(self, user_id: str, folder_id: str, link: str | None) -> DeltaChanges:
+        """A round of the folder's delta query: from `link`, or (None) the initial one.
+
+        Raises GraphSyncResetError when Graph refuses the link: start again with None.
+        """
+        initial = f"{self._user(user_id)}/contactFolders/{folder_id}/contacts/delta"
+        url = link or initial
+        params: dict[str, str] | None = None if link else {"$select": "id"}
+        # Graph honours the page size asked for up to its own cap.
+        prefer = {"Prefer": 'IdType="ImmutableId", odata.maxpagesize=200'}
+        changed: dict[str, None] = {}
+        removed: dict[str, None] = {}
+        while True:
+            try:
+                response = await self.request(user_id, "GET", url, params=params, headers=prefer)
+            except GraphPermanentError as exc:
+                # 410 Gone, or a token refused as bad: the state behind it is lost.
+                if exc.status == 410 or (exc.status == 400 and url != initial):
+                    raise GraphSyncResetError(exc.status, exc.code, exc.message) from exc
+                raise
+            body = response.json()
+            for item in body.get("value", []):
+                # An item may come more than once in a round; its last mention counts.
+                changed.pop(item["id"], None)
+                removed.pop(item["id"], None)
+                (removed if "@removed" in item else changed)[item["id"]] = None
+            if "@odata.nextLink" not in body:
+                return DeltaChanges(list(changed), list(removed), str(body["@odata.deltaLink"]))
+            url, params = str(body["@odata.nextLink"]), None
 
     async def update_contact(self, user_id: str, graph_id: str, body: dict[str, Any]) -> None:
         """Replace the fields the body names."""

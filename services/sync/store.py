@@ -399,12 +399,11 @@ class SyncStore:
             return saved
 
     async def linked_items(self) -> dict[str, dict[str, tuple[UUID, str]]]:
-        """Per user, the Graph ids of linked items not being worked on: {graph_id: (person, id)}."""
+        """Per user, the Graph ids of linked items (leased or not): {graph_id: (person, id)}."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT user_id, person_id, graph_id FROM sync_links"
                 " WHERE state = 'linked' AND graph_id IS NOT NULL"
-                " AND (lease_until IS NULL OR lease_until < now())"
             )
             out: dict[str, dict[str, tuple[UUID, str]]] = {}
             for r in await cur.fetchall():
@@ -448,6 +447,32 @@ class SyncStore:
                 ),
             )
             return True
+
+    async def delta_link(self, mailbox: str, folder_id: str) -> str | None:
+        """The deltaLink the folder was last read with, if any."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT delta_link FROM sync_delta_links WHERE mailbox = %s AND folder_id = %s",
+                (mailbox, folder_id),
+            )
+            row = await cur.fetchone()
+            return None if row is None else str(row["delta_link"])
+
+    async def save_delta_link(self, mailbox: str, folder_id: str, link: str | None) -> None:
+        """Keep the deltaLink to read the folder's next changes with (None: forget it)."""
+        async with self.pool.connection() as conn:
+            if link is None:
+                await conn.execute(
+                    "DELETE FROM sync_delta_links WHERE mailbox = %s AND folder_id = %s",
+                    (mailbox, folder_id),
+                )
+                return
+            await conn.execute(
+                "INSERT INTO sync_delta_links (mailbox, folder_id, delta_link)"
+                " VALUES (%s, %s, %s) ON CONFLICT (mailbox, folder_id)"
+                " DO UPDATE SET delta_link = EXCLUDED.delta_link, updated_at = now()",
+                (mailbox, folder_id, link),
+            )
 
     async def users(self) -> list[str]:
         """Every user with a link."""

@@ -12,10 +12,12 @@ Four loops share one process:
 * the reconciler claims links whose contact or switch changed and takes each a step
   through Graph, recording the new state and its outcome events in one transaction;
 * the publisher drains that outbox to `outlook-sync.events`, keyed by person id;
-* the verifier lists each user's folder now and then: a linked item missing from it
-  was deleted by the user, so its link is suppressed and the user's switch turned off;
-  an item of ours no link holds (a duplicate left by a create Graph applied after its
-  answer was lost) is deleted.
+* the verifier reads each user's folder now and then with Graph's delta query (the
+  deltaLink kept per mailbox and folder): a linked item the user deleted or moved out
+  comes as `@removed`, so its link is suppressed and the user's switch turned off; an
+  item of ours no link holds (a duplicate left by a create Graph applied after its
+  answer was lost) is deleted. Without a deltaLink, or when Graph refuses it (410/400),
+  the folder is listed in full and a new delta round begins.
 
 Graph failures never block the consumer: a link that fails is retried on its own
 schedule (or parked, for permanent errors).
@@ -42,7 +44,12 @@ from services.sync.contacts_api import ContactsClient, ContactsUnavailableError,
 from services.sync.dlq import FAMILY as DEAD_LETTER_FAMILY
 from services.sync.domain import OutOfOrderEventError, VersionGapError, clean_event
 from services.sync.engine import Engine, Work
-from services.sync.graph import GraphClient, GraphError
+from services.sync.graph import (
+    GraphClient,
+    GraphError,
+    GraphNotFoundError,
+    GraphSyncResetError,
+)
 from services.sync.store import SyncStore
 from shared.consuming import Handler, consume, consumer, dead_letter, producer, where
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
@@ -99,7 +106,9 @@ class SyncWorker:
             contacts,
             store,
             mailbox_of=lambda user_id: domain.mailbox_for(
-                settings.sync_mailboxes, settings.sync_mailbox_format, user_id
+                settings.sync_mailboxes,
+                user_id,
+                settings.sync_mailbox_format if settings.sync_dev_mailbox_fallback else None,
             ),
         )
         self.links_changed = asyncio.Event()
@@ -271,7 +280,7 @@ class SyncWorker:
     # ------------------------------------------------------------------ verifier
 
     async def verify_once(self) -> int:
-        """List each user's folder: notice items the user deleted, remove stray duplicates."""
+        """Read each user's folder changes: notice items the user deleted, remove strays."""
         noticed = 0
         linked = await self.store.linked_items()
         for user_id in await self.store.users():
@@ -279,23 +288,57 @@ class SyncWorker:
                 mailbox = self.engine.mailbox_of(user_id)
             except domain.UnmappedUserError:
                 continue  # its links are reported failed by the reconciler
+            mine = linked.get(user_id, {})
             try:
-                folder = await self.graph.ensure_folder(mailbox)
-                present = await self.graph.list_items(mailbox, folder)
+                folder, gone, present, link = await self._folder_changes(mailbox, set(mine))
             except GraphError as exc:
-                log.info("cannot list %s's folder now: %s", user_id, exc)
+                log.info("cannot read %s's folder now: %s", user_id, exc)
                 continue
-            for graph_id, (person_id, _) in linked.get(user_id, {}).items():
-                if graph_id not in present and await self.store.mark_deleted_by_user(
-                    user_id, person_id, graph_id
-                ):
+            settled = True
+            for graph_id in gone & set(mine):
+                if await self.store.mark_deleted_by_user(user_id, mine[graph_id][0], graph_id):
                     noticed += 1
-            await self._remove_strays(user_id, mailbox, present, set(linked.get(user_id, {})))
+                else:
+                    settled = False  # being worked on: read these changes again next time
+            await self._remove_strays(user_id, mailbox, present, set(mine))
+            if settled:
+                await self.store.save_delta_link(mailbox, folder, link)
         if noticed:
             log.info("%d items were deleted in Outlook by their users", noticed)
             self.links_changed.set()
             self.outbox_changed.set()
         return noticed
+
+    async def _folder_changes(
+        self, mailbox: str, linked: set[str]
+    ) -> tuple[str, set[str], dict[str, str | None], str]:
+        """The folder, what left it, items that may be strays (Graph id -> CRM id), next link.
+
+        With a stored deltaLink only the changes since are read; without one (or when
+        Graph refuses it) a new delta round starts and the folder is listed in full.
+        """
+        folder = await self.graph.ensure_folder(mailbox)
+        link = await self.store.delta_link(mailbox, folder)
+        if link is not None:
+            try:
+                changes = await self.graph.delta(mailbox, folder, link)
+            except GraphSyncResetError as exc:
+                log.info(
+                    "Graph refused the delta link of %s (%s); listing it in full", mailbox, exc
+                )
+                await self.store.save_delta_link(mailbox, folder, None)
+            else:
+                present: dict[str, str | None] = {}
+                for graph_id in set(changes.changed) - linked:
+                    try:
+                        present[graph_id] = await self.graph.crm_id_of(mailbox, graph_id)
+                    except GraphNotFoundError:
+                        continue  # gone again since
+                return folder, set(changes.removed), present, changes.delta_link
+        # The round starts before the listing: what changes during it comes next time.
+        changes = await self.graph.delta(mailbox, folder, None)
+        present = await self.graph.list_items(mailbox, folder)
+        return folder, linked - set(present), present, changes.delta_link
 
     async def _remove_strays(
         self, user_id: str, mailbox: str, present: dict[str, str | None], linked: set[str]
@@ -397,6 +440,11 @@ class SyncWorker:
             asyncio.create_task(_forever("verifier", lambda: self.verify(stop), stop)),
             asyncio.create_task(_forever("shredder", lambda: self.shred(stop), stop)),
         ]
+        if self.settings.sync_dev_mailbox_fallback and not self.settings.sync_mailboxes:
+            log.warning(
+                "development mailbox fallback: every CRM user is synced to %r",
+                self.settings.sync_mailbox_format,
+            )
         log.info(
             "sync worker started: topic %s, group %s, Graph %s",
             self.settings.contacts_topic,

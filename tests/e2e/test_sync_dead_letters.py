@@ -92,6 +92,7 @@ def sync_settings(rig: Rig, isolated_settings: KontaktSettings) -> KontaktSettin
             "sync_poll_seconds": 0.2,
             "sync_verify_seconds": 3600.0,
             "sync_max_attempts": 3,
+            "sync_dev_mailbox_fallback": True,
             "sync_consumer_group": f"sync-dlq-{uuid4().hex[:8]}",
             "contacts_api_url": rig.api_url,
         }

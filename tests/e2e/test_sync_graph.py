@@ -179,3 +179,19 @@ async def test_items_are_found_by_their_crm_id_and_deleted_in_batches(
     assert statuses[ids[3]] == 404 and {statuses[i] for i in ids if i != ids[3]} == {204}
     assert httpx.get(f"{graph_url}/_admin/users/{user}/contacts").json()["value"] == []
     assert stats(graph_url)["batches"] >= 2  # 25 deletions: at most 20 per $batch
+
+
+async def test_a_quote_in_the_folder_name_or_a_crm_id_is_escaped_in_the_filters(
+    graph: GraphClient, graph_url: str
+) -> None:
+    user = mailbox(graph_url)
+    graph.settings = graph.settings.model_copy(update={"sync_folder_name": "Kontakt's"})
+    folder = await graph.ensure_folder(user)
+    graph.forget_folder(user)
+    assert await graph.ensure_folder(user) == folder  # found again by its name
+    quoted = body()
+    quoted["singleValueExtendedProperties"][0]["value"] = "o'neil"
+    made = await graph.create_contact(user, folder, quoted)
+    await graph.create_contact(user, folder, body())
+    # Values compare case-insensitively, as in Graph.
+    assert await graph.find_contacts(user, folder, ["O'Neil", "missing"]) == [made]

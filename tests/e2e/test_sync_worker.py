@@ -154,6 +154,7 @@ def _world(
         "KONTAKT_SYNC_LEASE_SECONDS": "5",
         "KONTAKT_SYNC_POLL_SECONDS": "0.2",
         "KONTAKT_SYNC_VERIFY_SECONDS": "1",
+        "KONTAKT_SYNC_DEV_MAILBOX_FALLBACK": "true",
         "KONTAKT_CONTACTS_API_URL": api_url,
     }
     env.pop("KONTAKT_SYNC_SERVICE_TOKEN", None)
@@ -234,6 +235,8 @@ def actual_items(world: World, users: list[str], person_ids: set[str]) -> dict[s
     for u in users:
         mine: dict[str, Any] = {}
         for item in world.items(u):
+            if item["folderName"] is None:
+                continue  # moved to the default folder by the user: theirs now
             prop = {p["id"]: p["value"] for p in item["singleValueExtendedProperties"]}
             crm_id = prop[CONTACT_ID_PROPERTY]
             if crm_id in mine:
@@ -545,6 +548,51 @@ async def test_an_item_the_user_deleted_switches_their_sync_off_with_a_reason(
     c.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
     await converge(world, [cid], [bob], store)
     assert len(world.items(bob)) == 1
+
+
+async def synced_with_a_delta_link(world: World, store: SyncStore) -> tuple[UUID, str, str]:
+    """A contact synced to a new user, their folder read with delta: (contact, user, item)."""
+    c = world.contacts
+    [bob] = users(1, world.graph_url)
+    cid = new_contact(c)
+    c.toggle_outlook_sync(Actor(bob, "t"), cid, user_id=bob, enabled=True)
+    await converge(world, [cid], [bob], store)
+
+    async def kept() -> bool:
+        async with store.pool.connection() as conn:
+            cur = await conn.execute("SELECT 1 FROM sync_delta_links WHERE mailbox = %s", (bob,))
+            return await cur.fetchone() is not None
+
+    await eventually(kept, "no deltaLink kept", CONVERGE_SECONDS, 0.2)
+    [item] = world.items(bob)
+    return cid, bob, str(item["id"])
+
+
+async def switched_off_by_outlook(world: World, store: SyncStore, cid: UUID, user: str) -> None:
+    """The worker noticed the item gone: the user's switch is off, with the reason."""
+    await converge(world, [cid], [user], store)
+    assert user not in world.contacts.get_contact(cid).outlook_sync_users
+    assert DELETED_IN_OUTLOOK in json.dumps(world.contacts.history(cid)[-1], default=str)
+
+
+async def test_an_item_the_user_moved_out_of_the_folder_is_noticed_through_delta(
+    world: World, store: SyncStore
+) -> None:
+    cid, bob, item = await synced_with_a_delta_link(world, store)
+    followed = world.admin("GET", "stats").get("delta_followed", 0)
+    world.admin("POST", f"users/{bob}/contacts/{item}/move", json={})  # in Outlook
+    await switched_off_by_outlook(world, store, cid, bob)
+    # Noticed by following the deltaLink, not by listing the folder again.
+    assert world.admin("GET", "stats")["delta_followed"] > followed
+
+
+async def test_a_refused_delta_link_falls_back_to_listing_the_folder(
+    world: World, store: SyncStore
+) -> None:
+    cid, bob, item = await synced_with_a_delta_link(world, store)
+    world.admin("POST", "delta/expire")  # Graph's token cache dropped it: 410 from now on
+    world.admin("DELETE", f"users/{bob}/contacts/{item}")
+    await switched_off_by_outlook(world, store, cid, bob)
 
 
 async def test_a_mailbox_the_app_may_not_touch_is_reported_failed_and_parked(

@@ -257,7 +257,15 @@ def test_merging_categories_keeps_the_users_own_and_replaces_kontakts() -> None:
 
 def test_an_explicit_mailbox_map_names_the_only_users_synced() -> None:
     mapping = {"bob": "bob@contoso.example"}
-    assert domain.mailbox_for(mapping, "{user_id}", "bob") == "bob@contoso.example"
+    assert domain.mailbox_for(mapping, "bob") == "bob@contoso.example"
     with pytest.raises(domain.UnmappedUserError, match="eve"):
-        domain.mailbox_for(mapping, "{user_id}", "eve")
-    assert domain.mailbox_for({}, "{user_id}@x.example", "eve") == "eve@x.example"
+        domain.mailbox_for(mapping, "eve")
+    # The development fallback maps no one while a map is set.
+    with pytest.raises(domain.UnmappedUserError, match="eve"):
+        domain.mailbox_for(mapping, "eve", "{user_id}")
+
+
+def test_without_a_map_no_user_is_synced_unless_the_development_fallback_is_on() -> None:
+    with pytest.raises(domain.UnmappedUserError, match="KONTAKT_SYNC_MAILBOXES"):
+        domain.mailbox_for({}, "eve")
+    assert domain.mailbox_for({}, "eve", "{user_id}@x.example") == "eve@x.example"

@@ -195,7 +195,7 @@ async def test_categories_the_user_set_in_outlook_survive_an_update() -> None:
 async def test_a_user_without_a_mapped_mailbox_is_reported_failed_and_not_synced() -> None:
     rig = Rig()
     rig.engine.mailbox_of = lambda user_id: domain.mailbox_for(
-        {"bob": "bob@contoso.example"}, "{user_id}", user_id
+        {"bob": "bob@contoso.example"}, user_id
     )
     s = snap()
     result = await rig.step(domain.Link("eve", s.person_id, s.contact_id, wanted=True), s)
