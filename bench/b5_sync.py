@@ -110,6 +110,8 @@ def start(settings: KontaktSettings, procs: list[Proc]) -> tuple[str, dict[str, 
         KONTAKT_SYNC_CONSUMER_GROUP=GROUP,
         KONTAKT_SYNC_POLL_SECONDS="0.1",
         KONTAKT_CONTACTS_API_URL=f"http://127.0.0.1:{api_port}",
+        # The bench's users are their own mailboxes on the local server, as in `bin/run`.
+        KONTAKT_SYNC_DEV_MAILBOX_FALLBACK="true",
     )
     env.pop("KONTAKT_SYNC_SERVICE_TOKEN", None)
     graph = spawn(
