@@ -53,7 +53,8 @@ def test_run_brings_everything_up_with_the_demo_and_stops_cleanly(
     env = env_of(isolated_settings)
     for key in [k for k in env if k.startswith("KONTAKT_")]:
         stack = ("KONTAKT_PG_PORT", "KONTAKT_KAFKA_PORT", "KONTAKT_KAFKA_CONTROLLER_PORT")
-        if (key.endswith(("_PORT", "_URL")) and key not in stack) or "_GRAPH_" in key:
+        local = ("_GRAPH_", "_MAILBOX")  # the local Graph server and whose mailbox is whose
+        if (key.endswith(("_PORT", "_URL")) and key not in stack) or any(p in key for p in local):
             del env[key]  # let `run` choose its local defaults (ports below)
     env.update(
         {

@@ -71,6 +71,8 @@ def start_outlook_sync(s: KontaktSettings, logs: Path) -> tuple[str, list[subpro
         KONTAKT_SYNC_GRAPH_CLIENT_SECRET="s3cret",
         KONTAKT_SYNC_CONSUMER_GROUP=f"web-sync-{uuid4().hex[:8]}",
         KONTAKT_SYNC_POLL_SECONDS="0.2",
+        # As in production: only users mapped to a mailbox are synced.
+        KONTAKT_SYNC_MAILBOXES=json.dumps({MAILBOX: MAILBOX}),
     )
     env.pop("KONTAKT_SYNC_SERVICE_TOKEN", None)
     graph = start_kontakt(
