@@ -55,12 +55,29 @@ async def ensure_topics(settings: KontaktSettings, topics: Sequence[str]) -> lis
 DELETE_BATCH = 100
 
 
-async def delete_topics(bootstrap: str, topics: Iterable[str]) -> list[str]:
-    """Delete those of `topics` that exist; return the names deleted."""
+async def topic_names(bootstrap: str) -> set[str]:
+    """The names of every topic on the cluster."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        doomed = sorted(set(topics) & set(await admin.list_topics()))
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def delete_topics(
+    bootstrap: str, topics: Iterable[str], existing: set[str] | None = None
+) -> list[str]:
+    """Delete those of `topics` that exist (in `existing`, when the caller just listed them);
+    return the names deleted."""
+    if existing is None:
+        existing = await topic_names(bootstrap)
+    doomed = sorted(set(topics) & existing)
+    if not doomed:
+        return doomed
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
         for start in range(0, len(doomed), DELETE_BATCH):
             await admin.delete_topics(doomed[start : start + DELETE_BATCH], timeout_ms=60_000)
     finally:

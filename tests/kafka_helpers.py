@@ -12,7 +12,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from devstack.processes import pid_alive
-from shared.kafka import Record, delete_topics, read_topic, topic_partitions
+from shared.kafka import Record, delete_topics, read_topic, topic_names, topic_partitions
 
 __all__ = [
     "SESSION",
@@ -101,14 +101,7 @@ def sweep_test_topics(bootstrap: str, running: Container[str]) -> list[str]:
     """Delete the test topics of sessions that are over; return their names."""
 
     async def sweep() -> list[str]:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            names = await admin.list_topics()
-        finally:
-            await admin.close()
-        return await delete_topics(bootstrap, stale_test_topics(names, running))
+        names = await topic_names(bootstrap)
+        return await delete_topics(bootstrap, stale_test_topics(names, running), names)
 
     return asyncio.run(sweep())

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from devstack import stack as launcher
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, topic_names
 from shared.settings import KontaktSettings
 from tests.kafka_helpers import (
     SESSION,
@@ -56,17 +56,6 @@ def test_the_sweep_deletes_finished_sessions_topics_on_the_broker_and_keeps_the_
     deleted = sweep_test_topics(stack.kafka_bootstrap, running={SESSION})
     assert finished in deleted
     assert mine not in deleted
-    topics = asyncio.run(_topics(stack.kafka_bootstrap))
+    topics = asyncio.run(topic_names(stack.kafka_bootstrap))
     assert mine in topics
     assert finished not in topics
-
-
-async def _topics(bootstrap: str) -> set[str]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
