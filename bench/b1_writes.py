@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
@@ -33,6 +32,7 @@ from bench.common import (
     run_alone,
     spawn,
 )
+from bench.loadgen import back_to_back
 from shared.auth import mint_token
 from shared.settings import KontaktSettings
 from tests.support import env_of, free_port
@@ -127,34 +127,12 @@ def create_body(run: str) -> dict[str, Any]:
 
 
 async def http_load(base_url: str, token: str, clients: int, seconds: float) -> Load:
-    """`clients` concurrent clients, each POSTing new contacts back to back for `seconds`."""
+    """`clients` concurrent clients, each POSTing new contacts back to back for `seconds`
+    (keep-alive connections of the lean load generator, after one warm-up request each)."""
     run = uuid.uuid4().hex[:8]
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(
-        base_url=base_url, headers=headers, limits=limits, timeout=60
-    ) as http:
-        # Warm-up: connections open, pools filled, code paths compiled.
-        await asyncio.gather(
-            *(http.post("/contacts", json=create_body(run)) for _ in range(clients))
-        )
-        deadline = time.perf_counter() + seconds
-
-        async def client() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                r = await http.post("/contacts", json=create_body(run))
-                if r.status_code == 201:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.perf_counter() - started
+    latencies, errors, elapsed = await back_to_back(
+        base_url, {"Authorization": f"Bearer {token}"}, clients, seconds, lambda: create_body(run)
+    )
     return Load(len(latencies), elapsed, latencies, errors)
 
 
