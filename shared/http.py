@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from shared.auth import AuthError, Principal, verify_token
+from shared.auth import AuthError, Principal, TokenVerifier
 from shared.lifecycle import serve_app
 from shared.settings import KontaktSettings
 from shared.text import VISIBLE_TEXT_PATTERN, forbidden_character, refuse_forbidden, strip_invisible
@@ -30,16 +30,18 @@ from shared.text import VISIBLE_TEXT_PATTERN, forbidden_character, refuse_forbid
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_principal(
+# Dependencies are async on purpose: FastAPI runs a plain `def` dependency in its thread
+# pool, a hand-off to another thread (and back) for every request.
+async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from a verified bearer token (settings on app.state); 401 otherwise."""
+    """The caller, from a verified bearer token (the app's TokenVerifier); 401 otherwise."""
     if credentials is None:
         raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-    settings: KontaktSettings = request.app.state.settings
+    tokens: TokenVerifier = request.app.state.tokens
     try:
-        return verify_token(credentials.credentials, settings)
+        return tokens.verify(credentials.credentials)
     except AuthError as exc:
         raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
 
@@ -68,11 +70,12 @@ def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
 
 
 def api_app(title: str, description: str, settings: KontaktSettings, lifespan: Any) -> FastAPI:
-    """A Kontakt API's FastAPI app, its settings on app.state (where the token check reads)."""
+    """A Kontakt API's FastAPI app, its settings and token verifier on app.state."""
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     # Routes added to the app itself (health, metrics, status) are as strict as the routers'.
     app.router.route_class = StrictJSONRoute
     app.state.settings = settings
+    app.state.tokens = TokenVerifier(settings)
     return app
 
 

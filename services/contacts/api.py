@@ -86,13 +86,13 @@ _MOMENT = r"^[0-9][0-9T:.+\-Z ]{5,39}$"
 _IF_MATCH = r'^\s*(?:\*|(?:W/)?"?[0-9]{1,18}"?)\s*$'
 
 
-def get_contacts(request: Request) -> ContactsApp:
+async def get_contacts(request: Request) -> ContactsApp:
     """The application built by the app factory."""
     app: ContactsApp = request.app.state.contacts
     return app
 
 
-def get_actor(
+async def get_actor(
     request: Request,
     principal: Annotated[Principal, Depends(get_principal)],
     x_correlation_id: Annotated[
@@ -110,7 +110,7 @@ def get_actor(
     return domain.Actor(principal.user_id, request.state.correlation_id, x_kontakt_channel)
 
 
-def get_expected_version(
+async def get_expected_version(
     # Not "str | None": the document would call the header nullable, and "null" is no version.
     if_match: Annotated[
         str,

@@ -48,7 +48,7 @@ router = APIRouter(
 )
 
 
-def _contacts(request: Request) -> ContactsApp:
+async def _contacts(request: Request) -> ContactsApp:
     contacts: ContactsApp = request.app.state.contacts
     return contacts
 

@@ -68,7 +68,7 @@ class Sort(StrEnum):
     updated = "updated"
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
     """The read models' connection pool."""
     pool: asyncpg.Pool = request.app.state.pool
     return pool
