@@ -188,9 +188,14 @@ class PostgresPersonKeyStore(PersonKeyStore):
         with self._pool.connection() as conn:
             # One round trip when the key is new (the usual case: a new person).
             # A concurrent first use may win the insert; both then read the same row.
+            # The key's commit does not wait for its WAL flush (synchronous_commit off for
+            # this transaction alone): nothing encrypted under the key is stored until the
+            # events' own commit, which is synchronous and flushes the WAL up to itself, so
+            # the key's record with it. A crash before that loses a key no stored data uses.
             inserted = conn.execute(
                 "INSERT INTO person_keys (person_id, master_key_id, wrapped_key)"
-                " VALUES (%s, %s, %s) ON CONFLICT (person_id) DO NOTHING RETURNING person_id",
+                " SELECT %s, %s, %s FROM (SELECT set_config('synchronous_commit', 'off', true))"
+                " AS async_commit ON CONFLICT (person_id) DO NOTHING RETURNING person_id",
                 (person_id, key_id, wrapped),
             ).fetchone()
             if inserted is not None:
