@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import uuid4
 
+import psycopg
+
 from services.contacts.application import ContactsApp
 from services.contacts.domain import Actor, DuplicateContactError, VersionConflictError
+from services.contacts.group_commit import LockedInsert
+from services.contacts.store import build_contacts_app, close_contacts_app
+from shared.settings import KontaktSettings
 
 ALICE = Actor("alice", "corr")
 
@@ -132,3 +138,52 @@ def test_parallel_creates_with_some_duplicates_store_every_distinct_one(
     assert all(isinstance(r, DuplicateContactError) for r in duplicates if isinstance(r, Exception))
     for r in distinct:
         assert contacts.get_contact(r.contact_id).first_names.startswith("Person")
+
+
+def test_a_save_waits_for_an_uncommitted_save_so_ids_commit_in_order(
+    isolated_settings: KontaktSettings,
+) -> None:
+    # A save holds the events table's lock from taking its ids to its commit; one that took
+    # no lock could commit a higher id first, and a reader of the notification log would pass
+    # the lower one for good.
+    app = build_contacts_app(isolated_settings)
+    holder = psycopg.connect(isolated_settings.pg_dsn())
+    # Its own connection: within a transaction, pg_stat_activity is read once and kept.
+    watcher = psycopg.connect(isolated_settings.pg_dsn(), autocommit=True)
+    try:
+        insert = app.events.group._insert  # type: ignore[attr-defined]
+        assert isinstance(insert, LockedInsert)
+        holder.execute(insert._call, ([],))  # the lock, taken and kept (no commit yet)
+        done = threading.Event()
+
+        def create() -> None:
+            app.create_contact(
+                ALICE,
+                company_id=uuid4(),
+                company_name="Acme",
+                details={"first_names": "Ida", "last_names": "Ro"},
+            )
+            done.set()
+
+        writer = threading.Thread(target=create)
+        writer.start()
+        waiting = 0
+        for _ in range(300):
+            if done.is_set():
+                break
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            ).fetchone()[0]  # type: ignore[index]
+            if waiting:
+                break
+            time.sleep(0.1)
+        assert not done.is_set(), "the save did not wait for the uncommitted one"
+        assert waiting == 1
+        holder.commit()
+        writer.join()
+        assert done.is_set()
+    finally:
+        holder.close()
+        watcher.close()
+        close_contacts_app(app)

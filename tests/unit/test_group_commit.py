@@ -10,7 +10,9 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from services.contacts.group_commit import GroupCommit
+from services.contacts.application import ContactsApp
+from services.contacts.domain import Actor
+from services.contacts.group_commit import GroupCommit, GroupCommitEventStore
 
 
 def stored(version: int, originator: UUID | None = None) -> StoredEvent:
@@ -98,3 +100,24 @@ def test_a_lone_save_gets_the_stores_error() -> None:
     with pytest.raises(IntegrityError):
         group.insert([event])
     assert group.insert([stored(1)]) == [2]
+
+
+def test_an_applications_untracked_save_goes_through_the_group_commit(app: ContactsApp) -> None:
+    # The library passes tracking=None with every save; that is no option of its own.
+    store = app.events
+    assert isinstance(store, GroupCommitEventStore)
+    inserted: list[int] = []
+    real = store.group._insert
+
+    def counting(events: Sequence[StoredEvent]) -> Sequence[int] | None:
+        inserted.append(len(events))
+        return real(events)
+
+    store.group._insert = counting
+    app.create_contact(
+        Actor("alice", "corr"),
+        company_id=uuid4(),
+        company_name="Acme",
+        details={"first_names": "Ida", "last_names": "Ro"},
+    )
+    assert inserted and sum(inserted) >= 2  # the contact and its uniqueness key, together
