@@ -6,19 +6,33 @@ consume it directly.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 from typing import Any
 from uuid import UUID
 
+import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Notification
 from psycopg.sql import SQL, Identifier
 
 from services.contacts.application import ContactsApp
+from services.contacts.domain import CONTACT_EVENT_CLASSES, Contact, public_name
 from services.contacts.integration import (
+    _ENVELOPE,
     CATALOGUE_STORE_TOPICS,
     PUBLISHED_STORE_TOPICS,
     to_catalogue_event,
     to_integration_event,
 )
+from services.contacts.personal_data import (
+    NONCE_BYTES,
+    PII_FIELD,
+    PersonalDataMapper,
+    restore_personal,
+)
+from shared.contract import contacts as contract
 from shared.contract.contacts import ContactEventBase
 from shared.contract.infotags import CATALOGUE_ID, InfotagEventBase
 
@@ -28,6 +42,57 @@ PublishedEvent = ContactEventBase | InfotagEventBase
 
 #: The store topics a reader decodes: contact events and the infotag catalogue's.
 READ_TOPICS = PUBLISHED_STORE_TOPICS | CATALOGUE_STORE_TOPICS
+
+
+#: The library's transcodings whose text the contract's models parse themselves.
+_TEXT_TRANSCODINGS = frozenset({"uuid_hex", "datetime_iso", "date_iso"})
+_EVENT_CLASSES: tuple[type[Any], ...] = CONTACT_EVENT_CLASSES
+#: Contact events whose infotags the contract lists (the store keeps them by tag).
+_LISTED_TAGS = frozenset(
+    cls.TOPIC
+    for cls in _EVENT_CLASSES
+    if issubclass(cls, Contact.Created | Contact.JobChangeUndone)
+)
+#: Per stored topic: the contract's model, its type name, the personal paths, the class.
+_BULK_TOPICS: dict[str, tuple[type[ContactEventBase], str, tuple[str, ...], type[Any]]] = {
+    cls.TOPIC: (
+        contract.CONTACT_EVENTS_BY_TYPE[public_name(cls)],
+        public_name(cls),
+        tuple(getattr(cls, "PERSONAL", ())),
+        cls,
+    )
+    for cls in _EVENT_CLASSES
+    if getattr(cls, "class_version", 1) == 1  # an upcast event goes the mapper's way
+}
+_NAMESPACE = contract.EVENT_ID_NAMESPACE.bytes
+
+
+class _NotPlainError(Exception):
+    """A state holds a value the bulk reader leaves to the mapper (an unusual transcoding)."""
+
+
+def _plain(value: Any) -> Any:
+    """A value decoded by plain JSON with the library's transcoded values as their text.
+
+    The transcoder's rule: a dict of exactly `_type_` and `_data_` is a transcoded value.
+    """
+    if isinstance(value, dict):
+        if len(value) == 2 and "_type_" in value and "_data_" in value:
+            if value["_type_"] not in _TEXT_TRANSCODINGS:
+                raise _NotPlainError(value["_type_"])
+            return value["_data_"]
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _event_id(contact_id: object, version: int) -> str:
+    """contract.event_id_for as hex (uuid5's steps, without making a UUID to be parsed again)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE + f"{contact_id}:{version}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return digest.hex()
 
 
 class StoreReader:
@@ -75,6 +140,82 @@ class StoreReader:
             elif n.topic in CATALOGUE_STORE_TOPICS:
                 events.append(to_catalogue_event(mapper.to_domain_event(n, states[n.id]), n.id))
         return events, notifications[-1].id
+
+    def read_bulk(self, after: int, limit: int) -> tuple[list[PublishedEvent], int | None]:
+        """The same events as read_published, made for bulk readers (a rebuild) at less cost.
+
+        Each contact event's state is decoded by a fast JSON decoder, its personal fields
+        decrypted with the batch's keys (one query), and the contract's model validated
+        straight from it, as a consumer validates the relay's message; no domain event is
+        made. Anything unusual (a catalogue event, a transcoding or JSON the fast path does
+        not know) is read as read_published reads it.
+        """
+        notifications = self.contacts.recorder.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        if not notifications:
+            return [], None
+        mapper = self.contacts.mapper
+        plain: dict[int, dict[str, Any]] = {}
+        for n in notifications:
+            if n.topic in _BULK_TOPICS:
+                # What the fast path does not know is left to the mapper below.
+                with contextlib.suppress(orjson.JSONDecodeError, _NotPlainError):
+                    plain[n.id] = _plain(orjson.loads(n.state))
+        # Keys fetched fresh for the batch, so an erasure made elsewhere shows at once.
+        wanted = {UUID(s["person_id"]) for s in plain.values() if PII_FIELD in s}
+        keys = {
+            str(person).replace("-", ""): None if key is None else AESGCM(key)
+            for person, key in self.contacts.cipher.keys.get_many(wanted).items()
+        }
+        events: list[PublishedEvent] = []
+        for n in notifications:
+            state = plain.get(n.id)
+            if state is not None:
+                events.append(self._contract_event(mapper, n, state, keys))
+            elif n.topic in PUBLISHED_STORE_TOPICS:
+                events.append(to_integration_event(mapper.to_domain_event(n), n.id))
+            elif n.topic in CATALOGUE_STORE_TOPICS:
+                events.append(to_catalogue_event(mapper.to_domain_event(n), n.id))
+        return events, notifications[-1].id
+
+    @staticmethod
+    def _contract_event(
+        mapper: PersonalDataMapper,
+        n: Notification,
+        state: dict[str, Any],
+        keys: dict[str, AESGCM | None],
+    ) -> ContactEventBase:
+        """The contract's model of a contact event from its plainly decoded state."""
+        model, type_name, paths, cls = _BULK_TOPICS[n.topic]
+        blob = state.pop(PII_FIELD, None)
+        if blob is not None:
+            raw = base64.b64decode(blob)
+            aes = keys[state["person_id"]]
+            aad = mapper._aad(n.originator_id, n.originator_version, n.topic)
+            plaintext = (
+                None if aes is None else aes.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad)
+            )
+            restore_personal(state, paths, plaintext)
+        data = {k: v for k, v in state.items() if k not in _ENVELOPE}
+        if n.topic in _LISTED_TAGS:
+            data["infotags"] = [{"tag": t, **p} for t, p in sorted(data["infotags"].items())]
+        return model.model_validate(
+            {
+                "event_id": _event_id(n.originator_id, n.originator_version),
+                "type": type_name,
+                "occurred_at": state["timestamp"],
+                "actor": state["actor"],
+                "correlation_id": state["correlation_id"],
+                # Events stored before the channel was recorded read as the class says.
+                "channel": state.get("channel", cls.channel),
+                "contact_id": n.originator_id,
+                "person_id": state["person_id"],
+                "aggregate_version": n.originator_version,
+                "global_position": n.id,
+                "data": data,
+            }
+        )
 
     def catalogue_events(self, up_to: int) -> list[InfotagEventBase]:
         """The infotag catalogue's events up to a store position, oldest first."""

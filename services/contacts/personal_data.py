@@ -368,6 +368,22 @@ def _walk(root: dict[str, Any], path: str) -> Iterator[tuple[dict[str, Any], str
         yield node, last
 
 
+def restore_personal(
+    holder: dict[str, Any], paths: tuple[str, ...], plaintext: bytes | None
+) -> None:
+    """Put decrypted personal fields back into a state (`[erased]` placeholders when None)."""
+    if plaintext is None:
+        for path in paths:
+            for container, key in _walk(holder, path):
+                container[key] = ERASED
+        return
+    for name, value in json.loads(plaintext).items():
+        path, key = name.split("\x1f")
+        for container, found in _walk(holder, path):
+            if found == key:
+                container[key] = value
+
+
 class PersonalDataMapper(Mapper[UUID]):
     """A mapper that stores each event's personal fields encrypted under the person's key."""
 
@@ -442,16 +458,7 @@ class PersonalDataMapper(Mapper[UUID]):
                 stored_event.originator_id, stored_event.originator_version, stored_event.topic
             ),
         )
-        if plaintext is None:
-            for path in paths:
-                for container, key in _walk(holder, path):
-                    container[key] = ERASED
-        else:
-            for name, value in json.loads(plaintext).items():
-                path, key = name.split("\x1f")
-                for container, found in _walk(holder, path):
-                    if found == key:
-                        container[key] = value
+        restore_personal(holder, paths, plaintext)
         return self._event_of(stored_event, state)
 
     @staticmethod

@@ -6,7 +6,7 @@ rebuilt read model equals the incrementally built one by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -119,6 +119,24 @@ class ContactRow:
         return sorted({t for d in self.phone_digits for t in phone_tails(d)})
 
 
+#: The row's fields by name (what `_with` may set).
+_ROW_FIELDS = frozenset(f.name for f in fields(ContactRow))
+
+
+def _with(row: ContactRow, **changes: Any) -> ContactRow:
+    """dataclasses.replace for rows, at a fraction of its cost (the fold's hottest step).
+
+    A row has no `__post_init__` and no init-only fields, so copying its fields and setting
+    the changed ones makes the row `__init__` would; unknown names are refused as there.
+    """
+    if not changes.keys() <= _ROW_FIELDS:
+        raise TypeError(f"unknown row fields: {sorted(changes.keys() - _ROW_FIELDS)}")
+    copy = object.__new__(ContactRow)
+    copy.__dict__.update(row.__dict__)
+    copy.__dict__.update(changes)
+    return copy
+
+
 def _t(value: str | None) -> str | None:
     # Events stored before the edge refused such characters still carry them; PostgreSQL
     # refuses NUL and lone surrogates, so every path into a row (worker, repair, rebuild)
@@ -142,6 +160,9 @@ def _held(row: ContactRow, at: datetime) -> frozenset[Held]:
     values = (getattr(row, name) for name in c.EMAIL_DETAILS)
     holding = row.status in _HOLDING
     now = {normalise_address(v) for v in values if v and v != c.ERASED} if holding else set()
+    if {h.address for h in row.held if h.until is None} == now:
+        # Nothing given up, nothing taken: the same intervals (most events change neither).
+        return row.held
     given_up = {h for h in row.held if h.until is None and h.address not in now}
     held = (row.held - given_up) | {replace(h, until=at) for h in given_up}
     still = {h.address for h in held if h.until is None}
@@ -161,10 +182,11 @@ def apply(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
     """The row after the event; raises UnknownContactError for a contact never created."""
     after = _fold(row, event)
     if after.erased:
-        return replace(after, held=frozenset())
+        return _with(after, held=frozenset())
     # Every event may change what the contact holds (a detail, a job change, a status), so
     # the intervals follow the row whatever the event: a new event type needs no edit here.
-    return replace(after, held=_held(after, event.occurred_at))
+    held = _held(after, event.occurred_at)
+    return after if held is after.held else _with(after, held=held)
 
 
 def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
@@ -194,7 +216,7 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
         return created
     if row is None:
         raise UnknownContactError(f"{event.type} for unknown contact {event.contact_id}")
-    row = replace(
+    row = _with(
         row,
         version=event.aggregate_version,
         position=event.global_position,
@@ -202,12 +224,12 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
     )
     if isinstance(event, c.ContactDetailsChanged):
         changes: dict[str, Any] = {str(k): _t(v) for k, v in event.data.changes.items()}
-        return replace(row, **changes)
+        return _with(row, **changes)
     if isinstance(event, c.JobChanged):
-        return replace(row, ended_on=event.data.ended_on, successor_id=event.data.successor_id)
+        return _with(row, ended_on=event.data.ended_on, successor_id=event.data.successor_id)
     if isinstance(event, c.EmploymentCorrected):
         fixed = event.data
-        return replace(
+        return _with(
             row,
             company_id=fixed.company_id,
             company_name=clean_text(fixed.company_name),
@@ -215,10 +237,10 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
             ended_on=fixed.ended_on,
         )
     if isinstance(event, c.JobChangeWithdrawn):
-        return replace(row, withdrawn=True)
+        return _with(row, withdrawn=True)
     if isinstance(event, c.JobChangeUndone):
         undone = event.data
-        return replace(
+        return _with(
             row,
             ended_on=None,
             successor_id=None,
@@ -233,28 +255,28 @@ def _fold(row: ContactRow | None, event: c.ContactEventBase) -> ContactRow:
             users.add(user)
         else:
             users.discard(user)
-        return replace(row, outlook_sync_users=tuple(sorted(users)))
+        return _with(row, outlook_sync_users=tuple(sorted(users)))
     if isinstance(event, c.InfotagAdded):
         tag = clean_text(event.data.tag)
         placed = Infotag(
             clean_text(event.actor), event.occurred_at, placement_tag_id(tag, event.data.tag_id)
         )
         tags = {**row.infotags, tag: placed}
-        return replace(row, infotags=tags)
+        return _with(row, infotags=tags)
     if isinstance(event, c.InfotagRemoved):
         gone = clean_text(event.data.tag)
-        return replace(row, infotags={k: v for k, v in row.infotags.items() if k != gone})
+        return _with(row, infotags={k: v for k, v in row.infotags.items() if k != gone})
     if isinstance(event, c.PhotoChanged):
-        return replace(row, photo=_photo(event.data))
+        return _with(row, photo=_photo(event.data))
     if isinstance(event, c.PhotoRemoved):
-        return replace(row, photo=None)
+        return _with(row, photo=None)
     if isinstance(event, c.ContactArchived):
-        return replace(row, archived=True)
+        return _with(row, archived=True)
     if isinstance(event, c.ContactRestored):
-        return replace(row, archived=False)
+        return _with(row, archived=False)
     if isinstance(event, c.ContactErased):
         erased: dict[str, Any] = dict.fromkeys(c.DETAIL_FIELDS, c.ERASED)
-        return replace(
+        return _with(
             row,
             erased=True,
             **erased,

@@ -26,6 +26,8 @@ HISTORY_FIELDS: tuple[str, ...] = (
     "photo",
     "status",
 )
+#: The compared fields a row holds as they are (text, ids, dates).
+_PLAIN_FIELDS: tuple[str, ...] = (*c.DETAIL_FIELDS, *EMPLOYMENT_FIELDS)
 #: Fields that hold the person's data: an erasure leaves none of their values in the history.
 #: Every detail field is among them, as the erasure blanks every detail of the contact.
 #: (The photo's value in a change is its content hash, a keyed hash of the person's bytes.)
@@ -45,7 +47,7 @@ def field_values(row: ContactRow | None) -> dict[str, Any]:
     """The compared fields of a row as JSON values (all null before the contact existed)."""
     if row is None:
         return dict.fromkeys(HISTORY_FIELDS)
-    values = {name: _json(getattr(row, name)) for name in (*c.DETAIL_FIELDS, *EMPLOYMENT_FIELDS)}
+    values = {name: _json(getattr(row, name)) for name in _PLAIN_FIELDS}
     values["infotags"] = sorted(row.infotags)
     values["photo"] = row.photo.content_hash if row.photo else None
     values["status"] = row.status
@@ -57,13 +59,32 @@ def field_changes(before: ContactRow | None, after: ContactRow) -> list[dict[str
 
     A contact's creation compares with nothing, so it lists the fields it set (no empty ones).
     """
-    old, new = field_values(before), field_values(after)
-    empty: tuple[Any, ...] = (None, [])
-    return [
-        {"field": name, "old": old[name], "new": new[name]}
-        for name in HISTORY_FIELDS
-        if old[name] != new[name] and not (before is None and new[name] in empty)
+    if before is None:
+        old, new = field_values(before), field_values(after)
+        empty: tuple[Any, ...] = (None, [])
+        return [
+            {"field": name, "old": old[name], "new": new[name]}
+            for name in HISTORY_FIELDS
+            if old[name] != new[name] and new[name] not in empty
+        ]
+    # The plain fields hold text, ids and dates, which differ exactly when their JSON values
+    # do: only the changed ones are converted (an event changes a few fields of many).
+    changes = [
+        {"field": name, "old": _json(old_value), "new": _json(new_value)}
+        for name in _PLAIN_FIELDS
+        if (old_value := getattr(before, name)) != (new_value := getattr(after, name))
     ]
+    if before.infotags.keys() != after.infotags.keys():
+        changes.append(
+            {"field": "infotags", "old": sorted(before.infotags), "new": sorted(after.infotags)}
+        )
+    old_photo = before.photo.content_hash if before.photo else None
+    new_photo = after.photo.content_hash if after.photo else None
+    if old_photo != new_photo:
+        changes.append({"field": "photo", "old": old_photo, "new": new_photo})
+    if (old_status := before.status) != (new_status := after.status):
+        changes.append({"field": "status", "old": old_status, "new": new_status})
+    return changes
 
 
 def redact_changes(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:

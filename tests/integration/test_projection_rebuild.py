@@ -268,3 +268,27 @@ async def test_queries_keep_answering_while_a_rebuild_swaps_the_model_in(
         assert report.contacts == len(ids)
         assert statuses and set(statuses) == {200}, sorted(set(statuses))
         assert await dump(p.settings) == before
+
+
+async def test_the_bulk_read_gives_the_events_the_relay_publishes(
+    isolated_settings: KontaktSettings,
+) -> None:
+    async with pipeline(isolated_settings) as p:
+        assert p.contacts is not None
+        await asyncio.to_thread(run_commands, p, EVERY_KIND)
+        reader = StoreReader(p.contacts)
+        for limit in (3, 1000):
+            position, published, bulk = 0, [], []
+            while True:
+                events, last = await asyncio.to_thread(reader.read_published, position, limit)
+                same, same_last = await asyncio.to_thread(reader.read_bulk, position, limit)
+                assert same_last == last
+                if last is None:
+                    break
+                published += events
+                bulk += same
+                position = last
+            kinds = {e.type for e in bulk if hasattr(e, "contact_id")}
+            assert {"ContactCreated", "ContactErased", "JobChangeUndone"} <= kinds
+            assert bulk == published
+            assert [e.model_dump_json() for e in bulk] == [e.model_dump_json() for e in published]

@@ -6,6 +6,8 @@ from datetime import date
 from typing import Any
 from uuid import uuid4
 
+import pytest
+
 from services.projections import contacts_model as model
 from services.projections.history_model import entry, field_changes, redact_changes
 from shared.contract import contacts as c
@@ -144,3 +146,47 @@ def test_redaction_drops_personal_fields_and_keeps_the_others() -> None:
         {"field": "infotags", "old": [], "new": ["vip"]},
         {"field": "company_name", "old": "Acme", "new": "Acme A/S"},
     ]
+
+
+def _reference_changes(before: model.ContactRow, after: model.ContactRow) -> list[dict[str, Any]]:
+    """The diff as the JSON values of every compared field say it (field_changes' meaning)."""
+    from services.projections.history_model import HISTORY_FIELDS, field_values
+
+    old, new = field_values(before), field_values(after)
+    return [
+        {"field": name, "old": old[name], "new": new[name]}
+        for name in HISTORY_FIELDS
+        if old[name] != new[name]
+    ]
+
+
+def test_the_diff_of_changed_fields_equals_the_diff_of_every_fields_json_value() -> None:
+    row = model.apply(None, created(job_title="Buyer"))
+    steps: list[Any] = [
+        (c.ContactDetailsChanged, c.ContactDetailsChangedData(changes={"job_title": None})),
+        (c.InfotagAdded, c.InfotagData(tag="Kunde/Guld")),
+        (c.PhotoChanged, PHOTO),
+        (
+            c.EmploymentCorrected,
+            c.EmploymentCorrectedData(
+                company_id=uuid4(),
+                company_name="Other",
+                started_on=date(2021, 2, 3),
+                ended_on=None,
+            ),
+        ),
+        (c.ContactArchived, c.ReasonData(reason=None)),
+        (c.InfotagRemoved, c.InfotagData(tag="vip")),
+        (c.ContactRestored, c.EmptyData()),
+        (c.PhotoRemoved, c.EmptyData()),
+    ]
+    for kind, data in steps:
+        after = model.apply(row, next_event(row, kind, data=data))
+        assert field_changes(row, after) == _reference_changes(row, after)
+        row = after
+
+
+def test_a_rows_copy_refuses_a_field_it_does_not_have() -> None:
+    row = model.apply(None, created())
+    with pytest.raises(TypeError):
+        model._with(row, no_such_field=1)
