@@ -349,6 +349,20 @@ def merge_categories(current: list[str], ours_before: list[str], ours_now: list[
     return [*dict.fromkeys(users), *ours_now]
 
 
+def without_categories(body: dict[str, Any]) -> dict[str, Any]:
+    """The body leaving the item's categories alone: neither they nor Kontakt's record of them."""
+    out = {k: v for k, v in body.items() if k != "categories"}
+    props = [
+        p for p in body.get("singleValueExtendedProperties", []) if p["id"] != CATEGORIES_PROPERTY
+    ]
+    return {**out, "singleValueExtendedProperties": props}
+
+
+def categories_hash(body: dict[str, Any]) -> str:
+    """A stable hash of the categories Kontakt sets on an item (the body's own)."""
+    return content_hash({"categories": body["categories"]})
+
+
 def content_hash(body: dict[str, Any]) -> str:
     """A stable hash of what Outlook shows (canonical JSON)."""
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -370,6 +384,8 @@ class Link:
     graph_id: str | None = None
     pushed_hash: str | None = None
     pushed_photo: str | None = None
+    #: Hash of Kontakt's categories last written (categories_hash); None: unknown.
+    pushed_categories: str | None = None
     reason: str | None = None
     # Set once the user deleted the item in Outlook: not recreated until switched on again.
     suppressed: bool = False
@@ -408,6 +424,10 @@ class Plan:
     photo_hash: str | None = None
     write_body: bool = False
     write_photo: bool = False
+    categories_hash: str | None = None
+    #: Kontakt's categories differ from those last written (or those are unknown): the
+    #: item's categories are read and merged; otherwise the update leaves them alone.
+    write_categories: bool = True
 
 
 def wants_item(link: Link, snap: Snapshot) -> bool:
@@ -430,13 +450,31 @@ def plan(link: Link, snap: Snapshot) -> Plan:
         return Plan("noop")
     body = render_contact(snap)
     body_hash = content_hash(body)
+    categories = categories_hash(body)
     if link.graph_id is None:
-        return Plan("create", body, body_hash, snap.photo_hash, True, snap.photo_hash is not None)
+        return Plan(
+            "create",
+            body,
+            body_hash,
+            snap.photo_hash,
+            True,
+            snap.photo_hash is not None,
+            categories,
+        )
     write_body = body_hash != link.pushed_hash
     write_photo = snap.photo_hash != link.pushed_photo
     if not (write_body or write_photo):
         return Plan("noop")
-    return Plan("update", body, body_hash, snap.photo_hash, write_body, write_photo)
+    return Plan(
+        "update",
+        body,
+        body_hash,
+        snap.photo_hash,
+        write_body,
+        write_photo,
+        categories,
+        categories != link.pushed_categories,
+    )
 
 
 # ------------------------------------------------------------------ transitions
@@ -455,6 +493,7 @@ def linked(link: Link, graph_id: str, p: Plan) -> Link:
         graph_id=graph_id,
         pushed_hash=p.body_hash,
         pushed_photo=p.photo_hash,
+        pushed_categories=p.categories_hash,
         reason=None,
         attempts=0,
     )
@@ -463,7 +502,13 @@ def linked(link: Link, graph_id: str, p: Plan) -> Link:
 def unlinked(link: Link) -> Link:
     """The item is gone."""
     return replace(
-        link, state="off", graph_id=None, pushed_hash=None, pushed_photo=None, attempts=0
+        link,
+        state="off",
+        graph_id=None,
+        pushed_hash=None,
+        pushed_photo=None,
+        pushed_categories=None,
+        attempts=0,
     )
 
 
@@ -475,6 +520,7 @@ def deleted_by_user(link: Link) -> Link:
         graph_id=None,
         pushed_hash=None,
         pushed_photo=None,
+        pushed_categories=None,
         reason=DELETED_IN_OUTLOOK,
         suppressed=True,
         suppressed_contact_id=link.contact_id,

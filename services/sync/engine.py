@@ -258,10 +258,18 @@ class Engine:
         try:
             # A photo removal also patches the item: that is how a deleted item shows (404).
             if p.write_body or p.photo_hash is None:
-                await self.graph.update_contact(
-                    mailbox, gid, await self._keeping_users_categories(mailbox, gid, p.body)
+                # Categories Kontakt did not change are left as they are: no read of them first.
+                body = (
+                    await self._keeping_users_categories(mailbox, gid, p.body)
+                    if p.write_categories
+                    else domain.without_categories(p.body)
                 )
-                state.set(replace(state.link, pushed_hash=p.body_hash))
+                await self.graph.update_contact(mailbox, gid, body)
+                state.set(
+                    replace(
+                        state.link, pushed_hash=p.body_hash, pushed_categories=p.categories_hash
+                    )
+                )
             if p.write_photo:
                 await self._push_photo(state, mailbox, gid, snap.contact_id, p)
         except GraphNotFoundError:
@@ -326,7 +334,14 @@ class Engine:
         folder = await self.graph.ensure_folder(mailbox)
         body = await self._keeping_users_categories(mailbox, gid, p.body)
         new_gid = await self.graph.create_contact(mailbox, folder, body)
-        state.set(replace(state.link, graph_id=new_gid, pushed_hash=p.body_hash))
+        state.set(
+            replace(
+                state.link,
+                graph_id=new_gid,
+                pushed_hash=p.body_hash,
+                pushed_categories=p.categories_hash,
+            )
+        )
         await self.progress.progress(state.link)
         await self.graph.delete_contact(mailbox, gid)
 

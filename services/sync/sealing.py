@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -46,12 +46,6 @@ def unseal(key: bytes, contact_id: UUID, blob: bytes) -> dict[str, Any]:
     return fields
 
 
-@dataclass
-class _Entry:
-    key: bytes | None  # None: the person was erased (for good)
-    fetched: float
-
-
 class PersonKeys:
     """Sync keys by person, fetched on demand and forgotten `ttl_seconds` after fetching."""
 
@@ -64,16 +58,25 @@ class PersonKeys:
         self._fetch = fetch
         self._ttl = ttl_seconds
         self._clock = clock
-        self._cache: dict[UUID, _Entry] = {}
+        #: Live keys with the time each was fetched, oldest first (the order of fetching),
+        #: so that evicting looks only at the expired ones and the next.
+        self._keys: OrderedDict[UUID, tuple[bytes, float]] = OrderedDict()
+        #: Persons found erased: for good, never fetched again.
+        self._erased: set[UUID] = set()
 
     async def get(self, person_id: UUID) -> bytes | None:
         """The person's sync key, or None when erased (fetched again once the cached one aged)."""
         self.evict_expired()
-        entry = self._cache.get(person_id)
+        if person_id in self._erased:
+            return None
+        entry = self._keys.get(person_id)
         if entry is not None:
-            return entry.key
+            return entry[0]
         key = await self._fetch(person_id)
-        self._cache[person_id] = _Entry(key, self._clock())
+        if key is None:
+            self._erased.add(person_id)
+        elif person_id not in self._keys:  # a concurrent get may have fetched it meanwhile
+            self._keys[person_id] = (key, self._clock())
         return key
 
     async def get_many(self, person_ids: set[UUID]) -> dict[UUID, bytes | None]:
@@ -83,11 +86,11 @@ class PersonKeys:
     def evict_expired(self) -> int:
         """Drop every key fetched longer than the TTL ago (erasures stay known); how many."""
         now = self._clock()
-        stale = [
-            pid
-            for pid, e in self._cache.items()
-            if e.key is not None and now - e.fetched >= self._ttl
-        ]
-        for pid in stale:
-            del self._cache[pid]
-        return len(stale)
+        stale = 0
+        while self._keys:
+            _, fetched = next(iter(self._keys.values()))
+            if now - fetched < self._ttl:
+                break
+            self._keys.popitem(last=False)
+            stale += 1
+        return stale

@@ -50,7 +50,7 @@ from services.sync.graph import (
     GraphNotFoundError,
     GraphSyncResetError,
 )
-from services.sync.store import SyncStore
+from services.sync.store import Reconciled, SyncStore
 from shared.consuming import Handler, consume, consumer, dead_letter, producer, where
 from shared.contact_events import ContactEventsUnavailableError, fetch_contact_events
 from shared.contract.contacts import ContactEvent, parse_contact_event
@@ -139,23 +139,61 @@ class SyncWorker:
             await sink.stop()
 
     def _partition_handler(self, sink: AIOKafkaProducer, stop: asyncio.Event) -> Handler:
-        """Apply a partition's records in turn; how many are done (fewer when stopped)."""
+        """Apply a partition's records in order; how many are done (fewer when stopped).
+
+        A run of readable contact events is applied together in one transaction; when
+        that fails (a gap to repair, a value the database refuses, an outage), the run's
+        events are applied one by one, each with its retries and dead-lettering.
+        """
+
+        async def one(record: Any) -> None:
+            try:
+                await self._handle(sink, record, stop)
+            except Exception:
+                # Kafka refused a dead letter: the record comes again, after a while.
+                await _wait(stop, doubling_wait(self._refusals, 0.5, 30.0))
+                self._refusals += 1
+                raise
+            self._refusals = 0
 
         async def handle(records: list[Any]) -> int:
-            for done, record in enumerate(records):
-                try:
-                    await self._handle(sink, record, stop)
-                except Exception:
-                    # Kafka refused a dead letter: the record comes again, after a while.
-                    await _wait(stop, doubling_wait(self._refusals, 0.5, 30.0))
-                    self._refusals += 1
-                    raise
-                self._refusals = 0
+            done = 0
+            while done < len(records):
+                run = self._contact_events(records[done:])
+                if len(run) > 1 and await self._apply_together(run):
+                    done += len(run)
+                else:
+                    for record in records[done : done + max(len(run), 1)]:
+                        await one(record)
+                        if stop.is_set():
+                            return done  # this one may have been given up half-way
+                        done += 1
                 if stop.is_set():
-                    return done  # this one may have been given up half-way
-            return len(records)
+                    return done
+            return done
 
         return handle
+
+    def _contact_events(self, records: list[Any]) -> list[ContactEvent]:
+        """The leading records that are readable contact events, read (at most a fetch)."""
+        events = []
+        for record in records:
+            if record.topic != self.settings.contacts_topic:
+                break
+            try:
+                events.append(clean_event(parse_contact_event(record.value or b"")))
+            except (ValidationError, ValueError):
+                break
+        return events
+
+    async def _apply_together(self, events: list[ContactEvent]) -> bool:
+        """Apply events in one transaction; False (nothing applied) when one by one must."""
+        try:
+            await self.store.apply_together(events)
+        except Exception as exc:
+            log.info("applying %d events together failed (%s); one by one", len(events), exc)
+            return False
+        return True
 
     async def _handle(self, producer: AIOKafkaProducer, message: Any, stop: asyncio.Event) -> None:
         """Apply one message; dead-letter it when it is unreadable or keeps failing.
@@ -254,6 +292,7 @@ class SyncWorker:
             return 0
         work = [Work(c.link, c.snapshot, c.person_contact_ids) for c in claimed]
         results = await self.engine.run(work)
+        steps = []
         for c, result in zip(claimed, results, strict=True):
             retry_in = 0.0
             if not result.done:
@@ -263,11 +302,10 @@ class SyncWorker:
                     self.settings.sync_retry_max_seconds,
                     self.rng,
                 )
-            await self.store.save(
-                c.link, result.link, result.outcomes, done=result.done, retry_in=retry_in
-            )
-            if result.outcomes:
-                self.outbox_changed.set()
+            steps.append(Reconciled(c.link, result.link, result.outcomes, result.done, retry_in))
+        await self.store.save(steps)
+        if any(result.outcomes for result in results):
+            self.outbox_changed.set()
         return len(claimed)
 
     async def reconcile(self, stop: asyncio.Event) -> None:

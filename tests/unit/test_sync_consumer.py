@@ -138,3 +138,39 @@ async def test_the_sync_consumer_counts_only_what_it_applied_before_a_stop() -> 
     messages = [Message(event_bytes(), offset=o) for o in (1, 2, 3)]
     assert await w._partition_handler(FakeProducer(), stop)(messages) == 1
     assert applied == [1, 2]
+
+
+class TogetherStore(FakeStore):
+    """Applies runs together unless told the run fails (then the worker goes one by one)."""
+
+    def __init__(self, together_fails: bool) -> None:
+        super().__init__(fail=0, error=ValueError())
+        self.together_fails = together_fails
+        self.runs: list[int] = []
+
+    async def apply_together(self, events: list[Any]) -> None:
+        self.runs.append(len(events))
+        if self.together_fails:
+            raise ValueError("a gap: repair one by one")
+        self.applied.extend(events)
+
+
+async def test_a_partitions_readable_events_are_applied_together() -> None:
+    store = TogetherStore(together_fails=False)
+    messages = [Message(event_bytes(), offset=o) for o in (1, 2, 3)]
+    done = await worker(store)._partition_handler(FakeProducer(), asyncio.Event())(messages)
+    assert done == 3 and store.runs == [3] and len(store.applied) == 3 and store.calls == 0
+
+
+async def test_a_run_that_fails_together_is_applied_one_by_one_around_an_unreadable_one() -> None:
+    store = TogetherStore(together_fails=True)
+    producer = FakeProducer()
+    messages = [
+        Message(event_bytes(), offset=1),
+        Message(event_bytes(), offset=2),
+        Message(b"not json", offset=3),
+        Message(event_bytes(), offset=4),
+    ]
+    done = await worker(store)._partition_handler(producer, asyncio.Event())(messages)
+    assert done == 4 and store.runs == [2] and store.calls == 3 and len(store.applied) == 3
+    assert [s[1] for s in producer.sent] == [b"not json"]

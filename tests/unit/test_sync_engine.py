@@ -22,6 +22,7 @@ class FakeGraph:
         self.items: dict[str, dict[str, dict[str, Any]]] = {}
         self.photos: dict[str, bytes] = {}
         self.writes: Counter[str] = Counter()
+        self.category_reads = 0
         self.fail_next: list[Exception] = []
         self.lose_create_answer = False
         self.forbidden: set[str] = set()
@@ -68,10 +69,15 @@ class FakeGraph:
         self.writes["update"] += 1
         if graph_id not in self.folder(mailbox):
             raise GraphNotFoundError(404, "ErrorItemNotFound", "gone")
-        self.folder(mailbox)[graph_id].update(body)
+        item = self.folder(mailbox)[graph_id]
+        # As Graph: extended properties named in the body are set, the others kept.
+        props = {p["id"]: p for p in item.get("singleValueExtendedProperties", [])}
+        props.update({p["id"]: p for p in body.get("singleValueExtendedProperties", [])})
+        item.update({**body, "singleValueExtendedProperties": list(props.values())})
 
     async def categories(self, mailbox: str, graph_id: str) -> tuple[list[str], str | None]:
         self._check(mailbox)
+        self.category_reads += 1
         if graph_id not in self.folder(mailbox):
             raise GraphNotFoundError(404, "ErrorItemNotFound", "gone")
         item = self.folder(mailbox)[graph_id]
@@ -190,6 +196,38 @@ async def test_categories_the_user_set_in_outlook_survive_an_update() -> None:
     item["categories"] = [*item["categories"], "Golf"]  # the user, in Outlook
     await rig.step(first.link, replace(s, version=2, infotags=("Partner",)))
     assert item["categories"] == ["Golf", "Partner"]
+
+
+async def test_an_update_that_leaves_kontakts_categories_as_they_were_leaves_them_unread() -> None:
+    rig = Rig()
+    s = snap(infotags=("VIP",))
+    first = await rig.step(domain.Link("bob", s.person_id, s.contact_id, wanted=True), s)
+    item = rig.graph.folder("bob")[first.link.graph_id]
+    item["categories"] = ["VIP", "Golf"]  # the user, in Outlook
+    changed = replace(s, version=2, details={**s.details, "job_title": "CFO"})
+    result = await rig.step(first.link, changed)
+    assert result.done and result.outcomes == [("updated", None)]
+    assert rig.graph.category_reads == 0 and rig.graph.writes["update"] == 1
+    assert item["jobTitle"] == "CFO" and item["categories"] == ["VIP", "Golf"]
+    props = {p["id"]: p["value"] for p in item["singleValueExtendedProperties"]}
+    assert props[domain.CATEGORIES_PROPERTY] == '["VIP"]'
+    # Kontakt's categories change next: the user's are read and kept.
+    await rig.step(result.link, replace(changed, version=3, infotags=("Partner",)))
+    assert rig.graph.category_reads == 1 and item["categories"] == ["Golf", "Partner"]
+
+
+async def test_a_link_without_a_record_of_its_categories_reads_and_merges_them() -> None:
+    rig = Rig()
+    s = snap(infotags=("VIP",))
+    first = await rig.step(domain.Link("bob", s.person_id, s.contact_id, wanted=True), s)
+    assert first.link.pushed_categories == domain.categories_hash({"categories": ["VIP"]})
+    item = rig.graph.folder("bob")[first.link.graph_id]
+    item["categories"] = ["VIP", "Golf"]
+    before = replace(first.link, pushed_categories=None)  # linked before the record existed
+    changed = replace(s, version=2, details={**s.details, "job_title": "CFO"})
+    result = await rig.step(before, changed)
+    assert rig.graph.category_reads == 1 and item["categories"] == ["Golf", "VIP"]
+    assert result.link.pushed_categories == first.link.pushed_categories
 
 
 async def test_a_user_without_a_mapped_mailbox_is_reported_failed_and_not_synced() -> None:

@@ -43,3 +43,27 @@ async def test_a_key_is_kept_no_longer_than_the_ttl_and_an_erasure_for_good() ->
     assert await keys.get(pid) is None and fetched == [pid, pid]
     now[0] = 10_000.0
     assert await keys.get(pid) is None and fetched == [pid, pid]  # erased stays erased
+
+
+async def test_keys_fetched_at_different_times_each_expire_a_ttl_after_their_fetch() -> None:
+    now = [0.0]
+    fetched: list[UUID] = []
+
+    async def fetch(person_id: UUID) -> bytes | None:
+        fetched.append(person_id)
+        return b"k" * 32
+
+    keys = PersonKeys(fetch, ttl_seconds=60, clock=lambda: now[0])
+    first, second, third = uuid4(), uuid4(), uuid4()
+    await keys.get(first)
+    now[0] = 30.0
+    await keys.get(second)
+    now[0] = 50.0
+    await keys.get(third)
+    now[0] = 89.9  # the first is past its TTL, the second one not quite
+    assert keys.evict_expired() == 1
+    await keys.get(second)
+    await keys.get(first)
+    assert fetched == [first, second, third, first]
+    now[0] = 110.0  # the second and third are past theirs; the first was fetched again
+    assert keys.evict_expired() == 2
