@@ -1,6 +1,11 @@
 """B2 relay: events per second from the event store to Kafka. Baseline: raw aiokafka produce
 of the same payloads (the relay's own messages, already serialised) with the same producer
-settings (idempotent, acks=all, linger 5 ms) and the same batches awaited the same way.
+settings (idempotent, acks=all, linger 5 ms), one `send()` per message and each batch
+awaited in turn. Relay and baseline run in turn, three rounds each on topics of their own;
+the figure is the median of each, every round printed beside its neighbour. Both are timed
+from their producer's start (the relay's also covers its lock and topic checks). The
+relay's own produce path alone (its record batches, without reading the store) is given
+in the note too, so the cost of reading shows apart from the cost of producing.
 
     python -m bench.b2_relay [--quick]
 """
@@ -8,7 +13,10 @@ settings (idempotent, acks=all, linger 5 ms) and the same batches awaited the sa
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
 
@@ -16,8 +24,10 @@ from bench.common import Figure, Report, isolated, progress, run_alone
 from bench.seed import seed
 from services.contacts.relay import OutboundMessage, Relay
 from services.contacts.store import build_contacts_app, close_contacts_app
-from shared.kafka import ensure_topics
+from shared.kafka import delete_topics, ensure_topics
 from shared.settings import KontaktSettings
+
+ROUNDS = 3
 
 
 async def relay_all(settings: KontaktSettings, relay: Relay, target: int) -> float:
@@ -36,10 +46,22 @@ async def relay_all(settings: KontaktSettings, relay: Relay, target: int) -> flo
     return elapsed
 
 
-async def raw_produce(
-    settings: KontaktSettings, topic: str, batches: list[list[OutboundMessage]]
+Produce = Callable[[AIOKafkaProducer, str, list[OutboundMessage]], Awaitable[None]]
+
+
+async def send_each(producer: AIOKafkaProducer, topic: str, batch: list[OutboundMessage]) -> None:
+    """The baseline's way: one send() per message, then the batch's acknowledgements."""
+    futures = [await producer.send(topic, value=m.value, key=m.key) for m in batch]
+    await asyncio.gather(*futures)
+
+
+async def produce_all(
+    settings: KontaktSettings, topic: str, batches: list[list[OutboundMessage]], produce: Produce
 ) -> float:
-    """Produce the same messages in the same batches with the relay's producer settings."""
+    """Produce the same messages in the same batches with the relay's producer settings;
+    seconds from the producer's start to the last acknowledgement."""
+    await _leaders_ready(settings, topic)
+    started = time.perf_counter()
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_idempotence=True,
@@ -49,12 +71,26 @@ async def raw_produce(
     )
     await producer.start()
     try:
-        await producer.send_and_wait(topic, b"warm-up", key=b"warm-up")
-        started = time.perf_counter()
         for batch in batches:
-            futures = [await producer.send(topic, value=m.value, key=m.key) for m in batch]
-            await asyncio.gather(*futures)
+            await produce(producer, topic, batch)
         return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+async def _leaders_ready(settings: KontaktSettings, topic: str) -> None:
+    """One acknowledged message on every partition of a new topic (not timed), so that no
+    round waits for a partition's leader to be elected."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        partitions = await producer.partitions_for(topic)
+        await asyncio.gather(
+            *[
+                await producer.send(topic, b"warm-up", key=b"warm-up", partition=p)
+                for p in partitions
+            ]
+        )
     finally:
         await producer.stop()
 
@@ -62,19 +98,16 @@ async def raw_produce(
 def run(report: Report, quick: bool = False) -> None:
     """Run B2."""
     events = 20_000 if quick else 100_000
+    rounds: list[tuple[float, float, float]] = []
     with isolated("b2") as settings:
         contacts = build_contacts_app(settings)
+        topics: list[str] = []
         try:
             progress(f"seeding {events:,} events")
             stored, seconds = seed(contacts, events, progress=progress)
             progress(f"seeded {stored:,} events in {seconds:.1f}s")
             target = contacts.recorder.max_notification_id() or 0
-            asyncio.run(ensure_topics(settings, [settings.contacts_topic]))
-            relay = Relay(settings, contacts)
-            progress("relay: store -> Kafka")
-            relay_seconds = asyncio.run(relay_all(settings, relay, target))
-            published = relay.published
-            # The same payloads, read again (not timed), for the raw producer.
+            # The same payloads, read once (not timed), for the raw producer.
             reader = Relay(settings, contacts)
             batches: list[list[OutboundMessage]] = []
             while reader.position < target:
@@ -82,20 +115,45 @@ def run(report: Report, quick: bool = False) -> None:
                 assert last is not None
                 batches.append(messages)
                 reader.position = last
-            raw_topic = f"{settings.contacts_topic}.raw"
-            asyncio.run(
-                ensure_topics(
-                    settings.model_copy(update={"contacts_topic": raw_topic}), [raw_topic]
+            count = sum(len(b) for b in batches)
+
+            async def relay_path(
+                producer: AIOKafkaProducer, _topic: str, batch: list[OutboundMessage]
+            ) -> None:
+                await reader.publish(producer, batch)
+
+            for n in range(1, ROUNDS + 1):
+                own = settings.model_copy(
+                    update={"contacts_topic": f"{settings.contacts_topic}.{n}"}
                 )
-            )
-            progress("baseline: raw aiokafka produce")
-            raw_seconds = asyncio.run(raw_produce(settings, raw_topic, batches))
-            raw_count = sum(len(b) for b in batches)
+                raw_topic, path_topic = f"{own.contacts_topic}.raw", f"{own.contacts_topic}.path"
+                topics += [own.contacts_topic, raw_topic, path_topic]
+                for topic in (own.contacts_topic, raw_topic, path_topic):
+                    t = own.model_copy(update={"contacts_topic": topic})
+                    asyncio.run(ensure_topics(t, [topic]))
+                asyncio.run(_leaders_ready(own, own.contacts_topic))
+                progress(f"round {n}: relay store -> Kafka")
+                relay = Relay(own, contacts)
+                relay_seconds = asyncio.run(relay_all(own, relay, target))
+                assert relay.published == count, (relay.published, count)
+                progress(f"round {n}: raw aiokafka produce")
+                raw_seconds = asyncio.run(produce_all(own, raw_topic, batches, send_each))
+                progress(f"round {n}: the relay's produce path alone")
+                to_path = [[replace(m, topic=path_topic) for m in b] for b in batches]
+                path_seconds = asyncio.run(produce_all(own, path_topic, to_path, relay_path))
+                rounds.append((count / relay_seconds, count / raw_seconds, count / path_seconds))
+                progress(
+                    f"round {n}: relay {rounds[-1][0]:,.0f} | raw {rounds[-1][1]:,.0f}"
+                    f" ({rounds[-1][0] / rounds[-1][1]:.2f}x) | produce path alone"
+                    f" {rounds[-1][2]:,.0f} events/s"
+                )
         finally:
             close_contacts_app(contacts)
-            asyncio.run(_delete(settings, f"{settings.contacts_topic}.raw"))
-    relay_rate = published / relay_seconds
-    raw_rate = raw_count / raw_seconds
+            asyncio.run(delete_topics(settings.kafka_bootstrap, topics))
+    relay_rate = statistics.median(r[0] for r in rounds)
+    raw_rate = statistics.median(r[1] for r in rounds)
+    path_rate = statistics.median(r[2] for r in rounds)
+    pairs = ", ".join(f"{r:,.0f} vs {b:,.0f} ({r / b:.2f}x)" for r, b, _ in rounds)
     report.add(
         Figure(
             "B2",
@@ -104,17 +162,15 @@ def run(report: Report, quick: bool = False) -> None:
             "events/s",
             raw_rate,
             "raw aiokafka produce, same payloads and acks",
-            target="≥ 0.5x",
-            met=relay_rate >= 0.5 * raw_rate,
-            note=f"{published:,} events; seeding {stored:,} events took {seconds:.1f}s",
+            target="≥ 0.6x",
+            met=relay_rate >= 0.6 * raw_rate,
+            note=(
+                f"medians of {ROUNDS} rounds of {count:,} events, relay vs raw: {pairs};"
+                f" the relay's produce path alone {path_rate:,.0f} events/s;"
+                f" seeding {stored:,} events took {seconds:.1f}s"
+            ),
         )
     )
-
-
-async def _delete(settings: KontaktSettings, topic: str) -> None:
-    from shared.kafka import delete_topics
-
-    await delete_topics(settings.kafka_bootstrap, [topic])
 
 
 def main() -> None:

@@ -4,9 +4,10 @@ The event store's notification log is the outbox: commands only write events,
 and this relay publishes them afterwards, so there are no dual writes. It
 reads from its own recorded position, wakes on PostgreSQL NOTIFY (polling as
 a fallback), publishes each batch with an idempotent producer (acks=all) and
-records the new position only after Kafka acknowledged the whole batch. A
-crash re-publishes at most the unacknowledged batch: at-least-once, in order
-per key. One relay is active at a time (a PostgreSQL advisory lock); others
+records a batch's position only after Kafka acknowledged it and every batch
+before it. A few batches are in flight at once while the next is read; a crash
+re-publishes at most those unacknowledged batches: at-least-once, in order per
+key. One relay is active at a time (a PostgreSQL advisory lock); others
 wait as hot standbys.
 """
 
@@ -15,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 from eventsourcing.persistence import InterfaceError, OperationalError
 from psycopg import sql
 from psycopg_pool import PoolTimeout
@@ -45,6 +48,9 @@ LAG_EVERY_SECONDS = 2.0
 #: How often the relay says why it waits, and when it gives a batch up (to retry it).
 WAIT_LOG_SECONDS = 2.0
 PUBLISH_TIMEOUT_SECONDS = 60.0
+
+#: Batches handed to the producer and not yet acknowledged, at most, while the next is read.
+IN_FLIGHT_BATCHES = 4
 
 
 async def recorded_position(settings: KontaktSettings, name: str = "") -> dict[str, Any]:
@@ -94,12 +100,15 @@ class Relay:
         self._producer: AIOKafkaProducer | None = None
         self._topic_ready = False
         self._lock_id = locks.relay_leadership(self.name)
+        self._partition_of: dict[tuple[bytes, int], int] = {}
 
     # --------------------------------------------------------------- store side
 
-    def read_batch(self) -> tuple[list[OutboundMessage], int | None]:
-        """The next batch as Kafka messages, and the last store position it covers."""
-        events, last = self.reader.read_published(self.position, self.settings.relay_batch_size)
+    def read_batch(self, after: int | None = None) -> tuple[list[OutboundMessage], int | None]:
+        """The batch after a position (default: the relay's) as Kafka messages, and the
+        last store position it covers."""
+        start = self.position if after is None else after
+        events, last = self.reader.read_published(start, self.settings.relay_batch_size)
         return [self._message(e) for e in events], last
 
     def _message(self, event: PublishedEvent) -> OutboundMessage:
@@ -127,7 +136,8 @@ class Relay:
         events = await asyncio.to_thread(self.reader.catalogue_events, self.position)
         if events:
             log.info("publishing %d catalogue events stored before they were relayed", len(events))
-            if not await self._deliver([self._message(e) for e in events], stop):
+            messages = [self._message(e) for e in events]
+            if not await self._deliver(lambda producer: self.publish(producer, messages), stop):
                 return False
         await conn.execute(
             "INSERT INTO relay_positions (name, position) VALUES (%s, %s)"
@@ -178,19 +188,57 @@ class Relay:
         self, producer: AIOKafkaProducer, messages: Sequence[OutboundMessage]
     ) -> None:
         """Send a batch and wait until Kafka acknowledged every message."""
-        futures = [await producer.send(m.topic, value=m.value, key=m.key) for m in messages]
-        await asyncio.gather(*futures)
+        await self._acknowledged(messages, await self.submit(producer, messages))
 
-    async def _publish_watched(
+    async def submit(
         self, producer: AIOKafkaProducer, messages: Sequence[OutboundMessage]
+    ) -> asyncio.Future[Any]:
+        """Hand a batch to the producer, in order per partition; the answer settles once
+        Kafka acknowledged all of it."""
+        # One record batch per partition (the producer splits nothing itself here): the
+        # per-message send() path cost as much CPU as reading the events did.
+        builders: dict[tuple[str, int], list[Any]] = {}
+        partitions: dict[str, list[int]] = {}
+        for m in messages:
+            if m.topic not in partitions:
+                partitions[m.topic] = sorted(await producer.partitions_for(m.topic))
+            tp = (m.topic, self._partition(m.key, partitions[m.topic]))
+            chain = builders.get(tp)
+            if chain is None:
+                chain = builders[tp] = [producer.create_batch()]
+            if chain[-1].append(key=m.key, value=m.value, timestamp=None) is None:
+                chain.append(producer.create_batch())  # full: the next one follows it
+                if chain[-1].append(key=m.key, value=m.value, timestamp=None) is None:
+                    raise ValueError(f"message at position {m.position} is too large")
+
+        async def send(topic: str, partition: int, chain: list[Any]) -> list[Any]:
+            # In order: the producer queues a partition's next batch behind the last one.
+            return [await producer.send_batch(b, topic, partition=partition) for b in chain]
+
+        sent = await asyncio.gather(*(send(t, p, chain) for (t, p), chain in builders.items()))
+        return asyncio.gather(*(f for futures in sent for f in futures))
+
+    def _partition(self, key: bytes, partitions: list[int]) -> int:
+        """The partition the producer's default partitioner chooses for a key (Kafka's:
+        murmur2 of the key over the partitions by id), remembered per key."""
+        known = self._partition_of.get((key, len(partitions)))
+        if known is None:
+            if len(self._partition_of) >= 100_000:  # bounded: keys of recent batches
+                self._partition_of.clear()
+            known = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            self._partition_of[(key, len(partitions))] = known
+        return known
+
+    async def _acknowledged(
+        self, messages: Sequence[OutboundMessage], acks: asyncio.Future[Any]
     ) -> None:
-        """Publish, saying every few seconds why we wait; give up after PUBLISH_TIMEOUT."""
-        task = asyncio.ensure_future(self.publish(producer, messages))
+        """Wait for a batch's acknowledgements, saying every few seconds why we wait;
+        give up after PUBLISH_TIMEOUT."""
         started = asyncio.get_running_loop().time()
         while True:
-            done, _ = await asyncio.wait({task}, timeout=WAIT_LOG_SECONDS)
+            done, _ = await asyncio.wait({acks}, timeout=WAIT_LOG_SECONDS)
             if done:
-                task.result()
+                acks.result()
                 return
             waited = asyncio.get_running_loop().time() - started
             log.warning(
@@ -203,7 +251,7 @@ class Relay:
                 waited,
             )
             if waited >= PUBLISH_TIMEOUT_SECONDS:
-                task.cancel()
+                acks.cancel()
                 raise TimeoutError(f"no acknowledgement within {PUBLISH_TIMEOUT_SECONDS}s")
 
     def _observe(self, published: int) -> None:
@@ -251,24 +299,98 @@ class Relay:
             if not await self._publish_earlier_catalogue(conn, stop):
                 return
             while not stop.is_set():
-                messages, last = await asyncio.to_thread(self.read_batch)
-                if last is None:
+                batch = await asyncio.to_thread(self.read_batch)
+                if batch[1] is None:
                     await self._observe_lag()
                     await self._wait_for_notify(conn, stop)
                     continue
-                if not await self._deliver(messages, stop):
+                if not await self._deliver_from_position(conn, batch, stop):
                     return
-                self.position = last
-                await self._save_position(conn, self.position)
-                self.published += len(messages)
-                self._observe(len(messages))
         finally:
             if self._producer is not None:
                 await _close_quietly(self._producer)
                 self._producer = None
 
-    async def _deliver(self, messages: Sequence[OutboundMessage], stop: asyncio.Event) -> bool:
-        """Publish a batch, waiting Kafka out with the position kept; False if stopped first."""
+    async def _deliver_from_position(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        first: tuple[list[OutboundMessage], int | None],
+        stop: asyncio.Event,
+    ) -> bool:
+        """Publish from the relay's position until caught up, waiting Kafka out with the
+        position kept; False if stopped first. `first` is the batch read at the position."""
+        read_at = self.position
+
+        async def publish(producer: AIOKafkaProducer) -> None:
+            # After an outage the stream starts again from the last acknowledged position.
+            batch = first if self.position == read_at else None
+            await self._stream(conn, producer, batch, stop)
+
+        return await self._deliver(publish, stop)
+
+    async def _stream(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        producer: AIOKafkaProducer,
+        batch: tuple[list[OutboundMessage], int | None] | None,
+        stop: asyncio.Event,
+    ) -> None:
+        """Publish batch after batch until nothing is new (or stop is set), reading the next
+        while earlier ones await their acknowledgements; each batch's position is saved once
+        it and every batch before it are acknowledged."""
+        in_flight: deque[tuple[list[OutboundMessage], int, asyncio.Future[Any]]] = deque()
+        reading: asyncio.Future[tuple[list[OutboundMessage], int | None]] | None = None
+        try:
+            if batch is None:
+                batch = await asyncio.to_thread(self.read_batch)
+            while True:
+                messages, last = batch
+                if last is None:
+                    break
+                in_flight.append((messages, last, await self._submit_or_done(producer, messages)))
+                if stop.is_set():
+                    break
+                reading = asyncio.ensure_future(asyncio.to_thread(self.read_batch, last))
+                while in_flight and (in_flight[0][2].done() or len(in_flight) >= IN_FLIGHT_BATCHES):
+                    await self._settle(conn, *in_flight.popleft())
+                batch, reading = await reading, None
+            while in_flight:
+                await self._settle(conn, *in_flight.popleft())
+        finally:
+            if reading is not None:
+                reading.cancel()
+            for _, _, acks in in_flight:
+                acks.cancel()
+
+    async def _submit_or_done(
+        self, producer: AIOKafkaProducer, messages: Sequence[OutboundMessage]
+    ) -> asyncio.Future[Any]:
+        if messages:
+            return await self.submit(producer, messages)
+        nothing: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        nothing.set_result(None)  # a batch of events that are not published
+        return nothing
+
+    async def _settle(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        messages: list[OutboundMessage],
+        last: int,
+        acks: asyncio.Future[Any],
+    ) -> None:
+        """Record a batch's position once Kafka acknowledged it."""
+        if messages:
+            await self._acknowledged(messages, acks)
+        self.position = last
+        await self._save_position(conn, last)
+        self.published += len(messages)
+        self._observe(len(messages))
+
+    async def _deliver(
+        self, publish: Callable[[AIOKafkaProducer], Awaitable[None]], stop: asyncio.Event
+    ) -> bool:
+        """Publish with a ready producer, waiting Kafka out with the position kept; False
+        if stopped first."""
 
         async def attempt() -> bool:
             if not self._topic_ready:
@@ -278,8 +400,7 @@ class Relay:
                 self._topic_ready = True
             if self._producer is None:
                 self._producer = await self._start_producer()
-            if messages:
-                await self._publish_watched(self._producer, messages)
+            await publish(self._producer)
             return True
 
         async def say(state: RetryCallState) -> None:

@@ -6,6 +6,7 @@ from datetime import date
 from uuid import uuid4
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from services.contacts.application import ContactsApp
 from services.contacts.domain import Actor
@@ -85,3 +86,19 @@ async def test_relay_resumes_from_its_recorded_position_without_republishing(
     after = await read_topic(topic_settings.kafka_bootstrap, topic_settings.contacts_topic)
     report = check_complete_and_ordered(after, contact_positions(contacts))
     assert report.duplicates == 0 and len(after) - len(before) == 16
+
+
+async def test_batches_in_flight_keep_order_per_key_on_the_default_partitioners_partition(
+    contacts: ContactsApp, topic_settings: KontaktSettings
+) -> None:
+    for _ in range(6):
+        every_event_type(contacts)
+    # Batches of 3: many are handed to the producer while earlier ones await their acks.
+    relay = Relay(topic_settings.model_copy(update={"relay_batch_size": 3}), contacts)
+    await relay_until_caught_up(relay, contacts)
+    records = await read_topic(topic_settings.kafka_bootstrap, topic_settings.contacts_topic)
+    report = check_complete_and_ordered(records, contact_positions(contacts))
+    assert report.duplicates == 0 and report.delivered == report.expected
+    partitions = list(range(topic_settings.topic_partitions))
+    for r in records:
+        assert r.partition == DefaultPartitioner()(r.key, partitions, partitions)
