@@ -319,8 +319,8 @@ def run(report: Report, quick: bool = False) -> None:
                     f"contacts API resident memory, {name}",
                     value / MB,
                     "MB",
-                    target="≤ 200 MB",
-                    met=value / MB <= 200,
+                    target="≤ 150 MB",
+                    met=value / MB <= 150,
                     better="lower",
                 )
             )

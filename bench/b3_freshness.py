@@ -611,8 +611,8 @@ def run(report: Report, quick: bool = False) -> None:
                     values[name] / MB,
                     "MB",
                     better="lower",
-                    target="≤ 200 MB",
-                    met=values[name] / MB <= 200,
+                    target="≤ 150 MB",
+                    met=values[name] / MB <= 150,
                 )
             )
 

@@ -357,8 +357,8 @@ def run(report: Report, quick: bool = False) -> None:
                 value / MB,
                 "MB",
                 better="lower",
-                target="≤ 200 MB",
-                met=value / MB <= 200,
+                target="≤ 150 MB",
+                met=value / MB <= 150,
             )
         )
 
