@@ -141,3 +141,34 @@ async def back_to_back(
         for c in conns:
             await c.close()
     return latencies, errors, elapsed
+
+
+#: What a failed exchange raises: the connection is then closed and not reused.
+EXCHANGE_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ProtocolError)
+
+
+class Pool:
+    """Up to `size` keep-alive connections to one server, shared by concurrent requests."""
+
+    def __init__(self, base_url: str, size: int, headers: dict[str, str] | None = None):
+        self._base_url = base_url
+        self._headers = headers or {}
+        self._idle: list[Connection] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def request(self, method: str, path: str, body: Any = None) -> Answer:
+        """One request on an idle connection (a new one when none is idle)."""
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await Connection.open(self._base_url)
+            try:
+                answer = await conn.request(method, path, body, self._headers)
+            except BaseException:
+                await conn.close()
+                raise
+            self._idle.append(conn)
+            return answer
+
+    async def close(self) -> None:
+        """Close every idle connection."""
+        while self._idle:
+            await self._idle.pop().close()
