@@ -111,6 +111,8 @@ class Store:
     command_errors: int = 0
     #: Latencies in seconds by tab or search name.
     latencies: dict[str, list[float]] = field(default_factory=dict)
+    #: The searches again once the read model's tables are analyzed.
+    analyzed: dict[str, list[float]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
 
 
@@ -256,8 +258,11 @@ def requests_of(store: Store, i: int) -> Iterator[tuple[str, str, dict[str, str]
         yield f"search: {kind}", "/contacts", search_params(kind, c)
 
 
-async def query_rounds(stores: list[Store], token: str, rounds: int) -> None:
-    """Every tab and search once per round on each store in turn, one client each."""
+async def query_rounds(
+    stores: list[Store], token: str, rounds: int, searches_only: bool = False
+) -> None:
+    """Every tab and search once per round on each store in turn, one client each
+    (searches_only: the searches alone, into `analyzed`)."""
     headers = {"Authorization": f"Bearer {token}"}
     async with AsyncExitStack() as clients:
         http = [
@@ -272,12 +277,15 @@ async def query_rounds(stores: list[Store], token: str, rounds: int) -> None:
                     await client.get(path, params=params)
         for i in range(rounds):
             for s, client in zip(stores, http, strict=True):
+                into = s.analyzed if searches_only else s.latencies
                 for name, path, params in requests_of(s, i):
+                    if searches_only and not name.startswith("search"):
+                        continue
                     t0 = time.perf_counter()
                     answer = await client.get(path, params=params)
                     took = time.perf_counter() - t0
                     if answer.status_code == 200:
-                        s.latencies.setdefault(name, []).append(took)
+                        into.setdefault(name, []).append(took)
                     else:
                         s.failures[name] = s.failures.get(name, 0) + 1
 
@@ -367,6 +375,17 @@ def figures(report: Report, small: Store, large: Store) -> None:
                 report, f"{name} p{p}", small, large, pair, "ms", target=target, met=met,
                 note=f"{len(lg)} requests" + (f", {failed} failed" if failed else ""),
             )  # fmt: skip
+    for kind in SEARCHES:
+        name = f"search: {kind}"
+        s, lg = small.analyzed.get(name, []), large.analyzed.get(name, [])
+        for p in (50, 99):
+            pair = (ms(s, p), ms(lg, p))
+            add_pair(
+                report, f"{name} p{p}, tables analyzed", small, large, pair, "ms",
+                target=f"≤ {SEARCH_P99_MS:.0f} ms" if p == 99 else "",
+                met=pair[1] <= SEARCH_P99_MS if p == 99 else None,
+                note=f"{len(lg)} requests",
+            )  # fmt: skip
     add_pair(
         report, "rebuild", small, large,
         (rate(small), rate(large)),
@@ -430,6 +449,14 @@ def run(report: Report, quick: bool = False, contacts: int = LARGE) -> None:
                 asyncio.run(query_rounds(stores, token, REQUESTS))
             for s, q in zip(stores, queries, strict=True):
                 s.query_rss = max(q.rss_samples, default=q.rss())
+            # The rebuild swaps in tables without statistics until autovacuum analyzes
+            # them: the searches again on analyzed tables, to tell the two apart.
+            for s in stores:
+                with psycopg.connect(s.settings.pg_dsn(), autocommit=True) as conn:
+                    conn.execute("ANALYZE rm.contacts")
+                    conn.execute("ANALYZE rm.contact_addresses")
+            progress("searches again, the read model's tables analyzed")
+            asyncio.run(query_rounds(stores, token, REQUESTS, searches_only=True))
     figures(report, small, large)
 
 
