@@ -3,6 +3,7 @@ whole pipeline on the real servers."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from uuid import uuid4
 
@@ -176,7 +177,7 @@ _SERVED_BY: list[tuple[dict[str, Any], list[str]]] = [
     ({"name": "efternavn1234"}, ["contacts_search_trgm"]),
     ({"text": "titel4242"}, ["contacts_free_text_trgm"]),
     ({"phone": "4510000077"}, ["contacts_phone_digits", "contacts_phone_tails"]),
-    ({"email": "navn77@firma"}, ["contact_addresses_address_trgm"]),
+    ({"email": "navn77@firma"}, ["contact_addresses_address_prefix"]),
 ]
 
 
@@ -191,7 +192,8 @@ async def test_each_search_is_served_by_its_index(isolated_settings: KontaktSett
             sql = f"EXPLAIN SELECT * FROM rm.contacts c WHERE {clause}"
             plan = "\n".join(r[0] for r in await conn.fetch(sql, *args))
             for index in indexes:
-                assert f"Index Scan on {index}" in plan, (search, plan)
+                # A bitmap scan names the index "on", a plain index scan "using" it.
+                assert re.search(rf"Index Scan (on|using) {index}\b", plan), (search, plan)
     finally:
         await conn.close()
 

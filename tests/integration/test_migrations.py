@@ -212,6 +212,28 @@ async def test_a_rebuild_copies_the_migrated_live_tables_with_their_columns_and_
     )
 
 
+async def test_every_gin_index_of_the_read_model_and_of_its_rebuilt_copy_has_a_small_pending_list(
+    new_database: NewDatabase,
+) -> None:
+    settings = new_database()
+    migrate(settings.pg_dsn())
+    conn = await asyncpg.connect(settings.pg_dsn())
+    try:
+        await contacts_sql.copy_schema(conn, contacts_sql.LIVE, contacts_sql.BUILD)
+        rows = await conn.fetch(
+            "SELECT n.nspname, c.relname, c.reloptions FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam"
+            " WHERE a.amname = 'gin' AND n.nspname = ANY($1)",
+            [contacts_sql.LIVE, contacts_sql.BUILD],
+        )
+    finally:
+        await conn.close()
+    assert {r["nspname"] for r in rows} == {contacts_sql.LIVE, contacts_sql.BUILD}
+    assert {(r["relname"], tuple(r["reloptions"] or ())) for r in rows} == {
+        (r["relname"], ("gin_pending_list_limit=64",)) for r in rows
+    }
+
+
 def _of(rows: set[tuple[Any, ...]], schema: str) -> set[tuple[Any, ...]]:
     """The rows of one schema, its name left out (index definitions name it)."""
     return {
