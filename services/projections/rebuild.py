@@ -155,6 +155,10 @@ async def rebuild_contacts(
         await handlers.redact_hashes(conn, fold.erased_hashes, key)
         for tag_event in fold.catalogue:
             await infotags_sql.apply_catalogue_event(conn, tag_event, contacts_sql.BUILD)
+    async with pool.acquire() as conn:
+        # Freshly loaded tables have no statistics: until autovacuum gets to them the
+        # planner guesses, and a search read every row of a million-contact table.
+        await contacts_sql.analyze_schema(conn, contacts_sql.BUILD)
 
     # 2. Catch up with what was stored meanwhile.
     events_done = fold.events

@@ -292,3 +292,22 @@ async def test_the_bulk_read_gives_the_events_the_relay_publishes(
             assert {"ContactCreated", "ContactErased", "JobChangeUndone"} <= kinds
             assert bulk == published
             assert [e.model_dump_json() for e in bulk] == [e.model_dump_json() for e in published]
+
+
+async def test_a_rebuilt_model_comes_with_the_planners_statistics(
+    isolated_settings: KontaktSettings,
+) -> None:
+    # Without them the planner guesses over the new tables until autovacuum runs, and a
+    # search read every row of a large store.
+    async with pipeline(isolated_settings) as p:
+        assert p.contacts is not None
+        await asyncio.to_thread(run_commands, p, [("create", i, 0, "a") for i in range(5)])
+        await p.settle()
+        await rebuild_contacts(p.settings, p.pool, StoreReader(p.contacts))
+        async with p.pool.acquire() as conn:
+            unanalysed = await conn.fetch(
+                "SELECT relname FROM pg_stat_user_tables WHERE schemaname = $1"
+                " AND last_analyze IS NULL AND last_autoanalyze IS NULL",
+                contacts_sql.LIVE,
+            )
+        assert [r["relname"] for r in unanalysed] == []

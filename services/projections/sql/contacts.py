@@ -72,6 +72,15 @@ async def copy_schema(conn: asyncpg.Connection, source: str, target: str) -> Non
             await conn.execute(i["index_def"].replace(f" ON {src}.", f" ON {dst}.", 1))
 
 
+async def analyze_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """Gather the planner's statistics for every table of a schema."""
+    tables = await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename", schema
+    )
+    for t in tables:
+        await conn.execute(f'ANALYZE {_s(schema)}."{t["tablename"]}"')
+
+
 async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:
     """Drop a schema and everything in it."""
     await conn.execute(f"DROP SCHEMA IF EXISTS {_s(schema)} CASCADE")
