@@ -1,6 +1,6 @@
 """B2 relay: events per second from the event store to Kafka. Baseline: raw aiokafka produce
 of the same payloads (the relay's own messages, already serialised) with the same producer
-settings (idempotent, acks=all, linger 5 ms), one `send()` per message and each batch
+settings (idempotent, acks=all, the relay's linger), one `send()` per message and each batch
 awaited in turn. Relay and baseline run in turn, three rounds each on topics of their own;
 the figure is the median of each, every round printed beside its neighbour. Both are timed
 from their producer's start (the relay's also covers its lock and topic checks). The
@@ -66,7 +66,7 @@ async def produce_all(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_idempotence=True,
         acks="all",
-        linger_ms=5,
+        linger_ms=settings.relay_linger_ms,
         request_timeout_ms=15_000,
     )
     await producer.start()

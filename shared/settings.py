@@ -44,6 +44,9 @@ class KontaktSettings(BaseSettings):
     # Relay from the event store to Kafka.
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, gt=0)
+    #: How long the relay's producer waits to fill a batch. The relay hands it whole batches
+    #: read from the store, so waiting only adds latency (about 8 ms of B3's p50 at 5 ms).
+    relay_linger_ms: int = Field(default=0, ge=0, le=1000)
 
     # Health and metrics HTTP ports of the processes without an API (0: none).
     relay_http_port: int = Field(default=0, ge=0, le=65535)

@@ -178,7 +178,7 @@ class Relay:
             bootstrap_servers=self.settings.kafka_bootstrap,
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            linger_ms=self.settings.relay_linger_ms,
             request_timeout_ms=15_000,
         )
         await producer.start()
