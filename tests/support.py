@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -120,11 +121,27 @@ async def relay_until_caught_up(relay: Relay, contacts: ContactsApp, timeout: fl
 # ---------------------------------------------------------------------------- processes
 
 
+#: Where free_port looks: below the kernel's ephemeral range (32768+ on Linux) and the
+#: stack's own ports (25432, 29092-29093).
+_TEST_PORTS = range(10_000, 25_000)
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now, outside the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) is from the ephemeral range, which outgoing
+    connections draw from too: one of them took such a port between this check and the
+    server's bind ("address already in use"). Below that range only servers bind.
+    """
+    for _ in range(200):
+        port = random.choice(_TEST_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_TEST_PORTS}")
 
 
 def start_kontakt(
