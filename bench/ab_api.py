@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 from bench.b1_writes import http_load
 from bench.common import LOGS, Proc, isolated
 from shared.auth import mint_token
-from tests.support import env_of, free_port
+from tests.support import env_of, free_port, start_kontakt
 
 
 def serve_from(tree: Path, label: str, env: dict[str, str]) -> tuple[Proc, str]:
@@ -28,12 +26,12 @@ def serve_from(tree: Path, label: str, env: dict[str, str]) -> tuple[Proc, str]:
     port = free_port()
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"ab-{label}.log"
-    with log.open("ab") as out:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "contacts", "--port", str(port)],
-            env={**env, "PYTHONPATH": str(tree)},
-            cwd=tree, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    popen = start_kontakt(
+        ["serve", "contacts", "--port", str(port)],
+        {**env, "PYTHONPATH": str(tree)},
+        log,
+        cwd=tree,
+    )
     proc = Proc(label, popen, log)
     url = f"http://127.0.0.1:{port}"
     proc.wait_ready(f"{url}/health/ready")

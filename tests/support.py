@@ -145,14 +145,18 @@ def free_port() -> int:
 
 
 def start_kontakt(
-    args: list[str], env: dict[str, str], log: Path, module: str = "services.cli"
+    args: list[str],
+    env: dict[str, str],
+    log: Path,
+    module: str = "services.cli",
+    cwd: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
     """`kontakt ARGS` started as a user starts it (`python -m services.cli`), output appended
-    to `log`."""
+    to `log`; `cwd` another source tree to run its code instead."""
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", module, *args],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
 
